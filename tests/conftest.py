@@ -1,0 +1,82 @@
+"""Shared fixtures. ROS tests run on a private domain, localhost-only discovery and a temp log dir."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FASTDDS_PROFILE = REPO / "config" / "fastdds_large_images.xml"
+
+# Set before anything imports rclpy, so the in-process participants use the same private settings as
+# the processes the tests start. The domain id depends on the pid so two test runs on one host do not meet.
+_ROS_LOG_DIR = tempfile.mkdtemp(prefix="sam2_ros_test_logs_")
+os.environ["ROS_DOMAIN_ID"] = str(1 + os.getpid() % 100)
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ["ROS_LOG_DIR"] = _ROS_LOG_DIR
+os.environ["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
+
+
+def ros_env(**extra: str) -> dict[str, str]:
+    """The environment for a ROS process started by a test (private domain, local discovery)."""
+    env = dict(os.environ)
+    env.update(extra)
+    return env
+
+
+class Processes:
+    """Starts processes for one test and ends every one of them afterwards (terminate, then kill)."""
+
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen] = []
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            env=env or ros_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO,
+        )
+        self._procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    procs = Processes()
+    try:
+        yield procs
+    finally:
+        procs.close()
+
+
+@pytest.fixture
+def rclpy_context():
+    """An initialised rclpy context for in-test participants, shut down afterwards."""
+    import rclpy
+    from rclpy.context import Context
+
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        yield context
+    finally:
+        context.try_shutdown()
