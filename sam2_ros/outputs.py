@@ -1,0 +1,129 @@
+"""A tracker result as ROS messages: label image, TrackedObjectArray, vision_msgs detections.
+
+`FrameOutputs.from_result` moves everything the messages need off the model's device in one go (one
+synchronisation per frame); the message builders then work on numpy only. Every message carries the
+header of the INPUT image, so consumers can line the results up with the frame they were computed on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Optional
+
+import numpy as np
+from builtin_interfaces.msg import Duration
+from sensor_msgs.msg import Image, RegionOfInterest
+from std_msgs.msg import Header
+
+from sam2_ros.conversions import label_image
+from sam2_ros.msg import TrackedObject, TrackedObjectArray
+from sam2_rt.tracker import TrackResult
+
+try:  # vision_msgs has no PyPI wheel: detections are published only where a ROS install provides it.
+    from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
+except ImportError:
+    Detection2DArray = None
+
+
+@dataclass(frozen=True)
+class FrameOutputs:
+    """One frame's tracking result on the host, sorted by ascending object id (N objects, frame H x W).
+
+    Attributes:
+      object_ids: (N,) int64 ids.
+      labels: (H, W) uint16 label image: id of the object covering the pixel, 0 = background.
+      boxes: (N, 4) float32 (x0, y0, x1, y1) pixels of the input image, x1 / y1 exclusive; zeros if empty.
+      scores: (N,) float32 predicted IoU.
+      presence: (N,) float32 probability that the object is visible.
+      states: (N,) uint8 TrackedObject.STATE_* (equal to sam2_rt.tracker.ObjectState values).
+      areas: (N,) int64 mask pixels at the input resolution.
+    """
+
+    object_ids: np.ndarray
+    labels: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    presence: np.ndarray
+    states: np.ndarray
+    areas: np.ndarray
+
+    @classmethod
+    def from_result(cls, result: TrackResult) -> "FrameOutputs":
+        """Copy a TrackResult (tensors on any device) to numpy, in ascending id order."""
+        order = np.argsort(np.asarray(result.object_ids, dtype=np.int64), kind="stable")
+        return cls(
+            object_ids=np.asarray(result.object_ids, dtype=np.int64)[order],
+            labels=result.label_image().to("cpu").numpy().astype(np.uint16),
+            boxes=result.boxes.float().cpu().numpy()[order],
+            scores=result.ious.float().cpu().numpy()[order],
+            presence=result.presence.float().cpu().numpy()[order],
+            states=np.asarray([int(s) for s in result.states], dtype=np.uint8)[order],
+            areas=result.masks.flatten(1).sum(dim=1).cpu().numpy().astype(np.int64)[order],
+        )
+
+
+def duration_from_ns(nanoseconds: int) -> Duration:
+    """A builtin_interfaces/Duration of a non-negative number of nanoseconds."""
+    nanoseconds = max(0, int(nanoseconds))
+    return Duration(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
+def mask_message(outputs: FrameOutputs, header: Header) -> Image:
+    """The mono16 label image (pixel = object id, 0 = background), same size and header as the input."""
+    return label_image(outputs.labels, header)
+
+
+def _roi(box: np.ndarray) -> RegionOfInterest:
+    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+    return RegionOfInterest(
+        x_offset=max(0, x0), y_offset=max(0, y0), width=max(0, x1 - x0), height=max(0, y1 - y0), do_rectify=False
+    )
+
+
+def objects_message(outputs: FrameOutputs, header: Header, latency_ns: int, dropped_frames: int) -> TrackedObjectArray:
+    """TrackedObjectArray of one frame.
+
+    Arguments:
+      outputs: the frame's result.
+      header: the input image's header (copied unchanged).
+      latency_ns: time from the image's arrival at the node to this publication.
+      dropped_frames: input frames dropped since activation.
+    """
+    objects: List[TrackedObject] = [
+        TrackedObject(
+            object_id=int(obj_id),
+            state=int(state),
+            score=float(score),
+            presence=float(presence),
+            bbox=_roi(box),
+            mask_area=int(area),
+        )
+        for obj_id, state, score, presence, box, area in zip(
+            outputs.object_ids, outputs.states, outputs.scores, outputs.presence, outputs.boxes, outputs.areas
+        )
+    ]
+    return TrackedObjectArray(
+        header=header, objects=objects, latency=duration_from_ns(latency_ns), dropped_frames=int(dropped_frames)
+    )
+
+
+def detections_message(outputs: FrameOutputs, header: Header) -> Optional[Any]:
+    """vision_msgs/Detection2DArray (id and class_id = object id, score = predicted IoU), or None without
+    vision_msgs. Objects with an empty mask are left out (they have no box)."""
+    if Detection2DArray is None:
+        return None
+    detections = []
+    for obj_id, score, box, area in zip(outputs.object_ids, outputs.scores, outputs.boxes, outputs.areas):
+        if area == 0:
+            continue
+        x0, y0, x1, y1 = (float(v) for v in box)
+        detection = Detection2D(header=header, id=str(int(obj_id)))
+        detection.bbox.center.position.x = (x0 + x1) / 2.0
+        detection.bbox.center.position.y = (y0 + y1) / 2.0
+        detection.bbox.size_x = x1 - x0
+        detection.bbox.size_y = y1 - y0
+        hypothesis = ObjectHypothesisWithPose()
+        hypothesis.hypothesis.class_id = str(int(obj_id))
+        hypothesis.hypothesis.score = float(score)
+        detection.results = [hypothesis]
+        detections.append(detection)
+    return Detection2DArray(header=header, detections=detections)
