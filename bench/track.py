@@ -1,0 +1,364 @@
+"""Streaming tracker benchmark: ours vs Meta's SAM2VideoPredictor on the same frames and seeded weights.
+
+    python bench/track.py --video synthetic --frames 60 --image-size 512 --compare meta
+    python bench/track.py --video clip.mp4 --frames 30 --objects 8 --precision bf16
+
+Both models get the same random weights (tests/oracle.py; `--checkpoint` loads Meta's file into both) and
+the same preprocessed frames: Meta's state is created by its own `init_state` on a one-image folder, then
+its preloaded images, frame count and video size are replaced with ours (see `meta_stream`). Meta is
+driven like a stream: frames are propagated up to the one that carries a prompt, the prompt is added, and
+propagation goes on. K clicks are spread over the first frame (`click_grid`).
+
+Prints one JSON line per frame, then a summary line with the keys of issue 4. Times are wall seconds per
+frame (ours: `Tracker.step` from the raw frame, preprocessing included; Meta: its prompt calls of that frame
+plus `propagate_in_video` up to that frame's output, on frames it preloaded and preprocessed beforehand).
+min_iou / max_logit_diff compare our masks / frame-resolution logits with Meta's fp32 ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from sam2_rt.tracker import Tracker, TrackerConfig  # noqa: E402
+from sam2_rt.transforms import preprocess  # noqa: E402
+
+
+# --------------------------------------------------------------------------- synthetic video
+
+
+@dataclass
+class SyntheticVideo:
+    """A generated clip: coloured shapes moving over a textured background.
+
+    Attributes:
+      frames: T frames, each (H, W, 3) uint8 RGB.
+      centers: (T, K, 2) float x, y of each shape's centre on each frame (pixels).
+      boxes: (T, K, 4) float x0, y0, x1, y1 of each shape on each frame (pixels).
+    """
+
+    frames: List[np.ndarray]
+    centers: np.ndarray
+    boxes: np.ndarray
+
+
+def synthetic_video(num_frames: int, height: int = 240, width: int = 320, seed: int = 0) -> SyntheticVideo:
+    """Four shapes (disc, square, ellipse, triangle) bouncing over a smooth random texture with stripes.
+
+    The shapes overlap at times and move by a few pixels per frame, so tracking has something to do.
+    """
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, size=(height // 16 + 1, width // 16 + 1, 3)).astype(np.float32)
+    texture = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    ys, xs = np.mgrid[0:height, 0:width]
+    stripes = 30.0 * np.sin((xs + 0.5 * ys) / 7.0)[..., None]
+    background = np.clip(0.6 * texture + 60 + stripes, 0, 255).astype(np.uint8)
+
+    scale = min(height, width)
+    radii = np.array([0.12, 0.10, 0.14, 0.11]) * scale
+    colours = [(230, 40, 40), (40, 200, 60), (50, 80, 230), (240, 220, 30)]
+    position = rng.uniform([0.25 * width, 0.25 * height], [0.75 * width, 0.75 * height], size=(4, 2))
+    velocity = rng.uniform(-1.0, 1.0, size=(4, 2)) * scale / 60.0
+    frames, centers, boxes = [], np.zeros((num_frames, 4, 2)), np.zeros((num_frames, 4, 4))
+    for t in range(num_frames):
+        frame = background.copy()
+        for k in range(4):
+            cx, cy = position[k]
+            r = radii[k]
+            if k == 0:
+                cv2.circle(frame, (int(cx), int(cy)), int(r), colours[k], -1)
+                half = np.array([r, r])
+            elif k == 1:
+                cv2.rectangle(frame, (int(cx - r), int(cy - r)), (int(cx + r), int(cy + r)), colours[k], -1)
+                half = np.array([r, r])
+            elif k == 2:
+                cv2.ellipse(frame, (int(cx), int(cy)), (int(r), int(0.6 * r)), 0, 0, 360, colours[k], -1)
+                half = np.array([r, 0.6 * r])
+            else:
+                tri = np.array([[cx, cy - r], [cx - r, cy + r], [cx + r, cy + r]], dtype=np.int32)
+                cv2.fillPoly(frame, [tri], colours[k])
+                half = np.array([r, r])
+            centers[t, k] = (cx, cy)
+            boxes[t, k] = (max(cx - half[0], 0), max(cy - half[1], 0),
+                           min(cx + half[0], width - 1), min(cy + half[1], height - 1))
+        frames.append(frame)
+        position += velocity
+        # bounce off the borders (keep the centre inside the frame)
+        for axis, limit in ((0, width), (1, height)):
+            out = (position[:, axis] < 0) | (position[:, axis] > limit - 1)
+            velocity[out, axis] *= -1
+            position[:, axis] = np.clip(position[:, axis], 0, limit - 1)
+    return SyntheticVideo(frames=frames, centers=centers, boxes=boxes)
+
+
+def read_video(path: str, num_frames: int) -> List[np.ndarray]:
+    """The first num_frames frames of a video file OpenCV can read, as (H, W, 3) uint8 RGB."""
+    capture = cv2.VideoCapture(path)
+    frames = []
+    while len(frames) < num_frames:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    capture.release()
+    if not frames:
+        raise SystemExit(f"cannot read frames from {path!r}")
+    return frames
+
+
+def click_grid(num_clicks: int, height: int, width: int) -> np.ndarray:
+    """num_clicks points spread over a frame on a near-square grid, (K, 2) float x, y."""
+    cols = int(np.ceil(np.sqrt(num_clicks)))
+    rows = int(np.ceil(num_clicks / cols))
+    points = [((c + 0.5) * width / cols, (r + 0.5) * height / rows) for r in range(rows) for c in range(cols)]
+    return np.array(points[:num_clicks], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- Meta driven as a stream
+
+
+@dataclass
+class Prompt:
+    """One stream event on a frame: add / refine an object (points+labels, box or mask) or remove it."""
+
+    object_id: int
+    points: Optional[np.ndarray] = None
+    labels: Optional[np.ndarray] = None
+    box: Optional[np.ndarray] = None
+    mask: Optional[np.ndarray] = None
+    remove: bool = False
+
+
+@dataclass
+class Schedule:
+    """Prompts per frame index (applied before that frame is tracked)."""
+
+    events: Dict[int, List[Prompt]] = field(default_factory=dict)
+
+    def on(self, frame_index: int, *prompts: Prompt) -> "Schedule":
+        self.events.setdefault(frame_index, []).extend(prompts)
+        return self
+
+
+def meta_stream(
+    predictor: torch.nn.Module, images: torch.Tensor, frame_size: Tuple[int, int], schedule: Schedule
+) -> Iterator[Tuple[int, List[int], torch.Tensor, float]]:
+    """Drive Meta's SAM2VideoPredictor like a stream; yield (frame_index, object_ids, logits, seconds).
+
+    Arguments:
+      predictor: Meta's SAM2VideoPredictor (fp32); its add_all_frames_to_correct_as_cond is set to True so
+        that a prompt on a known object makes a conditioning frame, as in our tracker.
+      images: (T, 3, S, S) float frames exactly as our tracker preprocessed them.
+      frame_size: (H, W) of the original frames.
+      schedule: the prompts; new ids start objects, known ids refine them, remove=True removes.
+    Yields:
+      per frame: its index, Meta's object ids, (N, H, W) float32 logits at the frame resolution, and the
+      wall seconds Meta spent on it (its prompt calls on that frame + propagation up to its output).
+
+    A new object is added before its frame is tracked (an initial conditioning frame). A refinement is
+    added after the frame was tracked (Meta then uses memory, the clicks and the tracked logits).
+    """
+    from PIL import Image
+
+    predictor.add_all_frames_to_correct_as_cond = True
+    num_frames = images.shape[0]
+    height, width = frame_size
+    with tempfile.TemporaryDirectory() as folder:
+        Image.new("RGB", (8, 8)).save(Path(folder) / "00000.jpg")
+        state = predictor.init_state(folder)
+    state["images"] = images
+    state["num_frames"] = num_frames
+    state["video_height"], state["video_width"] = height, width
+    state["cached_features"] = {}
+
+    def add(frame_index: int, prompt: Prompt) -> Tuple[List[int], torch.Tensor]:
+        if prompt.mask is not None:
+            _, ids, logits = predictor.add_new_mask(state, frame_index, prompt.object_id, prompt.mask)
+        else:
+            _, ids, logits = predictor.add_new_points_or_box(
+                state, frame_index, prompt.object_id, points=prompt.points, labels=prompt.labels, box=prompt.box
+            )
+        return list(ids), logits
+
+    def propagate(first: int, last: int, carry: float) -> Iterator[Tuple[int, List[int], torch.Tensor, float]]:
+        # `carry`: seconds of prompt calls made before this propagation, counted in its first frame
+        start = time.perf_counter()
+        for index, ids, logits in predictor.propagate_in_video(
+            state, start_frame_idx=first, max_frame_num_to_track=last - first
+        ):
+            yield index, list(ids), logits[:, 0], time.perf_counter() - start + carry
+            carry = 0.0
+            start = time.perf_counter()
+
+    frame_index = 0
+    carry = 0.0
+    event_frames = sorted(schedule.events) + [num_frames]
+    # (Meta's public methods run in inference mode themselves, generators included.)
+    for event_frame in event_frames:
+        if event_frame > frame_index:
+            if not state["obj_ids"]:
+                raise ValueError("Meta cannot track frames without objects")
+            yield from propagate(frame_index, event_frame - 1, carry)
+            carry = 0.0
+        frame_index = event_frame
+        if event_frame >= num_frames:
+            break
+        start = time.perf_counter()
+        refinements = []
+        for prompt in schedule.events[event_frame]:
+            if prompt.remove:
+                predictor.remove_object(state, prompt.object_id, strict=True)
+            elif prompt.object_id in state["obj_ids"]:
+                refinements.append(prompt)
+            else:
+                add(event_frame, prompt)
+        carry += time.perf_counter() - start
+        if not refinements:
+            continue
+        # a refinement: track this frame first, then add the prompt on the tracked frame
+        ((_, _, _, seconds),) = propagate(event_frame, event_frame, carry)
+        start = time.perf_counter()
+        for prompt in refinements:
+            ids, logits = add(event_frame, prompt)
+        yield event_frame, ids, logits[:, 0], seconds + time.perf_counter() - start
+        carry = 0.0
+        frame_index = event_frame + 1
+
+
+def ours_stream(
+    tracker: Tracker, frames: Sequence[np.ndarray], schedule: Schedule
+) -> Iterator[Tuple[int, object, float, int]]:
+    """Run our tracker over frames; yield (frame_index, TrackResult, seconds, state bytes after the frame)."""
+    state = tracker.create_stream()
+    height, width = frames[0].shape[:2]
+    for frame_index, frame in enumerate(frames):
+        start = time.perf_counter()
+        for prompt in schedule.events.get(frame_index, []):
+            if prompt.remove:
+                tracker.remove_objects(state, [prompt.object_id])
+            else:
+                tracker.add_prompt(
+                    state, prompt.object_id, points=prompt.points, labels=prompt.labels, box=prompt.box,
+                    mask=prompt.mask, frame_size=(height, width),
+                )
+        result = tracker.step(state, frame)
+        seconds = time.perf_counter() - start
+        yield frame_index, result, seconds, state.state_nbytes()
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-object IoU of two (N, H, W) bool mask stacks; 1.0 where both are empty."""
+    inter = (a & b).flatten(1).sum(1).float()
+    union = (a | b).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def rss_mib() -> float:
+    """Resident set size of this process in MiB (from /proc/self/status)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError("VmRSS not found in /proc/self/status")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--video", default="synthetic", help="a video file OpenCV reads, or 'synthetic'")
+    parser.add_argument("--frames", type=int, default=60, help="number of frames to track")
+    parser.add_argument("--image-size", type=int, default=1024, help="model input side S")
+    parser.add_argument("--model", default="sam2.1_hiera_tiny", help="model name (sam2_rt.config.MODEL_NAMES)")
+    parser.add_argument("--objects", type=int, default=1, help="K clicks spread over the first frame")
+    parser.add_argument("--compare", choices=("meta", "none"), default="meta", help="also run Meta's predictor")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="our precision")
+    parser.add_argument("--checkpoint", default=None, help="Meta's .pt for both models (default: seeded random)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    args = parser.parse_args(argv)
+
+    from tests.oracle import build_meta, build_ours_from_meta
+
+    rss_start = rss_mib()
+    if args.video == "synthetic":
+        frames = synthetic_video(args.frames, height=480, width=640, seed=args.seed).frames
+    else:
+        frames = read_video(args.video, args.frames)
+    height, width = frames[0].shape[:2]
+    meta = build_meta(args.model, image_size=args.image_size, seed=args.seed)
+    if args.checkpoint is not None:
+        state_dict = torch.load(args.checkpoint, map_location="cpu", weights_only=True)["model"]
+        meta.load_state_dict(state_dict, strict=True)
+    ours = build_ours_from_meta(meta)
+    tracker = Tracker(ours, TrackerConfig(max_objects=max(16, args.objects), precision=args.precision))
+
+    points = click_grid(args.objects, height, width)
+    schedule = Schedule().on(
+        0, *(Prompt(object_id=k + 1, points=points[k:k + 1], labels=np.array([1])) for k in range(args.objects))
+    )
+    meta_frames: Iterator[Tuple[int, List[int], torch.Tensor, float]] = iter(())
+    if args.compare == "meta":
+        with torch.inference_mode():
+            images = torch.cat([preprocess(frame, args.image_size, torch.device("cpu")) for frame in frames])
+        meta_frames = meta_stream(meta, images, (height, width), schedule)
+
+    ours_times: List[float] = []
+    meta_times: List[float] = []
+    ious: List[float] = []
+    diffs: List[float] = []
+    state_bytes_frame10: Optional[int] = None
+    state_bytes = 0
+    for frame_index, result, seconds, state_bytes in ours_stream(tracker, frames, schedule):
+        ours_times.append(seconds)
+        if frame_index == 10:
+            state_bytes_frame10 = state_bytes
+        line = {"frame": frame_index, "objects": len(result.object_ids), "ours_s": round(seconds, 4),
+                "state_bytes": state_bytes}
+        if args.compare == "meta":
+            meta_index, meta_ids, meta_logits, meta_seconds = next(meta_frames)
+            assert meta_index == frame_index and meta_ids == result.object_ids, (meta_index, meta_ids)
+            meta_times.append(meta_seconds)
+            frame_ious = mask_iou(result.masks.cpu(), meta_logits > 0)
+            diff = (result.logits.cpu() - meta_logits).abs().max().item()
+            ious.append(frame_ious.min().item())
+            diffs.append(diff)
+            line.update(meta_s=round(meta_seconds, 4), min_iou=ious[-1], max_logit_diff=diff)
+        print(json.dumps(line), flush=True)
+
+    ours_median = statistics.median(ours_times)
+    meta_median = statistics.median(meta_times) if meta_times else None
+    summary = {
+        "summary": True,
+        "frames": len(frames),
+        "objects": args.objects,
+        "image_size": args.image_size,
+        "ours_median_s": round(ours_median, 4),
+        "meta_median_s": None if meta_median is None else round(meta_median, 4),
+        "ratio": None if meta_median is None else round(ours_median / meta_median, 4),
+        "min_iou": min(ious) if ious else None,
+        "max_logit_diff": max(diffs) if diffs else None,
+        "state_bytes_frame10": state_bytes_frame10,
+        "state_bytes_end": state_bytes,
+        "rss_start_mib": round(rss_start, 1),
+        "rss_end_mib": round(rss_mib(), 1),
+    }
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""Bounded per-stream memory of SAM 2: exactly what memory attention reads, in preallocated slots.
+
+Meta's predictor keeps every frame's output of every object in dicts keyed by frame index and, on each
+frame, reads from them:
+  - the spatial memory of every conditioning (prompted) frame, temporal position index num_maskmem - 1;
+  - the spatial memories of the num_maskmem - 1 previous frames if they were not conditioning frames,
+    temporal position index (distance - 1);
+  - the object pointers of the conditioning frames (all in the past while streaming) and of the
+    max_obj_ptrs_in_encoder - 1 previous non-conditioning frames, with their signed frame distance.
+`MemoryBank` stores only those, per object, in fixed-shape tensors: conditioning slots (capped; the first
+prompted frame and the most recent ones are kept), a ring of recent spatial memories indexed by
+frame_index mod ring size, and a ring of recent object pointers likewise. Which slots are valid follows
+from the frame index stored with each slot, so nothing grows with the stream's length.
+
+Spatial memories are stored in bfloat16 like Meta's predictor does (`maskmem_features.to(torch.bfloat16)`):
+this halves the bank and is required for parity, since Meta attends to the rounded values.
+
+Objects occupy rows 0..N-1 of every tensor, in the order they were added; removal compacts the rows.
+Frame indices live on the CPU (they decide validity and are tiny); features live on the model's device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, List, Sequence
+
+import torch
+
+# Frame index stored in an empty slot.
+EMPTY = -1
+
+
+@dataclass
+class MemoryReadout:
+    """Everything memory attention needs for B objects on one frame (M = C + R, P = C + Q slots).
+
+    Attributes:
+      mem_feats: (B, M, mem_dim, h, w) spatial memories in the requested dtype; conditioning slots first.
+      mem_pos: (B, M, mem_dim, h, w) their spatial position encoding (an expanded view, no copy).
+      mem_tpos_index: (B, M) int64 row of maskmem_tpos_enc for each slot (0 for invalid slots).
+      mem_valid: (B, M) bool, True where the slot holds a memory to attend to.
+      ptrs: (B, P, hidden_dim) float32 object pointers; conditioning pointers first.
+      ptr_tpos: (B, P) float32 signed frame distance (current frame - pointer's frame).
+      ptr_valid: (B, P) bool.
+    """
+
+    mem_feats: torch.Tensor
+    mem_pos: torch.Tensor
+    mem_tpos_index: torch.Tensor
+    mem_valid: torch.Tensor
+    ptrs: torch.Tensor
+    ptr_tpos: torch.Tensor
+    ptr_valid: torch.Tensor
+
+
+class MemoryBank:
+    """Fixed-size memory of up to `capacity` objects of one stream (see the module docstring).
+
+    Arguments:
+      capacity: K, the most objects the stream can hold.
+      num_conditioning: C >= 1, conditioning frames kept per object.
+      num_recent: R = num_maskmem - 1, recent spatial memories per object.
+      num_recent_ptrs: Q = max_obj_ptrs_in_encoder - 1, recent object pointers per object.
+      mem_dim: channels of a spatial memory (64).
+      hidden_dim: width of an object pointer (256).
+      feat_size: h = w = image_size / 16.
+      device: where the features live.
+      storage_dtype: dtype of stored spatial memories (bfloat16, as Meta).
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        num_conditioning: int,
+        num_recent: int,
+        num_recent_ptrs: int,
+        mem_dim: int,
+        hidden_dim: int,
+        feat_size: int,
+        device: torch.device,
+        storage_dtype: torch.dtype = torch.bfloat16,
+    ) -> None:
+        if num_conditioning < 1:
+            raise ValueError(f"num_conditioning must be >= 1, got {num_conditioning}")
+        self.capacity = capacity
+        self.num_conditioning = num_conditioning
+        self.num_recent = num_recent
+        self.num_recent_ptrs = num_recent_ptrs
+        grid = (mem_dim, feat_size, feat_size)
+        # Features on the model's device.
+        self.cond_feats = torch.zeros(capacity, num_conditioning, *grid, dtype=storage_dtype, device=device)
+        self.cond_ptrs = torch.zeros(capacity, num_conditioning, hidden_dim, device=device)
+        self.recent_feats = torch.zeros(capacity, num_recent, *grid, dtype=storage_dtype, device=device)
+        self.recent_ptrs = torch.zeros(capacity, num_recent_ptrs, hidden_dim, device=device)
+        # The memory encoder's spatial position encoding: the same for every frame and object.
+        self.mem_pos = torch.zeros(grid, device=device)
+        # Frame index of what each slot holds (EMPTY if nothing), on the CPU.
+        self.cond_frames = torch.full((capacity, num_conditioning), EMPTY, dtype=torch.int64)
+        self.recent_frames = torch.full((capacity, num_recent), EMPTY, dtype=torch.int64)
+        self.recent_ptr_frames = torch.full((capacity, num_recent_ptrs), EMPTY, dtype=torch.int64)
+
+    def tensors(self) -> Iterator[torch.Tensor]:
+        """All tensors the bank holds."""
+        yield from (self.cond_feats, self.cond_ptrs, self.recent_feats, self.recent_ptrs, self.mem_pos)
+        yield from (self.cond_frames, self.recent_frames, self.recent_ptr_frames)
+
+    def nbytes(self) -> int:
+        """Bytes held by the bank's tensors (constant for the bank's lifetime)."""
+        return sum(t.numel() * t.element_size() for t in self.tensors())
+
+    def clear(self, rows: slice = slice(None)) -> None:
+        """Mark the given rows' slots empty (their features are never read again)."""
+        self.cond_frames[rows] = EMPTY
+        self.recent_frames[rows] = EMPTY
+        self.recent_ptr_frames[rows] = EMPTY
+
+    def keep_rows(self, keep: Sequence[int], num_rows: int) -> None:
+        """Compact the bank after a removal: rows `keep` (ascending) move to 0..len(keep)-1.
+
+        Arguments:
+          keep: indices of the rows to keep, ascending, all < num_rows.
+          num_rows: rows in use before the removal; rows len(keep)..num_rows-1 become empty.
+        """
+        kept = len(keep)
+        device_index = torch.tensor(list(keep), dtype=torch.int64, device=self.cond_feats.device)
+        cpu_index = torch.tensor(list(keep), dtype=torch.int64)
+        for tensor in (self.cond_feats, self.cond_ptrs, self.recent_feats, self.recent_ptrs):
+            tensor[:kept] = tensor.index_select(0, device_index)
+        for tensor in (self.cond_frames, self.recent_frames, self.recent_ptr_frames):
+            tensor[:kept] = tensor.index_select(0, cpu_index)
+        self.clear(slice(kept, num_rows))
+
+    def write_recent(
+        self, rows: List[int], frame_index: int, feats: torch.Tensor, ptrs: torch.Tensor
+    ) -> None:
+        """Store a tracked (non-conditioning) frame's memory and pointer for the given objects.
+
+        Arguments:
+          rows: object rows, in the order of `feats` / `ptrs`.
+          frame_index: the frame these come from.
+          feats: (len(rows), mem_dim, h, w) spatial memories.
+          ptrs: (len(rows), hidden_dim) object pointers.
+        """
+        if not rows:
+            return
+        slot = frame_index % self.num_recent
+        ptr_slot = frame_index % self.num_recent_ptrs
+        index = torch.tensor(rows, dtype=torch.int64, device=self.cond_feats.device)
+        self.recent_feats[index, slot] = feats.to(self.recent_feats.dtype)
+        self.recent_ptrs[index, ptr_slot] = ptrs.float()
+        self.recent_frames[rows, slot] = frame_index
+        self.recent_ptr_frames[rows, ptr_slot] = frame_index
+
+    def write_conditioning(
+        self, rows: List[int], frame_index: int, feats: torch.Tensor, ptrs: torch.Tensor
+    ) -> None:
+        """Store a prompted frame's memory and pointer as conditioning memory of the given objects.
+
+        When an object's conditioning slots are full, its oldest conditioning frame is dropped, except
+        its first one (with a single slot, the new frame replaces the old one). The object's recent
+        ring slots for this frame are emptied: Meta never reads a frame as both kinds of memory.
+
+        Arguments: as `write_recent`.
+        """
+        if not rows:
+            return
+        slots = [self._conditioning_slot(row) for row in rows]
+        device = self.cond_feats.device
+        index = torch.tensor(rows, dtype=torch.int64, device=device)
+        slot_index = torch.tensor(slots, dtype=torch.int64, device=device)
+        self.cond_feats[index, slot_index] = feats.to(self.cond_feats.dtype)
+        self.cond_ptrs[index, slot_index] = ptrs.float()
+        self.cond_frames[rows, slots] = frame_index
+        self.recent_frames[rows, frame_index % self.num_recent] = EMPTY
+        self.recent_ptr_frames[rows, frame_index % self.num_recent_ptrs] = EMPTY
+
+    def _conditioning_slot(self, row: int) -> int:
+        """Slot of `row` that receives a new conditioning frame (a free one, else the one to evict)."""
+        frames = self.cond_frames[row]
+        free = (frames == EMPTY).nonzero()
+        if len(free) > 0:
+            return int(free[0])
+        order = torch.argsort(frames)
+        # order[0] is the first prompted frame: keep it while there is another slot to give up.
+        return int(order[1]) if len(order) > 1 else int(order[0])
+
+    def num_conditioning_frames(self, row: int) -> int:
+        """How many conditioning frames the object in `row` holds."""
+        return int((self.cond_frames[row] != EMPTY).sum())
+
+    def read(self, rows: List[int], frame_index: int, num_maskmem: int, dtype: torch.dtype) -> MemoryReadout:
+        """Gather the memory of the given objects for tracking frame `frame_index`.
+
+        Arguments:
+          rows: object rows to read, in the order of the batch.
+          frame_index: the current frame (memories of this frame itself are never read).
+          num_maskmem: the model's num_maskmem (R + 1); conditioning slots use tpos row num_maskmem - 1.
+          dtype: dtype of the returned spatial memories.
+        Returns:
+          A MemoryReadout for len(rows) objects.
+        """
+        device = self.cond_feats.device
+        batch = len(rows)
+        if rows == list(range(batch)):
+            index: torch.Tensor | slice = slice(0, batch)
+            cpu_index: torch.Tensor | slice = index
+        else:
+            index = torch.tensor(rows, dtype=torch.int64, device=device)
+            cpu_index = torch.tensor(rows, dtype=torch.int64)
+        mem_feats = torch.cat((self.cond_feats[index], self.recent_feats[index]), dim=1).to(dtype)
+        num_slots = mem_feats.shape[1]
+        mem_pos = self.mem_pos.to(dtype).expand(batch, num_slots, *self.mem_pos.shape)
+
+        cond_frames = self.cond_frames[cpu_index]
+        recent_frames = self.recent_frames[cpu_index]
+        recent_ptr_frames = self.recent_ptr_frames[cpu_index]
+        cond_valid = (cond_frames != EMPTY) & (cond_frames <= frame_index)
+        recent_dist = frame_index - recent_frames
+        recent_valid = (recent_frames != EMPTY) & (recent_dist >= 1) & (recent_dist <= self.num_recent)
+        ptr_dist = frame_index - recent_ptr_frames
+        ptr_valid = (recent_ptr_frames != EMPTY) & (ptr_dist >= 1) & (ptr_dist <= self.num_recent_ptrs)
+
+        cond_tpos = torch.full_like(cond_frames, num_maskmem - 1)
+        recent_tpos = torch.where(recent_valid, recent_dist - 1, torch.zeros_like(recent_dist))
+        return MemoryReadout(
+            mem_feats=mem_feats,
+            mem_pos=mem_pos,
+            mem_tpos_index=torch.cat((cond_tpos, recent_tpos), dim=1).to(device, non_blocking=True),
+            mem_valid=torch.cat((cond_valid, recent_valid), dim=1).to(device, non_blocking=True),
+            ptrs=torch.cat((self.cond_ptrs[index], self.recent_ptrs[index]), dim=1),
+            ptr_tpos=torch.cat((frame_index - cond_frames, ptr_dist), dim=1).float().to(device, non_blocking=True),
+            ptr_valid=torch.cat((cond_valid, ptr_valid), dim=1).to(device, non_blocking=True),
+        )

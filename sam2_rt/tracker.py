@@ -1,0 +1,671 @@
+"""Streaming multi-object tracker: SAM 2's video semantics with a bounded memory, one model, many streams.
+
+Semantics (Meta's SAM2VideoPredictor of sam2==1.1.0, driven frame by frame):
+  - `add_prompt` queues a prompt; it is applied on the next `step`. A new object id starts an object on
+    that frame as an *initial conditioning frame* (no memory; the no-memory embedding is added to the
+    image features). A known id refines the object: the frame is first tracked from memory, then the
+    prompt is decoded together with the tracked mask logits (clamped to +-32) on the same memory-conditioned
+    features, and that frame becomes a conditioning frame of the object. This equals Meta's predictor
+    with ``add_all_frames_to_correct_as_cond=True`` when the prompt is added after the frame was tracked.
+  - Boxes are two points with labels 2, 3 placed before any clicks; coordinates are scaled like Meta's
+    (divided by the frame's width / height, times image_size). Mask prompts are used as the output mask
+    directly (``use_mask_input_as_output_without_sam``), for new and known objects alike.
+  - Every object gets a memory on every frame, also where it is absent (object score <= 0): its mask
+    logits are then -1024 (zero after the sigmoid) and SAM 2.1 adds the no-object embedding. Masks of
+    prompted frames are binarised before the memory encoder, tracked ones are not.
+  - Objects not prompted on a frame are tracked normally on it. Objects are independent.
+What is kept per object is bounded (see `sam2_rt.memory`): the first and the most recent prompted frames
+(`TrackerConfig.max_conditioning_frames`), the last num_maskmem - 1 frames' memories and the last
+max_obj_ptrs_in_encoder - 1 frames' object pointers. With no more prompted frames than the cap, outputs
+equal Meta's predictor; beyond the cap, the evicted prompted frames are no longer attended to.
+
+Batching: the image is encoded once per frame; memory attention runs once for all tracked objects, the
+mask decoder once for all of them, the memory encoder once for every object. Only prompted objects need
+extra decoder calls on the frame of their prompt (one per distinct number of prompt points, since SAM's
+prompt encoder cannot pad point lists without changing the result).
+
+Frame size changes mid-stream are allowed: memory lives at the model resolution, so tracking continues;
+a warning is logged, pending point prompts (kept in model coordinates) keep their relative position, and
+outputs come at the new size.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sam2_rt.memory import MemoryBank
+from sam2_rt.modeling.sam2 import DecodeOutput, SAM2Model
+from sam2_rt.transforms import Frame, boxes_from_masks, label_image, preprocess, resize_mask_prompt, upsample_logits
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS: Dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Meta clamps the previous mask logits it feeds back with a correction click (rare numerical issues).
+PREV_MASK_LOGIT_LIMIT = 32.0
+# Largest object id (the label image is int32; 0 is background).
+MAX_OBJECT_ID = 2**31 - 1
+
+ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[float], Sequence[Sequence[float]]]
+
+
+class TrackerInputError(ValueError):
+    """A frame or prompt the tracker cannot use. The stream's state is unchanged when it is raised."""
+
+
+class ObjectState(enum.IntEnum):
+    """Per-object tracking state of one frame."""
+
+    TRACKING = 0  # the object is predicted present (object score > 0)
+    OCCLUDED = 1  # predicted absent on this frame
+    LOST = 2  # predicted absent for more than TrackerConfig.lost_after_frames consecutive frames
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Options of a `Tracker` (shared by all its streams)."""
+
+    # Most objects one stream tracks at once (memory is preallocated for all of them).
+    max_objects: int = 16
+    # Prompted (conditioning) frames kept per object: the first one and the most recent ones.
+    max_conditioning_frames: int = 4
+    # An object absent for more than this many consecutive frames is reported LOST (it is still tracked).
+    lost_after_frames: int = 30
+    # Compute precision of the model calls: "fp32", or "bf16" / "fp16" autocast (memory stays bfloat16).
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.max_objects < 1:
+            raise ValueError(f"max_objects must be >= 1, got {self.max_objects}")
+        if self.max_conditioning_frames < 1:
+            raise ValueError(f"max_conditioning_frames must be >= 1, got {self.max_conditioning_frames}")
+        if self.lost_after_frames < 0:
+            raise ValueError(f"lost_after_frames must be >= 0, got {self.lost_after_frames}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
+
+
+@dataclass
+class TrackResult:
+    """What `Tracker.step` returns for one frame (N objects, frame of H x W pixels, S = image_size).
+
+    Attributes:
+      frame_index: index of the frame in its stream (0 for the first frame after creation or reset).
+      object_ids: the N object ids, in the order of every tensor below.
+      masks: (N, H, W) bool masks at the frame's resolution.
+      logits: (N, H, W) float32 mask logits at the frame's resolution (mask = logits > 0).
+      low_res_logits: (N, 1, S/4, S/4) float32 mask logits as the model produced them.
+      ious: (N,) float32 predicted IoU of each mask (1 for a mask prompt).
+      presence: (N,) float32 probability that the object is visible, sigmoid(object score).
+      states: per object, TRACKING / OCCLUDED / LOST.
+      boxes: (N, 4) float32 (x0, y0, x1, y1) enclosing each mask in pixels (x1, y1 exclusive), zeros if empty.
+    """
+
+    frame_index: int
+    object_ids: List[int]
+    masks: torch.Tensor
+    logits: torch.Tensor
+    low_res_logits: torch.Tensor
+    ious: torch.Tensor
+    presence: torch.Tensor
+    states: List[ObjectState]
+    boxes: torch.Tensor
+
+    def label_image(self) -> torch.Tensor:
+        """(H, W) int32 image: object id per pixel, 0 for background; the higher logit wins on overlap."""
+        return label_image(self.logits, torch.tensor(self.object_ids, dtype=torch.int32))
+
+
+@dataclass
+class _Prompt:
+    """A prompt waiting for the next frame, already in model coordinates.
+
+    Either points (with labels; a box is its two first points, labels 2 and 3) or a mask.
+    """
+
+    points: Optional[torch.Tensor] = None  # (P, 2) float32 x, y in pixels of the S x S model input (CPU)
+    labels: Optional[torch.Tensor] = None  # (P,) int32 Meta's point labels (CPU)
+    mask: Optional[torch.Tensor] = None  # (1, S, S) float32 0/1 on the model's device
+
+
+@dataclass
+class StreamState:
+    """Everything one stream (camera) owns; create it with `Tracker.create_stream`.
+
+    Attributes:
+      frame_index: index the next stepped frame gets.
+      frame_size: (H, W) of the last frame stepped, None before the first frame.
+    """
+
+    frame_index: int
+    frame_size: Optional[Tuple[int, int]]
+    _bank: MemoryBank
+    # ids of the objects in the bank, row order
+    _ids: List[int] = field(default_factory=list)
+    # consecutive frames each object (row order) was absent
+    _absent_frames: List[int] = field(default_factory=list)
+    # prompts to apply on the next frame, by object id (new objects in the order they were added)
+    _pending: Dict[int, _Prompt] = field(default_factory=dict)
+
+    @property
+    def object_ids(self) -> List[int]:
+        """Ids of the stream's objects: tracked ones, then new ones whose first prompt is pending."""
+        return self._ids + [obj_id for obj_id in self._pending if obj_id not in self._ids]
+
+    def state_nbytes(self) -> int:
+        """Bytes of all tensors the stream holds (memory bank and pending prompts)."""
+        pending = sum(
+            t.numel() * t.element_size()
+            for prompt in self._pending.values()
+            for t in (prompt.points, prompt.labels, prompt.mask)
+            if t is not None
+        )
+        return self._bank.nbytes() + pending
+
+
+class _FrameOutputs(NamedTuple):
+    """Per-object model outputs of one frame, in row order (N objects)."""
+
+    low_res_masks: torch.Tensor  # (N, 1, S/4, S/4) float32 logits
+    high_res_masks: torch.Tensor  # (N, 1, S, S) float32 logits fed to the memory encoder
+    ious: torch.Tensor  # (N,) float32
+    obj_ptr: torch.Tensor  # (N, hidden_dim)
+    object_score_logits: torch.Tensor  # (N, 1)
+
+
+class Tracker:
+    """Tracks prompted objects through streams of frames with one SAM 2 model.
+
+    Arguments:
+      model: the SAM 2 model (put in eval mode here); any device.
+      config: tracker options.
+    Raises:
+      ValueError: a model configuration this tracker does not implement (all official ones are).
+    """
+
+    def __init__(self, model: SAM2Model, config: TrackerConfig = TrackerConfig()) -> None:
+        self.model = model.eval()
+        self.config = config
+        self.model_config = model.config
+        if not self.model_config.use_mask_input_as_output_without_sam:
+            raise ValueError("mask prompts through the SAM decoder are not implemented (no official model uses them)")
+        if self.model_config.memory_temporal_stride_for_eval != 1:
+            raise ValueError("only memory_temporal_stride_for_eval == 1 is implemented (as in every official model)")
+        self.device = next(model.parameters()).device
+        self.image_size = self.model_config.image_size
+        self._autocast_dtype = PRECISIONS[config.precision]
+
+    # ------------------------------------------------------------------ streams
+
+    @torch.inference_mode()
+    def create_stream(self) -> StreamState:
+        """A new, empty stream with its memory preallocated for `config.max_objects` objects."""
+        cfg = self.model_config
+        bank = MemoryBank(
+            capacity=self.config.max_objects,
+            num_conditioning=self.config.max_conditioning_frames,
+            num_recent=cfg.num_maskmem - 1,
+            num_recent_ptrs=cfg.max_obj_ptrs_in_encoder - 1,
+            mem_dim=cfg.mem_dim,
+            hidden_dim=cfg.hidden_dim,
+            feat_size=cfg.feat_size,
+            device=self.device,
+        )
+        return StreamState(frame_index=0, frame_size=None, _bank=bank)
+
+    @torch.inference_mode()
+    def reset(self, state: StreamState) -> None:
+        """Forget every object and prompt; the stream starts again at frame 0 (memory stays allocated)."""
+        state._bank.clear()
+        state._ids.clear()
+        state._absent_frames.clear()
+        state._pending.clear()
+        state.frame_index = 0
+        state.frame_size = None
+
+    @torch.inference_mode()
+    def remove_objects(self, state: StreamState, ids: Sequence[int]) -> None:
+        """Stop tracking the given objects (also ones whose first prompt is still pending).
+
+        Raises:
+          TrackerInputError: an id the stream does not know (nothing is removed then).
+        """
+        known = set(state.object_ids)
+        unknown = [obj_id for obj_id in ids if obj_id not in known]
+        if unknown:
+            raise TrackerInputError(f"cannot remove unknown object ids {unknown}; known ids: {state.object_ids}")
+        removed = set(ids)
+        for obj_id in removed:
+            state._pending.pop(obj_id, None)
+        keep = [row for row, obj_id in enumerate(state._ids) if obj_id not in removed]
+        if len(keep) < len(state._ids):
+            state._bank.keep_rows(keep, len(state._ids))
+            state._ids[:] = [state._ids[row] for row in keep]
+            state._absent_frames[:] = [state._absent_frames[row] for row in keep]
+
+    # ------------------------------------------------------------------ prompts
+
+    @torch.inference_mode()
+    def add_prompt(
+        self,
+        state: StreamState,
+        object_id: int,
+        points: Optional[ArrayLike] = None,
+        labels: Optional[ArrayLike] = None,
+        box: Optional[ArrayLike] = None,
+        mask: Optional[Union[np.ndarray, torch.Tensor]] = None,
+        frame_size: Optional[Tuple[int, int]] = None,
+    ) -> None:
+        """Queue a prompt for `object_id`, applied on the next `step` (a new id adds an object).
+
+        A later prompt for the same object before the next step replaces the earlier one.
+
+        Arguments:
+          state: the stream.
+          object_id: 1 .. 2**31 - 1 (0 is the background of the label image).
+          points: (N, 2) x, y in pixels of the original frame, N >= 1; needs `labels`.
+          labels: (N,) 1 = object, 0 = background.
+          box: (x0, y0, x1, y1) in pixels of the original frame, x1 > x0 and y1 > y0; may come with points.
+          mask: (H, W) bool (or integer 0/1) mask at the frame's resolution; not combined with points/box.
+          frame_size: (H, W) of the frame the coordinates refer to; defaults to the stream's last frame
+            size and is required before the first frame.
+        Raises:
+          TrackerInputError: invalid prompt, unknown frame size, or more than max_objects objects. The
+            stream is unchanged then.
+        """
+        size = self._prompt_frame_size(state, frame_size)
+        if isinstance(object_id, bool) or not isinstance(object_id, (int, np.integer)):
+            raise TrackerInputError(f"object_id must be an int, got {type(object_id).__name__}")
+        object_id = int(object_id)
+        if not 1 <= object_id <= MAX_OBJECT_ID:
+            raise TrackerInputError(f"object_id must be in 1..{MAX_OBJECT_ID} (0 is background), got {object_id}")
+        if object_id not in state.object_ids and len(state.object_ids) >= self.config.max_objects:
+            raise TrackerInputError(
+                f"cannot add object {object_id}: the stream already has max_objects={self.config.max_objects}"
+            )
+        if mask is not None:
+            if points is not None or labels is not None or box is not None:
+                raise TrackerInputError("a mask prompt cannot be combined with points or a box")
+            prompt = _Prompt(mask=self._mask_prompt(mask, size))
+        else:
+            coords, point_labels = self._point_prompt(points, labels, box, size)
+            prompt = _Prompt(points=coords, labels=point_labels)
+        state._pending[object_id] = prompt
+
+    def _prompt_frame_size(self, state: StreamState, frame_size: Optional[Tuple[int, int]]) -> Tuple[int, int]:
+        if frame_size is None:
+            if state.frame_size is None:
+                raise TrackerInputError("no frame stepped yet: pass frame_size=(H, W) with the prompt")
+            return state.frame_size
+        if len(frame_size) != 2 or any(int(v) != v or v < 1 for v in frame_size):
+            raise TrackerInputError(f"frame_size must be (H, W) positive ints, got {frame_size!r}")
+        return int(frame_size[0]), int(frame_size[1])
+
+    def _point_prompt(
+        self,
+        points: Optional[ArrayLike],
+        labels: Optional[ArrayLike],
+        box: Optional[ArrayLike],
+        frame_size: Tuple[int, int],
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Validate clicks and/or a box; return (P, 2) float32 model coordinates and (P,) int32 labels."""
+        height, width = frame_size
+        if (points is None) != (labels is None):
+            raise TrackerInputError("points and labels must be given together")
+        if points is None and box is None:
+            raise TrackerInputError("a prompt needs points (with labels), a box, or a mask")
+        parts: List[np.ndarray] = []
+        part_labels: List[np.ndarray] = []
+        if box is not None:
+            box_xy = _as_float_array(box, "box")
+            if box_xy.shape != (4,):
+                raise TrackerInputError(f"box must be (x0, y0, x1, y1), got shape {box_xy.shape}")
+            x0, y0, x1, y1 = box_xy
+            if not (x1 > x0 and y1 > y0):
+                raise TrackerInputError(f"box must have x1 > x0 and y1 > y0, got {box_xy.tolist()}")
+            parts.append(box_xy.reshape(2, 2))
+            part_labels.append(np.array([2, 3]))
+        if points is not None:
+            xy = _as_float_array(points, "points")
+            if xy.ndim != 2 or xy.shape[1] != 2:
+                raise TrackerInputError(f"points must have shape (N, 2), got {xy.shape}")
+            if xy.shape[0] == 0:
+                raise TrackerInputError("points is empty: give at least one point")
+            label_values = np.asarray(labels)
+            if label_values.shape != (xy.shape[0],):
+                raise TrackerInputError(
+                    f"labels must have shape ({xy.shape[0]},) to match points, got {label_values.shape}"
+                )
+            if label_values.dtype.kind not in "biuf" or not np.isin(label_values, (0, 1)).all():
+                raise TrackerInputError(f"labels must be 0 (background) or 1 (object), got {label_values.tolist()}")
+            parts.append(xy)
+            part_labels.append(label_values.astype(np.int64))
+        coords = np.concatenate(parts)
+        outside = (coords[:, 0] < 0) | (coords[:, 0] > width) | (coords[:, 1] < 0) | (coords[:, 1] > height)
+        if outside.any():
+            raise TrackerInputError(
+                f"prompt coordinates {coords[outside].tolist()} lie outside the {width}x{height} frame"
+            )
+        # Meta's arithmetic, in float32: divide by (width, height), multiply by image_size.
+        pixels = torch.tensor(coords, dtype=torch.float32)
+        model_coords = pixels / torch.tensor([width, height]) * self.image_size
+        return model_coords, torch.tensor(np.concatenate(part_labels), dtype=torch.int32)
+
+    def _mask_prompt(self, mask: Union[np.ndarray, torch.Tensor], frame_size: Tuple[int, int]) -> torch.Tensor:
+        """Validate an (H, W) mask prompt; return it resized to (1, S, S) float32 0/1 on the model's device."""
+        mask_tensor = torch.as_tensor(mask)
+        if mask_tensor.dtype != torch.bool and (mask_tensor.dtype.is_floating_point or mask_tensor.is_complex()):
+            raise TrackerInputError(f"mask must be bool (or integer 0/1), got {mask_tensor.dtype}")
+        if tuple(mask_tensor.shape) != tuple(frame_size):
+            raise TrackerInputError(f"mask must have the frame's size {tuple(frame_size)}, got {tuple(mask_tensor.shape)}")
+        if mask_tensor.dtype != torch.bool:
+            if not ((mask_tensor == 0) | (mask_tensor == 1)).all():
+                raise TrackerInputError("an integer mask must hold only 0 and 1")
+            mask_tensor = mask_tensor != 0
+        return resize_mask_prompt(mask_tensor.to(self.device), self.image_size)
+
+    # ------------------------------------------------------------------ tracking
+
+    @torch.inference_mode()
+    def step(self, state: StreamState, frame: Frame) -> TrackResult:
+        """Track every object of the stream on the next frame, applying the pending prompts first.
+
+        Arguments:
+          state: the stream.
+          frame: (H, W, 3) uint8 RGB numpy array, or a (3, H, W) RGB tensor (uint8, or float in [0, 1]).
+        Returns:
+          The frame's TrackResult (tensors on the model's device).
+        Raises:
+          TrackerInputError: wrong frame shape or dtype (the stream is unchanged).
+        """
+        frame_size = _frame_size(frame)
+        if state.frame_size is not None and frame_size != state.frame_size:
+            logger.warning(
+                "frame size changed from %s to %s: tracking continues (memory is kept at the model "
+                "resolution), outputs follow the new size",
+                state.frame_size,
+                frame_size,
+            )
+        state.frame_size = frame_size
+        frame_index = state.frame_index
+        state.frame_index += 1
+
+        pending = dict(state._pending)
+        state._pending.clear()
+        for obj_id in pending:
+            if obj_id not in state._ids:
+                state._ids.append(obj_id)
+                state._absent_frames.append(0)
+        num_objects = len(state._ids)
+        if num_objects == 0:
+            return self._empty_result(frame_index, frame_size)
+
+        image = preprocess(frame, self.image_size, self.device)
+        with torch.autocast(self.device.type, dtype=self._autocast_dtype, enabled=self.config.precision != "fp32"):
+            outputs = self._track_frame(state, image, frame_index, pending)
+        return self._result(state, frame_index, frame_size, outputs)
+
+    def _track_frame(
+        self, state: StreamState, image: torch.Tensor, frame_index: int, pending: Dict[int, _Prompt]
+    ) -> _FrameOutputs:
+        """Run the model for all objects on one frame and write their memories into the bank."""
+        model = self.model
+        bank = state._bank
+        feat_s0, feat_s1, feat, pos = model.forward_image(image)
+        num_objects = len(state._ids)
+        prompt_of_row = {row: pending.get(obj_id) for row, obj_id in enumerate(state._ids)}
+        known_rows = bank.cond_frames[:num_objects].ne(-1).any(dim=1).tolist()
+
+        def expand(tensor: torch.Tensor, batch: int) -> torch.Tensor:
+            return tensor.expand(batch, *tensor.shape[1:])
+
+        decoded: Dict[int, Tuple[DecodeOutput, int]] = {}  # row -> (output of its group, index in the group)
+        # Known objects without a mask prompt are tracked from memory (refined ones too, first).
+        tracked_rows = [r for r in range(num_objects) if known_rows[r] and not _is_mask(prompt_of_row[r])]
+        if tracked_rows:
+            memory = bank.read(tracked_rows, frame_index, self.model_config.num_maskmem, feat.dtype)
+            batch = len(tracked_rows)
+            feat_mem = model.attend_memory(
+                expand(feat, batch),
+                expand(pos, batch),
+                memory.mem_feats,
+                memory.mem_pos,
+                memory.mem_tpos_index,
+                memory.mem_valid,
+                memory.ptrs,
+                memory.ptr_tpos,
+                memory.ptr_valid,
+            )
+            tracked = model.decode(
+                feat_mem,
+                expand(feat_s0, batch),
+                expand(feat_s1, batch),
+                None,
+                None,
+                None,
+                model.use_multimask(False, 0),
+            )
+            for i, row in enumerate(tracked_rows):
+                decoded[row] = (tracked, i)
+            # Refinement clicks on known objects: memory features + clicks + the tracked mask logits.
+            refine_rows = [r for r in tracked_rows if prompt_of_row[r] is not None]
+            for group in _group_by_num_points(refine_rows, prompt_of_row):
+                positions = torch.tensor([tracked_rows.index(r) for r in group], device=self.device)
+                prev_logits = tracked.low_res_masks.index_select(0, positions).float()
+                out = self._decode_points(
+                    feat_mem.index_select(0, positions),
+                    feat_s0,
+                    feat_s1,
+                    [prompt_of_row[r] for r in group],
+                    prev_logits.clamp(-PREV_MASK_LOGIT_LIMIT, PREV_MASK_LOGIT_LIMIT),
+                    is_init_cond_frame=False,
+                )
+                for i, row in enumerate(group):
+                    decoded[row] = (out, i)
+        # New objects with clicks / a box: initial conditioning frames, no memory.
+        init_rows = [r for r in range(num_objects) if not known_rows[r] and not _is_mask(prompt_of_row[r])]
+        if init_rows:
+            feat_no_mem = model.no_memory_features(feat)
+            for group in _group_by_num_points(init_rows, prompt_of_row):
+                out = self._decode_points(
+                    expand(feat_no_mem, len(group)),
+                    feat_s0,
+                    feat_s1,
+                    [prompt_of_row[r] for r in group],
+                    None,
+                    is_init_cond_frame=True,
+                )
+                for i, row in enumerate(group):
+                    decoded[row] = (out, i)
+        # Mask prompts (new or known objects): the mask is the output.
+        mask_rows = [r for r in range(num_objects) if _is_mask(prompt_of_row[r])]
+        if mask_rows:
+            masks = torch.stack([prompt_of_row[r].mask for r in mask_rows])  # type: ignore[union-attr]
+            batch = len(mask_rows)
+            out = model.mask_as_output(expand(feat, batch), expand(feat_s0, batch), expand(feat_s1, batch), masks)
+            for i, row in enumerate(mask_rows):
+                decoded[row] = (out, i)
+
+        outputs = _gather_rows(decoded, num_objects)
+        prompted_rows = [r for r in range(num_objects) if prompt_of_row[r] is not None]
+        self._write_memory(bank, frame_index, feat, outputs, prompted_rows)
+        return outputs
+
+    def _decode_points(
+        self,
+        features: torch.Tensor,
+        feat_s0: torch.Tensor,
+        feat_s1: torch.Tensor,
+        prompts: List[_Prompt],
+        mask_logits: Optional[torch.Tensor],
+        is_init_cond_frame: bool,
+    ) -> DecodeOutput:
+        """Decode B objects that all have P prompt points (features (B, 256, h, w))."""
+        batch = features.shape[0]
+        coords = torch.stack([p.points for p in prompts]).to(self.device)  # type: ignore[misc]
+        labels = torch.stack([p.labels for p in prompts]).to(self.device)  # type: ignore[misc]
+        return self.model.decode(
+            features,
+            feat_s0.expand(batch, *feat_s0.shape[1:]),
+            feat_s1.expand(batch, *feat_s1.shape[1:]),
+            coords,
+            labels,
+            mask_logits,
+            self.model.use_multimask(is_init_cond_frame, coords.shape[1]),
+        )
+
+    def _write_memory(
+        self,
+        bank: MemoryBank,
+        frame_index: int,
+        feat: torch.Tensor,
+        outputs: _FrameOutputs,
+        prompted_rows: List[int],
+    ) -> None:
+        """Encode this frame's memory for every object in one batch and store it.
+
+        Prompted objects' masks are binarised (Meta: is_mask_from_pts=True for every prompted frame, mask
+        prompts included). To keep one memory-encoder batch, their logits become +-inf: the encoder's
+        sigmoid then yields exactly the 1.0 / 0.0 that binarisation gives.
+        """
+        num_objects = outputs.high_res_masks.shape[0]
+        high_res = outputs.high_res_masks
+        if prompted_rows and self.model_config.binarize_mask_from_pts_for_mem_enc:
+            is_prompted = torch.zeros(num_objects, 1, 1, 1, dtype=torch.bool, device=self.device)
+            is_prompted[prompted_rows] = True
+            hard = torch.where(high_res > 0, math.inf, -math.inf)
+            high_res = torch.where(is_prompted, hard, high_res)
+        mem_feat, mem_pos = self.model.encode_memory(
+            feat.expand(num_objects, *feat.shape[1:]), high_res, outputs.object_score_logits, False
+        )
+        bank.mem_pos.copy_(mem_pos[0])
+        prompted = set(prompted_rows)
+        tracked_rows = [r for r in range(num_objects) if r not in prompted]
+        if len(tracked_rows) == num_objects:
+            bank.write_recent(tracked_rows, frame_index, mem_feat, outputs.obj_ptr)
+            return
+        for rows, write in ((tracked_rows, bank.write_recent), (prompted_rows, bank.write_conditioning)):
+            if rows:
+                index = torch.tensor(rows, device=self.device)
+                write(rows, frame_index, mem_feat.index_select(0, index), outputs.obj_ptr.index_select(0, index))
+
+    def _result(
+        self, state: StreamState, frame_index: int, frame_size: Tuple[int, int], outputs: _FrameOutputs
+    ) -> TrackResult:
+        """Turn the model outputs into a TrackResult at the frame's resolution and update object states."""
+        low_res = outputs.low_res_masks.float()
+        logits = upsample_logits(low_res, frame_size)
+        masks = logits > 0
+        scores = outputs.object_score_logits.float()[:, 0]
+        absent = (scores <= 0).tolist()
+        states: List[ObjectState] = []
+        for row, is_absent in enumerate(absent):
+            state._absent_frames[row] = state._absent_frames[row] + 1 if is_absent else 0
+            if state._absent_frames[row] > self.config.lost_after_frames:
+                states.append(ObjectState.LOST)
+            else:
+                states.append(ObjectState.OCCLUDED if is_absent else ObjectState.TRACKING)
+        return TrackResult(
+            frame_index=frame_index,
+            object_ids=list(state._ids),
+            masks=masks,
+            logits=logits,
+            low_res_logits=low_res,
+            ious=outputs.ious.float(),
+            presence=torch.sigmoid(scores),
+            states=states,
+            boxes=boxes_from_masks(masks),
+        )
+
+    def _empty_result(self, frame_index: int, frame_size: Tuple[int, int]) -> TrackResult:
+        low = self.image_size // 4
+        height, width = frame_size
+        return TrackResult(
+            frame_index=frame_index,
+            object_ids=[],
+            masks=torch.zeros(0, height, width, dtype=torch.bool, device=self.device),
+            logits=torch.zeros(0, height, width, device=self.device),
+            low_res_logits=torch.zeros(0, 1, low, low, device=self.device),
+            ious=torch.zeros(0, device=self.device),
+            presence=torch.zeros(0, device=self.device),
+            states=[],
+            boxes=torch.zeros(0, 4, device=self.device),
+        )
+
+
+def _is_mask(prompt: Optional[_Prompt]) -> bool:
+    return prompt is not None and prompt.mask is not None
+
+
+def _group_by_num_points(rows: List[int], prompt_of_row: Dict[int, Optional[_Prompt]]) -> List[List[int]]:
+    """Split rows with point prompts into groups of equal point count (one decoder batch each)."""
+    groups: Dict[int, List[int]] = {}
+    for row in rows:
+        prompt = prompt_of_row[row]
+        if prompt is not None and prompt.points is not None:
+            groups.setdefault(prompt.points.shape[0], []).append(row)
+    return list(groups.values())
+
+
+def _gather_rows(decoded: Dict[int, Tuple[DecodeOutput, int]], num_objects: int) -> _FrameOutputs:
+    """Assemble per-object outputs of several decoder batches into row order."""
+    sources = [decoded[row] for row in range(num_objects)]
+    first = sources[0][0]
+    if all(out is first for out, _ in sources) and [i for _, i in sources] == list(range(num_objects)):
+        return _frame_outputs(first)  # the common case: every object tracked in one batch
+    parts = [_frame_outputs(out) for out, _ in sources]
+    return _FrameOutputs(
+        *(torch.stack([part[k][i] for part, (_, i) in zip(parts, sources)]) for k in range(len(_FrameOutputs._fields)))
+    )
+
+
+def _frame_outputs(out: DecodeOutput) -> _FrameOutputs:
+    """The fields of a DecodeOutput the tracker keeps, as float32 where they leave the model."""
+    return _FrameOutputs(
+        low_res_masks=out.low_res_masks.float(),
+        high_res_masks=out.high_res_masks.float(),
+        ious=out.ious.float().amax(dim=1),
+        obj_ptr=out.obj_ptr.float(),
+        object_score_logits=out.object_score_logits.float(),
+    )
+
+
+def _as_float_array(value: ArrayLike, name: str) -> np.ndarray:
+    """A prompt coordinate array as float64 numpy, rejecting non-numbers, NaN and infinity."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TrackerInputError(f"{name} must be numbers, got {value!r}") from err
+    if not np.isfinite(array).all():
+        raise TrackerInputError(f"{name} must be finite numbers (no NaN or infinity), got {array.tolist()}")
+    return array
+
+
+def _frame_size(frame: Frame) -> Tuple[int, int]:
+    """Check a frame's type, shape and dtype; return its (H, W)."""
+    if isinstance(frame, np.ndarray):
+        if frame.ndim != 3 or frame.shape[2] != 3:
+            raise TrackerInputError(f"a numpy frame must be (H, W, 3) RGB, got shape {frame.shape}")
+        if frame.dtype != np.uint8:
+            raise TrackerInputError(f"a numpy frame must be uint8, got {frame.dtype}")
+        height, width = frame.shape[:2]
+    elif isinstance(frame, torch.Tensor):
+        if frame.dim() != 3 or frame.shape[0] != 3:
+            raise TrackerInputError(f"a tensor frame must be (3, H, W) RGB, got shape {tuple(frame.shape)}")
+        if frame.dtype != torch.uint8 and not frame.dtype.is_floating_point:
+            raise TrackerInputError(f"a tensor frame must be uint8 or floating point, got {frame.dtype}")
+        height, width = frame.shape[1:]
+    else:
+        raise TrackerInputError(f"a frame must be a numpy array or a torch tensor, got {type(frame).__name__}")
+    if height < 1 or width < 1:
+        raise TrackerInputError(f"a frame must not be empty, got {height}x{width}")
+    return int(height), int(width)
