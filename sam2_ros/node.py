@@ -12,7 +12,7 @@ camera is faster than the model. The worker decodes the image, applies the queue
 Lifecycle (``rclpy.lifecycle``): configure validates the parameters and creates publishers and services;
 activate loads the model (refused without a checkpoint unless ``allow_random_weights``) and subscribes;
 deactivate unsubscribes and frees the model and the tracked objects; ``autostart`` runs configure +
-activate on start. Parameters marked runtime apply at once; the others are read on activation.
+activate on start. A few parameters apply at once; most are read on activation (see PARAMETERS).
 
 Errors (malformed images, invalid prompts, unknown ids, anything raised while tracking) become one log line
 and a counter in /diagnostics; the node keeps running and keeps the objects it tracks.
@@ -87,6 +87,15 @@ def image_qos(reliability: str) -> QoSProfile:
     )
 
 
+# When a parameter's new value takes effect.
+APPLIES = {
+    "start-up": "Read when the node starts.",
+    "configure": "Read when the node is configured.",
+    "activation": "Read when the node activates (deactivate + activate to apply a change).",
+    "at once": "Applied at once.",
+}
+
+
 @dataclass(frozen=True)
 class ParameterSpec:
     """One node parameter: its default, its documentation and its constraints."""
@@ -98,16 +107,15 @@ class ParameterSpec:
     choices: Tuple[str, ...] = ()
     # (from, to, step) of an integer parameter, or (from, to) of a floating-point one.
     value_range: Optional[Tuple[float, ...]] = None
-    # Applied at once when set; otherwise read when the node activates.
-    runtime: bool = False
+    # When a new value takes effect: one of APPLIES.
+    applies: str = "activation"
 
     def descriptor(self) -> ParameterDescriptor:
         """The ParameterDescriptor declared for this parameter (description, range, choices)."""
         types = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
                  float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
-        when = "Applied at once." if self.runtime else "Read when the node activates."
         descriptor = ParameterDescriptor(
-            name=self.name, type=types[type(self.default)], description=f"{self.description} {when}"
+            name=self.name, type=types[type(self.default)], description=f"{self.description} {APPLIES[self.applies]}"
         )
         if self.choices:
             descriptor.additional_constraints = "one of: " + ", ".join(self.choices)
@@ -121,7 +129,7 @@ class ParameterSpec:
 
 
 PARAMETERS: Tuple[ParameterSpec, ...] = (
-    ParameterSpec("autostart", True, "Configure and activate the node as soon as it starts (read at start-up)."),
+    ParameterSpec("autostart", True, "Configure and activate the node as soon as it starts.", applies="start-up"),
     ParameterSpec("model", "sam2.1_hiera_tiny", "SAM 2 / SAM 2.1 model.", choices=MODEL_NAMES),
     ParameterSpec(
         "checkpoint", "",
@@ -153,9 +161,9 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   "Subscribe to `image/compressed` (sensor_msgs/CompressedImage, jpeg/png) instead of `image`."),
     ParameterSpec("publish_overlay", True,
                   "Publish `overlay` (bgr8: tinted masks, boxes, ids); drawn only while someone subscribes.",
-                  runtime=True),
+                  applies="at once"),
     ParameterSpec("overlay_alpha", 0.5, "Opacity of the mask tint in `overlay`.", value_range=(0.0, 1.0),
-                  runtime=True),
+                  applies="at once"),
     ParameterSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", value_range=(0.1, 60.0)),
 )
 PARAMETER_SPECS: Dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}
@@ -441,10 +449,9 @@ class TrackerNode(LifecycleNode):
                 self._publish_overlay = bool(parameter.value)
             elif parameter.name == "overlay_alpha":
                 self._overlay_alpha = float(parameter.value)
-            elif parameter.name in PARAMETER_SPECS and self._tracker is not None:
-                self.get_logger().info(
-                    f"parameter {parameter.name} = {parameter.value!r} takes effect on the next activation"
-                )
+            elif parameter.name in PARAMETER_SPECS:
+                spec = PARAMETER_SPECS[parameter.name]
+                self.get_logger().info(f"parameter {parameter.name} = {parameter.value!r}: {APPLIES[spec.applies]}")
 
     def _read_settings(self) -> NodeSettings:
         """The activation parameters; ActivationError names the first invalid one."""

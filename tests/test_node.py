@@ -1,0 +1,523 @@
+"""The tracker node over real DDS: the node runs in its own process (the `sam2-ros-tracker` console script),
+the test is the camera, the prompt source and the consumer.
+
+Tiny model at image_size 128 with random weights: the masks mean nothing, the plumbing is what is tested.
+One node serves the module (its start-up costs ~15 s here); every test starts from a reset.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import numpy as np
+import pytest
+
+from conftest import FASTDDS_PROFILE, Processes, ros_env
+
+pytestmark = pytest.mark.ros
+
+rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 wheels (make setup)")
+from builtin_interfaces.msg import Time  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import Point32  # noqa: E402
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from rcl_interfaces.srv import DescribeParameters, SetParameters  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from sam2_ros.conversions import image_to_numpy, numpy_to_image, rgb_to_compressed  # noqa: E402
+from sam2_ros.msg import Prompt, TrackedObjectArray  # noqa: E402
+from sam2_ros.srv import AddPrompt, RemoveObjects, Reset  # noqa: E402
+from sam2_rt.config import MODEL_NAMES  # noqa: E402
+
+NODE_SCRIPT = str(Path(sys.executable).with_name("sam2-ros-tracker"))
+WIDTH, HEIGHT = 640, 480
+# Seconds one lock-step frame may take (model + DDS) on a loaded 2-core CPU.
+STEP_TIMEOUT = 60.0
+NODE_PARAMETERS = ("image_size:=128", "device:=cpu", "allow_random_weights:=true", "max_objects:=8",
+                   "diagnostics_period:=0.5")
+
+
+def node_command(*parameters: str, namespace: str = "/") -> List[str]:
+    args = [NODE_SCRIPT, "--ros-args", "-r", f"__ns:={namespace}"]
+    for parameter in parameters:
+        args += ["-p", parameter]
+    return args
+
+
+class OutputReader:
+    """Collects a process's output lines on a thread (a full pipe would block the process)."""
+
+    def __init__(self, proc) -> None:
+        self.lines: List[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc) -> None:
+        for line in proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def count(self, text: str) -> int:
+        return sum(text in line for line in list(self.lines))
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        return wait_until(lambda: self.count(text) > 0, timeout)
+
+    def text(self) -> str:
+        return "\n".join(self.lines[-60:])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, period: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(period)
+    return True
+
+
+def synthetic_frame(index: int, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
+    """(H, W, 3) uint8 RGB: dark background, a bright square moving right by 4 px a frame."""
+    frame = np.full((height, width, 3), 30, dtype=np.uint8)
+    x0 = (width // 4 + 4 * index) % (width - height // 4)
+    frame[height // 3: height // 3 + height // 4, x0: x0 + height // 4] = (230, 200, 40)
+    return frame
+
+
+def stamp_of(index: int) -> Time:
+    return Time(sec=1_000_000 + index, nanosec=index)
+
+
+def index_of(stamp: Time) -> int:
+    return stamp.sec - 1_000_000
+
+
+class Client:
+    """The test's ROS side of one node: camera, prompt publisher, service clients and output subscribers.
+
+    Its executor spins on a background thread; received messages are kept by frame index (header stamp).
+    """
+
+    def __init__(self, context, namespace: str = "") -> None:
+        self.namespace = namespace
+        self.node = Node("node_test_client", namespace=namespace or "/", context=context)
+        node = self.node
+        self.camera = node.create_publisher(Image, "image", qos_profile_sensor_data)
+        self.compressed_camera = node.create_publisher(CompressedImage, "image/compressed", qos_profile_sensor_data)
+        self.prompts = node.create_publisher(Prompt, "prompts", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        outputs = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.objects: Dict[int, TrackedObjectArray] = {}
+        self.object_arrivals: Dict[int, float] = {}
+        self.masks: Dict[int, Image] = {}
+        self.overlays: Dict[int, Image] = {}
+        self.diagnostics: List[tuple] = []  # (receive time, {key: value}, level, message)
+        node.create_subscription(TrackedObjectArray, "objects", self._on_objects, outputs)
+        node.create_subscription(Image, "masks", lambda m: self.masks.__setitem__(index_of(m.header.stamp), m), outputs)
+        node.create_subscription(Image, "overlay", lambda m: self.overlays.__setitem__(index_of(m.header.stamp), m),
+                                 outputs)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        prefix = f"{namespace}/sam2_tracker" if namespace else "/sam2_tracker"
+        self.add_prompt = node.create_client(AddPrompt, "add_prompt")
+        self.remove = node.create_client(RemoveObjects, "remove_objects")
+        self.reset_client = node.create_client(Reset, "reset")
+        self.set_parameters = node.create_client(SetParameters, f"{prefix}/set_parameters")
+        self.describe_parameters = node.create_client(DescribeParameters, f"{prefix}/describe_parameters")
+        self.get_state = node.create_client(GetState, f"{prefix}/get_state")
+        self.change_state = node.create_client(ChangeState, f"{prefix}/change_state")
+        self._status_name = f"{prefix}: tracker"
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(node)
+        self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spinner.start()
+
+    def _on_objects(self, msg: TrackedObjectArray) -> None:
+        index = index_of(msg.header.stamp)
+        self.object_arrivals.setdefault(index, time.monotonic())
+        self.objects[index] = msg
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name == self._status_name:
+                values = {kv.key: kv.value for kv in status.values}
+                self.diagnostics.append((time.monotonic(), values, status.level, status.message))
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self._spinner.join(timeout=10.0)
+        self.node.destroy_node()
+
+    # ------------------------------------------------------------------ camera
+
+    def image(self, index: int, width: int = WIDTH, height: int = HEIGHT) -> Image:
+        return numpy_to_image(synthetic_frame(index, width, height), "rgb8",
+                              Header(stamp=stamp_of(index), frame_id="test_camera"))
+
+    def step(self, index: int, width: int = WIDTH, height: int = HEIGHT) -> TrackedObjectArray:
+        """Publish frame `index` and wait for its objects message (lock-step: no frame is dropped)."""
+        msg = self.image(index, width, height)
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while index not in self.objects:
+            assert time.monotonic() < deadline, f"no output for frame {index} within {STEP_TIMEOUT} s"
+            self.camera.publish(msg)  # again after a while, in case a best-effort sample was lost
+            wait_until(lambda: index in self.objects, timeout=10.0)
+        return self.objects[index]
+
+    # ------------------------------------------------------------------ services
+
+    def call(self, client, request, timeout: float = 60.0):
+        assert client.wait_for_service(timeout_sec=30.0), f"service {client.srv_name} not available"
+        future = client.call_async(request)
+        assert wait_until(future.done, timeout), f"no answer from {client.srv_name}"
+        return future.result()
+
+    def prompt(self, object_id: int, mode: int = Prompt.MODE_ADD, points=(), labels=(), box=None) -> AddPrompt.Response:
+        return self.call(self.add_prompt, AddPrompt.Request(prompt=make_prompt(object_id, mode, points, labels, box)))
+
+    def reset(self) -> None:
+        assert self.call(self.reset_client, Reset.Request()).success
+
+    def set(self, name: str, value) -> "SetParameters.Response":
+        parameter = Parameter(name, value=value).to_parameter_msg()
+        return self.call(self.set_parameters, SetParameters.Request(parameters=[parameter])).results[0]
+
+    def lifecycle_state(self) -> str:
+        return self.call(self.get_state, GetState.Request()).current_state.label
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def diagnostics_after(self, moment: float, timeout: float = 30.0) -> Dict[str, str]:
+        """The first diagnostics values received after `moment` (time.monotonic())."""
+        assert wait_until(lambda: any(t > moment for t, *_ in self.diagnostics), timeout), "no diagnostics"
+        return next(values for t, values, *_ in self.diagnostics if t > moment)
+
+    def counter(self, name: str) -> int:
+        return int(self.diagnostics_after(time.monotonic())[name])
+
+
+def make_prompt(object_id: int, mode: int = Prompt.MODE_ADD, points=(), labels=(), box=None) -> Prompt:
+    msg = Prompt(object_id=object_id, mode=mode, labels=list(labels),
+                 points=[Point32(x=float(x), y=float(y)) for x, y in points])
+    msg.header.frame_id = "test_camera"
+    if box is not None:
+        msg.has_box, msg.box = True, [float(v) for v in box]
+    return msg
+
+
+def ids(msg: TrackedObjectArray) -> List[int]:
+    return [o.object_id for o in msg.objects]
+
+
+@pytest.fixture(scope="module")
+def ros_context():
+    """An rclpy context whose participant uses the shipped Fast DDS profile, like the node's."""
+    from rclpy.context import Context
+
+    previous = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")
+    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        yield context
+    finally:
+        context.try_shutdown()
+        if previous is None:
+            del os.environ["FASTDDS_DEFAULT_PROFILES_FILE"]
+        else:
+            os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = previous
+
+
+def node_env(tmp_path_factory) -> Dict[str, str]:
+    # An empty checkpoint cache: a checkpoint a developer downloaded must not change what the tests see.
+    return ros_env(FASTDDS_DEFAULT_PROFILES_FILE=str(FASTDDS_PROFILE),
+                   SAM2_RT_CACHE=str(tmp_path_factory.mktemp("sam2_rt_cache")))
+
+
+class RunningNode:
+    def __init__(self, proc, output: OutputReader, client: Client) -> None:
+        self.proc, self.output, self.client = proc, output, client
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+
+@pytest.fixture(scope="module")
+def tracker_node(ros_context, tmp_path_factory):
+    """The node (own process) with random weights, active, and a client; every test starts it from a reset."""
+    processes = Processes()
+    client = None
+    try:
+        proc = processes.start(*node_command(*NODE_PARAMETERS), env=node_env(tmp_path_factory))
+        output = OutputReader(proc)
+        assert output.wait_for("activated:", timeout=120.0), f"node did not activate:\n{output.text()}"
+        client = Client(ros_context)
+        client.step(0)  # the first frame: discovery done both ways, the node knows the image size
+        yield RunningNode(proc, output, client)
+    finally:
+        if client is not None:
+            client.close()
+        processes.close()
+
+
+@pytest.fixture
+def node(tracker_node: RunningNode) -> RunningNode:
+    tracker_node.client.reset()
+    yield tracker_node
+    assert tracker_node.proc.poll() is None, f"the node died:\n{tracker_node.output.text()}"
+
+
+FRAMES = iter(range(1, 1_000_000))  # frame indices (stamps) are unique across the module's tests
+
+
+def test_every_processed_frame_gives_a_label_image_and_objects_with_the_input_header(node: RunningNode) -> None:
+    client = node.client
+    assert client.prompt(1, points=[(200, 200)], labels=[1]).success
+    answer = client.prompt(2, box=(300, 100, 420, 260))
+    assert answer.success and answer.object_id == 2, answer.message
+    frames = [next(FRAMES) for _ in range(4)]
+    for index in frames:
+        objects = client.step(index)
+        assert ids(objects) == [1, 2]
+        assert objects.header.stamp == stamp_of(index) and objects.header.frame_id == "test_camera"
+        assert objects.latency.sec < 60
+        assert wait_until(lambda: index in client.masks and index in client.overlays, timeout=10.0)
+        mask, overlay = client.masks[index], client.overlays[index]
+        assert mask.header == objects.header and overlay.header == objects.header
+        assert (mask.encoding, mask.width, mask.height) == ("mono16", WIDTH, HEIGHT)
+        assert set(np.unique(image_to_numpy(mask))) <= {0, 1, 2}
+        assert (overlay.encoding, overlay.width, overlay.height) == ("bgr8", WIDTH, HEIGHT)
+        labels = image_to_numpy(mask)
+        for obj in objects.objects:
+            # The label image gives overlapping pixels to one object; mask_area counts the whole mask.
+            assert obj.mask_area >= int((labels == obj.object_id).sum())
+            assert 0.0 <= obj.presence <= 1.0
+    # Lock-step: nothing was dropped, and each frame was processed exactly once.
+    diagnostics = client.diagnostics_after(time.monotonic())
+    assert int(diagnostics["frames_processed"]) >= len(frames) + 1
+    assert all(client.objects[i].dropped_frames == 0 for i in frames)
+
+
+def test_published_ids_follow_add_refine_replace_remove_and_reset(node: RunningNode) -> None:
+    client = node.client
+    assert client.prompt(1, points=[(200, 200)], labels=[1]).success
+    assert client.prompt(2, points=[(350, 180), (360, 300)], labels=[1, 0]).success
+    assert ids(client.step(next(FRAMES))) == [1, 2]
+    assert ids(client.step(next(FRAMES))) == [1, 2]
+
+    answer = client.prompt(3, box=(100, 100, 200, 220))  # a third object mid-stream
+    assert answer.success and "added" in answer.message
+    assert ids(client.step(next(FRAMES))) == [1, 2, 3]
+
+    answer = client.prompt(1, Prompt.MODE_REFINE, points=[(210, 205)], labels=[0])
+    assert answer.success and "refined" in answer.message
+    assert ids(client.step(next(FRAMES))) == [1, 2, 3]
+
+    answer = client.prompt(3, Prompt.MODE_REPLACE, points=[(150, 150)], labels=[1])
+    assert answer.success and "replaced" in answer.message
+    assert ids(client.step(next(FRAMES))) == [1, 2, 3]
+
+    client.prompts.publish(make_prompt(4, points=[(500, 400)], labels=[1]))  # prompts topic too
+    assert wait_until(lambda: node.output.count("object 4 added") == 1, timeout=30.0)
+    assert ids(client.step(next(FRAMES))) == [1, 2, 3, 4]
+
+    removed = client.call(client.remove, RemoveObjects.Request(object_ids=[2]))
+    assert removed.success and list(removed.remaining_ids) == [1, 3, 4]
+    assert ids(client.step(next(FRAMES))) == [1, 3, 4]
+
+    client.reset()
+    assert ids(client.step(next(FRAMES))) == []
+
+
+def test_refining_an_unknown_object_is_rejected_and_changes_nothing(node: RunningNode) -> None:
+    client = node.client
+    assert client.prompt(1, points=[(200, 200)], labels=[1]).success
+    answer = client.prompt(5, Prompt.MODE_REFINE, points=[(10, 10)], labels=[1])
+    assert not answer.success and "not tracked" in answer.message
+    assert ids(client.step(next(FRAMES))) == [1]
+
+
+def test_a_camera_faster_than_the_model_gets_the_latest_frame_with_bounded_latency_and_memory(
+    node: RunningNode,
+) -> None:
+    client = node.client
+    assert client.prompt(1, points=[(200, 200)], labels=[1]).success
+    assert client.prompt(2, box=(300, 100, 420, 260)).success
+    client.step(next(FRAMES))
+    dropped_before = client.counter("frames_dropped")
+
+    def burst(seconds: float = 4.0, rate_hz: float = 30.0) -> List[int]:
+        """Publish at rate_hz; returns the indices sent. Waits until the last one has been processed."""
+        count = int(seconds * rate_hz)
+        sent = [next(FRAMES) for _ in range(count)]
+        messages = [client.image(i) for i in sent]
+        start = time.monotonic()
+        for k, msg in enumerate(messages):
+            client.camera.publish(msg)
+            time.sleep(max(0.0, start + (k + 1) / rate_hz - time.monotonic()))
+        # The newest frame always stays in the slot, so the last frame sent is the last one processed.
+        assert wait_until(lambda: sent[-1] in client.objects, timeout=STEP_TIMEOUT), "last frame never processed"
+        return sent
+
+    burst()  # warm-up: allocator pools, DDS buffers
+    rss_warm = node.rss_bytes()
+    sent = burst()
+    sent += burst()
+    rss_after = node.rss_bytes()
+
+    processed = [i for i in sent if i in client.objects]
+    assert 2 <= len(processed) < len(sent) / 2, f"{len(processed)} of {len(sent)} frames processed"
+    latencies = [client.objects[i].latency.sec + client.objects[i].latency.nanosec * 1e-9 for i in processed]
+    arrivals = sorted(client.object_arrivals[i] for i in processed)
+    step_time = float(np.median(np.diff(arrivals)))
+    # One-slot buffer: a frame waits at most one model step, then takes one; a queue would grow all along.
+    assert max(latencies) <= 2.5 * step_time + 0.5, (latencies, step_time)
+    assert latencies[-1] <= 2.5 * step_time + 0.5
+    dropped = client.objects[sent[-1]].dropped_frames
+    # Most unprocessed frames were dropped by the node (DDS's own depth-1 queue may replace a few first).
+    assert dropped - dropped_before >= 0.5 * (len(sent) - len(processed)), (dropped, dropped_before)
+    assert client.counter("frames_dropped") >= dropped
+    # A leak of one 640x480 frame per received frame would add ~220 MB over these 240 frames.
+    assert rss_after - rss_warm < 40e6, f"RSS grew by {(rss_after - rss_warm) / 1e6:.1f} MB"
+
+
+def test_bad_inputs_are_logged_counted_and_change_nothing(node: RunningNode) -> None:
+    client, output = node.client, node.output
+    assert client.prompt(1, points=[(200, 200)], labels=[1]).success
+    assert client.prompt(2, box=(300, 100, 420, 260)).success
+    assert ids(client.step(next(FRAMES))) == [1, 2]
+    before = client.diagnostics_after(time.monotonic())
+
+    unknown_encoding = client.image(next(FRAMES))
+    unknown_encoding.encoding = "yuv422"
+    short_data = client.image(next(FRAMES))
+    short_data.data = bytes(short_data.data)[: short_data.step * short_data.height // 2]
+    zero_size = Image(header=Header(stamp=stamp_of(next(FRAMES))), encoding="rgb8")
+    image_cases = ((unknown_encoding, "unsupported image encoding 'yuv422'"),
+                   (short_data, "expected step*height"),
+                   (zero_size, "image has zero size (0x0)"))
+    for bad, text in image_cases:
+        client.camera.publish(bad)
+        assert wait_until(lambda: output.count(text) == 1, timeout=30.0), f"{text!r} not logged:\n{output.text()}"
+
+    prompt_cases = (
+        (make_prompt(1, points=[(math.nan, 10.0)], labels=[1]), "must be finite numbers"),
+        (make_prompt(2, points=[(WIDTH + 5.0, 10.0)], labels=[1]), f"outside the {WIDTH}x{HEIGHT} frame"),
+        (make_prompt(1, points=[(10.0, 10.0)], labels=[2]), "labels must be 0 (background) or 1 (object)"),
+        (make_prompt(2), "a prompt needs points"),
+    )
+    for bad, text in prompt_cases:
+        client.prompts.publish(bad)
+        assert wait_until(lambda: output.count(text) == 1, timeout=30.0), f"{text!r} not logged:\n{output.text()}"
+    answer = client.call(client.add_prompt, AddPrompt.Request(prompt=make_prompt(1, points=[(1.0, 1.0)], labels=[])))
+    assert not answer.success and "points and labels must be given together" in answer.message
+
+    removed = client.call(client.remove, RemoveObjects.Request(object_ids=[2, 77]))
+    assert not removed.success and "77" in removed.message and list(removed.remaining_ids) == [1, 2]
+    assert output.count("remove_objects [2, 77] rejected") == 1
+
+    small = client.step(next(FRAMES), width=320, height=240)  # resolution change mid-stream
+    assert ids(small) == [1, 2]
+    small_index = index_of(small.header.stamp)
+    assert wait_until(lambda: small_index in client.masks, timeout=10.0)
+    assert (client.masks[small_index].width, client.masks[small_index].height) == (320, 240)
+    assert output.count("input resolution changed from 640x480 to 320x240") == 1
+    assert ids(client.step(next(FRAMES))) == [1, 2]  # and back
+    assert output.count("input resolution changed from 320x240 to 640x480") == 1
+
+    after = client.diagnostics_after(time.monotonic())
+    increase = {name: int(after[name]) - int(before[name]) for name in
+                ("images_rejected", "prompts_rejected", "requests_rejected", "resolution_changes", "worker_errors")}
+    assert increase == dict(images_rejected=3, prompts_rejected=5, requests_rejected=1, resolution_changes=2,
+                            worker_errors=0), increase
+    assert node.proc.poll() is None
+
+
+def test_an_invalid_parameter_value_is_rejected_with_a_reason(node: RunningNode) -> None:
+    client = node.client
+    for name, value, reason in (
+        ("device", "tpu", "'tpu' is not one of auto, cuda, cpu"),
+        ("precision", "fp8", "is not one of fp32, bf16, fp16"),
+        ("model", "sam3_huge", "is not one of sam2_hiera_tiny"),
+        ("checkpoint", "/nonexistent/sam2.pt", "checkpoint file not found"),
+        ("image_size", 100, "image_size"),
+        ("overlay_alpha", 1.5, "overlay_alpha"),
+    ):
+        result = client.set(name, value)
+        assert not result.successful and reason in result.reason, (name, result.reason)
+    described = client.call(client.describe_parameters, DescribeParameters.Request(names=["model", "image_size"]))
+    model, image_size = described.descriptors
+    assert all(name in model.additional_constraints for name in MODEL_NAMES) and model.description
+    assert (image_size.integer_range[0].from_value, image_size.integer_range[0].step) == (64, 32)
+
+
+def test_turning_the_overlay_off_at_runtime_stops_it_while_masks_continue(node: RunningNode) -> None:
+    client = node.client
+    assert client.prompt(1, points=[(200, 200)], labels=[1]).success
+    assert client.set("publish_overlay", False).successful
+    without = [next(FRAMES) for _ in range(2)]
+    for index in without:
+        client.step(index)
+    assert wait_until(lambda: all(i in client.masks for i in without), timeout=10.0)
+    assert client.set("publish_overlay", True).successful
+    with_overlay = next(FRAMES)
+    client.step(with_overlay)
+    assert wait_until(lambda: with_overlay in client.overlays, timeout=10.0)
+    assert not any(i in client.overlays for i in without)
+
+
+def test_without_checkpoint_the_node_refuses_to_activate_until_random_weights_are_allowed(
+    ros_context, tmp_path_factory
+) -> None:
+    """Also: lifecycle transitions over the standard services, the compressed image input, SIGTERM."""
+    processes = Processes()
+    client = None
+    try:
+        parameters = ("image_size:=128", "device:=cpu", "use_compressed:=true", "diagnostics_period:=0.5")
+        proc = processes.start(*node_command(*parameters, namespace="/refusing"), env=node_env(tmp_path_factory))
+        output = OutputReader(proc)
+        assert output.wait_for("refusing to activate: no checkpoint for sam2.1_hiera_tiny", timeout=120.0), output.text()
+        client = Client(ros_context, namespace="/refusing")
+        assert client.lifecycle_state() == "inactive"
+        assert wait_until(lambda: any("refusing to activate" in d[3] for d in client.diagnostics), timeout=30.0)
+        answer = client.prompt(1, points=[(10, 10)], labels=[1])
+        assert not answer.success and "not active" in answer.message
+
+        assert client.set("allow_random_weights", True).successful
+        activate = ChangeState.Request()
+        activate.transition.id = Transition.TRANSITION_ACTIVATE
+        assert client.call(client.change_state, activate, timeout=120.0).success
+        assert client.lifecycle_state() == "active"
+        assert output.wait_for("RANDOM WEIGHTS", timeout=10.0)
+
+        frame = rgb_to_compressed(synthetic_frame(0, 320, 240), "jpeg", Header(stamp=stamp_of(0), frame_id="jpeg"))
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while 0 not in client.objects and time.monotonic() < deadline:
+            client.compressed_camera.publish(frame)
+            wait_until(lambda: 0 in client.objects, timeout=5.0)
+        assert 0 in client.objects and client.objects[0].header.frame_id == "jpeg"
+        assert wait_until(lambda: 0 in client.masks, timeout=10.0) and client.masks[0].width == 320
+
+        deactivate = ChangeState.Request()
+        deactivate.transition.id = Transition.TRANSITION_DEACTIVATE
+        assert client.call(client.change_state, deactivate).success
+        assert client.lifecycle_state() == "inactive"
+
+        proc.terminate()  # SIGTERM ends the node cleanly
+        assert proc.wait(timeout=30.0) == 0, output.text()
+        assert output.count("Traceback") == 0, output.text()
+    finally:
+        if client is not None:
+            client.close()
+        processes.close()
