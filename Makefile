@@ -19,6 +19,8 @@ INTERFACES := $(wildcard msg/*.msg srv/*.srv) CMakeLists.txt package.xml
 
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
+# make demo CHECKPOINT=path/to/sam2.1_hiera_tiny.pt runs the demo with real weights (default: random).
+CHECKPOINT ?=
 
 .PHONY: setup test demo interfaces clean
 .DEFAULT_GOAL := setup
@@ -58,7 +60,7 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) tools/demo.py $(DEMO_ARGS)
+	$(PY) tools/demo.py $(if $(CHECKPOINT),--checkpoint "$(CHECKPOINT)") $(DEMO_ARGS)
 
 clean:
 	rm -rf build out $(VENV)

@@ -10,8 +10,11 @@ import colorsys
 import cv2
 import numpy as np
 
+from sam2_ros.msg import TrackedObject
 from sam2_ros.outputs import FrameOutputs
 
+_STATE_NAMES = {TrackedObject.STATE_TRACKING: "tracking", TrackedObject.STATE_OCCLUDED: "occluded",
+                TrackedObject.STATE_LOST: "lost"}
 # Hue step of consecutive ids: the golden ratio spreads any number of ids evenly around the hue circle.
 _HUE_STEP = 0.6180339887498949
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -31,7 +34,8 @@ def draw_overlay(rgb: np.ndarray, outputs: FrameOutputs, alpha: float = 0.5) -> 
       outputs: the frame's result; ``outputs.labels`` must be (H, W).
       alpha: opacity of the mask tint, 0 (invisible) .. 1 (opaque).
     Returns:
-      (H, W, 3) uint8 BGR image: masks tinted, and for each visible object its box and "id score" label.
+      (H, W, 3) uint8 BGR image: masks tinted, for each visible object its box and "id score" label, and
+      in the top-left corner a legend line per object: id, state, presence.
     """
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     if outputs.object_ids.size == 0:
@@ -54,4 +58,9 @@ def draw_overlay(rgb: np.ndarray, outputs: FrameOutputs, alpha: float = 0.5) -> 
         top = max(0, y0 - text_h - baseline - 2)
         cv2.rectangle(bgr, (x0, top), (x0 + text_w + 4, top + text_h + baseline + 2), colour, cv2.FILLED)
         cv2.putText(bgr, text, (x0 + 2, top + text_h + 1), _FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    for row, (obj_id, state, presence) in enumerate(zip(outputs.object_ids, outputs.states, outputs.presence)):
+        text = f"{int(obj_id)} {_STATE_NAMES.get(int(state), str(int(state)))} {float(presence):.2f}"
+        origin = (6, 18 + 18 * row)
+        cv2.putText(bgr, text, origin, _FONT, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(bgr, text, origin, _FONT, 0.5, object_colour(int(obj_id)), 1, cv2.LINE_AA)
     return bgr
