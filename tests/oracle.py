@@ -2,6 +2,8 @@
 
     meta = build_meta("sam2.1_hiera_tiny", image_size=512, seed=0)   # SAM2VideoPredictor, eval, CPU
     ours = build_ours_from_meta(meta)                                  # SAM2Model, same weights (strict)
+    scene = memory_scene(filled=3, seed=0, feat_size=32)              # the same memories both ways
+    meta_memory_attention(meta, feat, pos, scene) vs ours.attend_memory(feat, pos, *scene.slots)
 
 Random weights: Meta initialises many parameters to zeros or constants (position embeddings, layer
 scales, tokens), which would hide mistakes in the code that uses them. Every parameter is therefore
@@ -13,7 +15,8 @@ N(0, 1/fan_in), LayerNorm weights 1 + N(0, 0.1^2), biases N(0, 0.1^2), every oth
 from __future__ import annotations
 
 import math
-from typing import Dict, List
+import random
+from typing import Dict, List, NamedTuple, Tuple
 
 import torch
 from torch import nn
@@ -82,3 +85,96 @@ def build_ours_from_meta(meta: nn.Module) -> SAM2Model:
     ours = SAM2Model(get_config(meta.sam2_rt_name, meta.image_size))
     ours.load_state_dict(meta.state_dict(), strict=True)
     return ours.eval()
+
+
+def set_object_score_bias(model: nn.Module, bias: float) -> None:
+    """Set the last bias of the object-score MLP (same key in Meta's model and ours).
+
+    With random weights the object-score logit is near 0, and an absent object turns every mask logit
+    into NO_OBJ_SCORE (-1024), which hides errors in the masks: a bias of +8 makes objects present.
+    """
+    with torch.no_grad():
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(bias)
+
+
+class MemoryScene(NamedTuple):
+    """Memories of one object (batch 1), as Meta's output_dict and as our fixed slots."""
+
+    # {"cond_frame_outputs": {t: out}, "non_cond_frame_outputs": {t: out}} for Meta, current frame frame_idx.
+    output_dict: Dict[str, Dict[int, Dict[str, object]]]
+    frame_idx: int
+    # SAM2Model.attend_memory's mem_feats, mem_pos, mem_tpos_index, mem_valid, ptrs, ptr_tpos, ptr_valid.
+    slots: Tuple[torch.Tensor, ...]
+
+
+def memory_scene(
+    filled: int,
+    seed: int,
+    feat_size: int,
+    num_maskmem: int = 7,
+    num_ptr_slots: int = 16,
+    mem_dim: int = 64,
+    hidden_dim: int = 256,
+    frame_idx: int = 20,
+) -> MemoryScene:
+    """Random memories: a conditioning frame at t=0, filled-1 of the num_maskmem-1 frames before frame_idx
+    (random gaps), and 4 older frames that only contribute object pointers. Our slots hold the same
+    memories and pointers at shuffled slot positions; the other slots are invalid (and zero)."""
+    rng = random.Random(seed)
+    generator = torch.Generator().manual_seed(seed)
+    recent = rng.sample(range(frame_idx - num_maskmem + 1, frame_idx), filled - 1)
+    older = rng.sample(range(frame_idx - 15, frame_idx - num_maskmem + 1), 4)
+
+    def frame_output() -> Dict[str, object]:
+        return {
+            "maskmem_features": torch.randn(1, mem_dim, feat_size, feat_size, generator=generator),
+            "maskmem_pos_enc": [torch.randn(1, mem_dim, feat_size, feat_size, generator=generator)],
+            "obj_ptr": torch.randn(1, hidden_dim, generator=generator),
+        }
+
+    cond = {0: frame_output()}
+    non_cond = {t: frame_output() for t in sorted(recent + older)}
+
+    mem_feats = torch.zeros(1, num_maskmem, mem_dim, feat_size, feat_size)
+    mem_pos = torch.zeros(1, num_maskmem, mem_dim, feat_size, feat_size)
+    mem_tpos_index = torch.zeros(1, num_maskmem, dtype=torch.long)
+    mem_valid = torch.zeros(1, num_maskmem, dtype=torch.bool)
+    ptrs = torch.zeros(1, num_ptr_slots, hidden_dim)
+    ptr_tpos = torch.zeros(1, num_ptr_slots)
+    ptr_valid = torch.zeros(1, num_ptr_slots, dtype=torch.bool)
+
+    # Meta's t_pos: 0 for conditioning frames, num_maskmem - (frame_idx - t) for recent frame t.
+    memories = [(0, cond[0])] + [(num_maskmem - (frame_idx - t), non_cond[t]) for t in recent]
+    for slot, (t_pos, out) in zip(rng.sample(range(num_maskmem), len(memories)), memories):
+        mem_feats[0, slot] = out["maskmem_features"][0]
+        mem_pos[0, slot] = out["maskmem_pos_enc"][0][0]
+        mem_tpos_index[0, slot] = num_maskmem - t_pos - 1
+        mem_valid[0, slot] = True
+    pointers = [(frame_idx, cond[0])] + [(frame_idx - t, out) for t, out in non_cond.items()]
+    for slot, (distance, out) in zip(rng.sample(range(num_ptr_slots), len(pointers)), pointers):
+        ptrs[0, slot] = out["obj_ptr"][0]
+        ptr_tpos[0, slot] = distance
+        ptr_valid[0, slot] = True
+    return MemoryScene(
+        {"cond_frame_outputs": cond, "non_cond_frame_outputs": non_cond},
+        frame_idx,
+        (mem_feats, mem_pos, mem_tpos_index, mem_valid, ptrs, ptr_tpos, ptr_valid),
+    )
+
+
+def meta_memory_attention(meta: nn.Module, feat: torch.Tensor, pos: torch.Tensor, scene: MemoryScene) -> torch.Tensor:
+    """Meta's _prepare_memory_conditioned_features on a non-initial frame of a 100-frame video.
+
+    feat, pos: (1, C, h, w). Returns (1, C, h, w).
+    """
+    height, width = feat.shape[-2:]
+    with torch.inference_mode():
+        return meta._prepare_memory_conditioned_features(
+            frame_idx=scene.frame_idx,
+            is_init_cond_frame=False,
+            current_vision_feats=[feat.flatten(2).permute(2, 0, 1)],
+            current_vision_pos_embeds=[pos.flatten(2).permute(2, 0, 1)],
+            feat_sizes=[(height, width)],
+            output_dict=scene.output_dict,
+            num_frames=100,
+        )

@@ -6,19 +6,24 @@ Meta's model is the oracle (tests/oracle.py); every input is fed identically to 
 
 from __future__ import annotations
 
-import random
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import pytest
 import torch
 
-from oracle import build_meta, build_ours_from_meta
+from oracle import (
+    MemoryScene,
+    build_meta,
+    build_ours_from_meta,
+    memory_scene,
+    meta_memory_attention,
+    set_object_score_bias,
+)
 from sam2_rt.modeling.sam2 import NO_OBJ_SCORE, DecodeOutput, SAM2Model
 
 IMAGE_SIZE = 512
 FEAT = IMAGE_SIZE // 16
-# Object-score head bias that makes the decoder predict "present" (with random weights the logit is
-# otherwise near 0, and absent objects turn every mask logit into NO_OBJ_SCORE, which would hide errors).
+# Object-score head bias that makes the decoder predict "present" (see oracle.set_object_score_bias).
 PRESENT_BIAS = 8.0
 
 
@@ -28,12 +33,6 @@ def assert_matches(ref: torch.Tensor, ours: torch.Tensor, what: str) -> None:
     diff = (ours.float() - ref.float()).abs().max().item()
     bound = 1e-4 * max(1.0, ref.float().abs().max().item())
     assert diff <= bound, f"{what}: max abs diff {diff:.3g} > {bound:.3g}"
-
-
-def set_object_score_bias(model: torch.nn.Module, bias: float) -> None:
-    """Set the last bias of the object-score MLP (same key in Meta's model and ours)."""
-    with torch.no_grad():
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(bias)
 
 
 class Models(NamedTuple):
@@ -221,76 +220,15 @@ def test_encode_memory_matches_meta(models: Models, features: Features, is_mask_
 # --- memory attention -------------------------------------------------------------------------------
 
 NUM_SLOTS = 7  # num_maskmem
-NUM_PTR_SLOTS = 16  # one conditioning pointer + 15 previous frames
-FRAME_IDX = 20
-
-
-class MemoryScene(NamedTuple):
-    """Memories of one object as Meta's output_dict and as our fixed slots (batch 1)."""
-
-    output_dict: Dict[str, Dict[int, Dict[str, object]]]
-    slots: Tuple[torch.Tensor, ...]  # mem_feats, mem_pos, mem_tpos_index, mem_valid, ptrs, ptr_tpos, ptr_valid
-
-
-def memory_scene(filled: int, seed: int, num_maskmem: int = NUM_SLOTS) -> MemoryScene:
-    """A conditioning frame at t=0 and filled-1 of the 6 frames before FRAME_IDX (random gaps), plus older
-    frames that only contribute pointers. Our slots hold the same memories in shuffled slot order."""
-    rng = random.Random(seed)
-    generator = torch.Generator().manual_seed(seed)
-    recent = rng.sample(range(FRAME_IDX - num_maskmem + 1, FRAME_IDX), filled - 1)
-    older = rng.sample(range(FRAME_IDX - 15, FRAME_IDX - num_maskmem + 1), 4)
-
-    def frame_output() -> Dict[str, object]:
-        return {
-            "maskmem_features": torch.randn(1, 64, FEAT, FEAT, generator=generator),
-            "maskmem_pos_enc": [torch.randn(1, 64, FEAT, FEAT, generator=generator)],
-            "obj_ptr": torch.randn(1, 256, generator=generator),
-        }
-
-    cond = {0: frame_output()}
-    non_cond = {t: frame_output() for t in sorted(recent + older)}
-
-    mem_feats = torch.zeros(1, NUM_SLOTS, 64, FEAT, FEAT)
-    mem_pos = torch.zeros(1, NUM_SLOTS, 64, FEAT, FEAT)
-    mem_tpos_index = torch.zeros(1, NUM_SLOTS, dtype=torch.long)
-    mem_valid = torch.zeros(1, NUM_SLOTS, dtype=torch.bool)
-    ptrs = torch.zeros(1, NUM_PTR_SLOTS, 256)
-    ptr_tpos = torch.zeros(1, NUM_PTR_SLOTS)
-    ptr_valid = torch.zeros(1, NUM_PTR_SLOTS, dtype=torch.bool)
-
-    memories = [(0, cond[0])] + [(num_maskmem - (FRAME_IDX - t), non_cond[t]) for t in recent]
-    for slot, (t_pos, out) in zip(rng.sample(range(NUM_SLOTS), len(memories)), memories):
-        mem_feats[0, slot] = out["maskmem_features"][0]
-        mem_pos[0, slot] = out["maskmem_pos_enc"][0][0]
-        mem_tpos_index[0, slot] = num_maskmem - t_pos - 1
-        mem_valid[0, slot] = True
-    pointers = [(FRAME_IDX - 0, cond[0])] + [(FRAME_IDX - t, out) for t, out in non_cond.items()]
-    for slot, (distance, out) in zip(rng.sample(range(NUM_PTR_SLOTS), len(pointers)), pointers):
-        ptrs[0, slot] = out["obj_ptr"][0]
-        ptr_tpos[0, slot] = distance
-        ptr_valid[0, slot] = True
-    return MemoryScene(
-        {"cond_frame_outputs": cond, "non_cond_frame_outputs": non_cond},
-        (mem_feats, mem_pos, mem_tpos_index, mem_valid, ptrs, ptr_tpos, ptr_valid),
-    )
 
 
 def meta_attention(meta: torch.nn.Module, features: Features, scene: MemoryScene) -> torch.Tensor:
-    with torch.inference_mode():
-        return meta._prepare_memory_conditioned_features(
-            frame_idx=FRAME_IDX,
-            is_init_cond_frame=False,
-            current_vision_feats=[seq_first(features.feat[:1])],
-            current_vision_pos_embeds=[seq_first(features.pos[:1])],
-            feat_sizes=[(FEAT, FEAT)],
-            output_dict=scene.output_dict,
-            num_frames=100,
-        )
+    return meta_memory_attention(meta, features.feat[:1], features.pos[:1], scene)
 
 
 @pytest.mark.parametrize("filled", range(1, NUM_SLOTS + 1))
 def test_attend_memory_with_filled_slots_matches_meta(models: Models, features: Features, filled: int) -> None:
-    scene = memory_scene(filled, seed=filled)
+    scene = memory_scene(filled, seed=filled, feat_size=FEAT)
     ref = meta_attention(models.meta, features, scene)
     with torch.inference_mode():
         out = models.ours.attend_memory(features.feat[:1], features.pos[:1], *scene.slots)
@@ -298,7 +236,7 @@ def test_attend_memory_with_filled_slots_matches_meta(models: Models, features: 
 
 
 def test_attend_memory_batches_objects_with_different_fill(models: Models, features: Features) -> None:
-    scenes = [memory_scene(2, seed=11), memory_scene(6, seed=12)]
+    scenes = [memory_scene(2, seed=11, feat_size=FEAT), memory_scene(6, seed=12, feat_size=FEAT)]
     batched = [torch.cat(parts) for parts in zip(*(scene.slots for scene in scenes))]
     with torch.inference_mode():
         out = models.ours.attend_memory(features.feat, features.pos, *batched)
@@ -310,7 +248,7 @@ def test_attend_memory_of_sam2_0_matches_meta(features: Features) -> None:
     """SAM 2 (not 2.1): pointers carry no temporal encoding."""
     meta = build_meta("sam2_hiera_tiny", IMAGE_SIZE, seed=8)
     ours = build_ours_from_meta(meta)
-    scene = memory_scene(4, seed=13)
+    scene = memory_scene(4, seed=13, feat_size=FEAT)
     with torch.inference_mode():
         out = ours.attend_memory(features.feat[:1], features.pos[:1], *scene.slots)
     assert_matches(meta_attention(meta, features, scene), out, "SAM 2 memory attention")
