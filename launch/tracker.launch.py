@@ -42,7 +42,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("device", default_value="auto", choices=["auto", "cuda", "cpu"],
                               description="Where the model runs; auto = cuda when available."),
         DeclareLaunchArgument("backend", default_value="eager", choices=["eager", "compile", "tensorrt"],
-                              description="Model execution backend (falls back to eager with a warning)."),
+                              description="Model execution backend (tensorrt -> compile -> eager fallback, with a warning)."),
         DeclareLaunchArgument("precision", default_value="fp32", choices=["fp32", "bf16", "fp16"],
                               description="Compute precision of the model."),
         DeclareLaunchArgument(

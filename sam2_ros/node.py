@@ -46,6 +46,7 @@ from sam2_ros.msg import Prompt, TrackedObjectArray
 from sam2_ros.outputs import Detection2DArray, FrameOutputs, detections_message, mask_message, objects_message
 from sam2_ros.overlay import draw_overlay
 from sam2_ros.srv import AddPrompt, RemoveObjects, Reset
+from sam2_rt.backends import apply_backend
 from sam2_rt.checkpoint import default_checkpoint_path, load_model
 from sam2_rt.config import MODEL_NAMES, get_config
 from sam2_rt.modeling.sam2 import SAM2Model
@@ -144,12 +145,13 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   choices=("auto", "cuda", "cpu")),
     ParameterSpec("precision", "fp32", "Compute precision of the model (bf16 / fp16 autocast).",
                   choices=("fp32", "bf16", "fp16")),
-    ParameterSpec("backend", "eager", "Model execution backend; falls back to eager with a warning when unavailable.",
+    ParameterSpec("backend", "eager",
+                  "Model execution backend; an unavailable one falls back (tensorrt -> compile -> eager) with a warning.",
                   choices=("eager", "compile", "tensorrt")),
     ParameterSpec("image_size", 1024, "Square model input side in pixels (multiple of 32; 1024 is Meta's).",
                   value_range=(64, 4096, 32)),
     ParameterSpec("max_objects", 16, "Most objects tracked at once (memory is preallocated for all).",
-                  value_range=(1, 256, 1)),
+                  value_range=(1, 255, 1)),
     ParameterSpec("max_conditioning_frames", 4, "Prompted frames kept per object (the first and the most recent).",
                   value_range=(1, 64, 1)),
     ParameterSpec("lost_after_frames", 30, "An object absent for more than this many frames is reported LOST.",
@@ -245,18 +247,6 @@ def build_model(settings: NodeSettings, device: torch.device) -> Tuple[SAM2Model
         torch.manual_seed(0)
         model = SAM2Model(get_config(settings.model, settings.image_size))
     return model.to(device).eval(), "RANDOM (no checkpoint)"
-
-
-def apply_backend(model: SAM2Model, backend: str, logger: Any) -> Tuple[SAM2Model, str]:
-    """Run the model through the requested backend; falls back to eager, with a warning, when unavailable."""
-    if backend == "eager":
-        return model, "eager"
-    try:
-        from sam2_rt import backends
-    except ImportError as err:
-        logger.warning(f"backend {backend!r} unavailable ({err}; the module sam2_rt.backends is missing): running eager")
-        return model, "eager"
-    return backends.apply_backend(model, backend), backend
 
 
 @dataclass(frozen=True)
@@ -507,7 +497,8 @@ class TrackerNode(LifecycleNode):
             settings = self._read_settings()
             device = resolve_device(settings.device)
             model, weights = build_model(settings, device)
-            model, backend = apply_backend(model, settings.backend, self.get_logger())
+            # Falls back (tensorrt -> compile -> eager) with a warning naming the reason.
+            backend = apply_backend(model, settings.backend, precision=settings.precision)
             tracker = Tracker(
                 model,
                 TrackerConfig(
@@ -522,7 +513,8 @@ class TrackerNode(LifecycleNode):
             self.get_logger().error(self._status)
             return TransitionCallbackReturn.FAILURE
         self._description = (
-            f"model {settings.model} at {settings.image_size} px on {device}, {settings.precision}, {backend}, "
+            f"model {settings.model} at {settings.image_size} px on {device}, {settings.precision}, "
+            f"backend {backend.used}{'' if backend.used == backend.requested else f' (asked: {backend.requested})'}, "
             f"weights: {weights}"
         )
         self._device = str(device)

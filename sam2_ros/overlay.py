@@ -31,7 +31,7 @@ def draw_overlay(rgb: np.ndarray, outputs: FrameOutputs, alpha: float = 0.5) -> 
 
     Arguments:
       rgb: (H, W, 3) uint8 RGB input frame (not modified).
-      outputs: the frame's result; ``outputs.labels`` must be (H, W).
+      outputs: the frame's result, at most 255 objects; ``outputs.labels`` must be (H, W).
       alpha: opacity of the mask tint, 0 (invisible) .. 1 (opaque).
     Returns:
       (H, W, 3) uint8 BGR image: masks tinted, for each visible object its box and "id score" label, and
@@ -40,13 +40,17 @@ def draw_overlay(rgb: np.ndarray, outputs: FrameOutputs, alpha: float = 0.5) -> 
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     if outputs.object_ids.size == 0:
         return bgr
-    palette = np.zeros((int(outputs.object_ids.max()) + 1, 3), dtype=np.uint8)
-    for obj_id in outputs.object_ids:
-        palette[obj_id] = object_colour(int(obj_id))
-    covered = outputs.labels > 0
-    tint = palette[outputs.labels]
+    # Object id -> row k + 1 of the colour table (0 = background), then the table via cv2.LUT: a pass or two
+    # over the image whatever the number of objects (fancy indexing with the ids would be ~10x slower).
+    row_of_id = np.zeros(int(outputs.object_ids.max()) + 1, dtype=np.uint8)
+    row_of_id[outputs.object_ids] = np.arange(1, outputs.object_ids.size + 1)
+    colour_table = np.zeros((256, 1, 3), dtype=np.uint8)
+    for row, obj_id in enumerate(outputs.object_ids, start=1):
+        colour_table[row, 0] = object_colour(int(obj_id))
+    rows = np.take(row_of_id, outputs.labels)
+    tint = cv2.LUT(cv2.cvtColor(rows, cv2.COLOR_GRAY2BGR), colour_table)
     blended = cv2.addWeighted(bgr, 1.0 - alpha, tint, alpha, 0.0)
-    np.copyto(bgr, blended, where=covered[:, :, None])
+    cv2.copyTo(blended, rows, bgr)  # where rows != 0
     for obj_id, box, score, area in zip(outputs.object_ids, outputs.boxes, outputs.scores, outputs.areas):
         if area == 0:
             continue
