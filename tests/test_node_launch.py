@@ -141,3 +141,11 @@ def test_demo_launch_runs_the_tracker_with_random_weights_only_without_a_checkpo
         ast.unparse(tracker["parameters"])
     )
     assert "OnProcessExit" in demo.source and "Shutdown" in demo.source
+
+
+def test_readme_documents_every_parameter_with_its_default() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## ROS 2 node"):readme.index("## Demo")]
+    for spec in PARAMETERS:
+        default = launch_text(spec.default) or '""'
+        assert f"| `{spec.name}` | `{default}` |" in section, spec.name

@@ -62,7 +62,10 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             tracker.kill()
             tracker.wait()
-    weights = checkpoint or "RANDOM weights (meaningless masks; make demo CHECKPOINT=<file.pt> for real ones)"
+    weights = checkpoint or (
+        "random (meaningless masks) unless the node found a downloaded checkpoint: see its 'activated' line; "
+        "make demo CHECKPOINT=<file.pt> for real ones"
+    )
     print(f"demo: {stats.summary()}", flush=True)
     print(f"demo: rate {stats.processing_rate_hz:.2f} Hz, latency mean {stats.latency_ms_mean:.0f} ms, "
           f"dropped frames {stats.frames_dropped_by_node}; weights: {weights}", flush=True)
