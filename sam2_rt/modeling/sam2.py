@@ -375,10 +375,10 @@ class SAM2Model(nn.Module):
             point_labels = torch.full((batch, 1), -1, dtype=torch.int32, device=feat_with_mem.device)
         mask_prompt = None
         if mask_inputs is not None:
-            mask_prompt = mask_inputs
+            mask_prompt = mask_inputs.to(feat_with_mem.dtype)
             if tuple(mask_inputs.shape[-2:]) != tuple(self.sam_prompt_encoder.mask_input_size):
                 mask_prompt = F.interpolate(
-                    mask_inputs.float(),
+                    mask_prompt,
                     size=self.sam_prompt_encoder.mask_input_size,
                     mode="bilinear",
                     align_corners=False,
