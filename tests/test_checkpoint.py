@@ -160,6 +160,8 @@ class BlobServer(ThreadingHTTPServer):
         self.range_headers: List[Optional[str]] = []
         # Close the next response after this many bytes of the file (an interrupted transfer).
         self.cut_at: Optional[int] = None
+        # False: ignore Range headers and always send the whole file (200), like some mirrors.
+        self.honour_range = True
 
     @property
     def url(self) -> str:
@@ -171,8 +173,8 @@ class BlobHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         blob = self.server.blob
-        requested = self.headers.get("Range")
-        self.server.range_headers.append(requested)
+        self.server.range_headers.append(self.headers.get("Range"))
+        requested = self.headers.get("Range") if self.server.honour_range else None
         start = int(requested.split("=")[1].split("-")[0]) if requested else 0
         if start >= len(blob) > 0 and requested:
             self.send_response(416)
@@ -228,6 +230,15 @@ def test_interrupted_download_resumes_with_range_and_records_sha256(
     assert sha256_file(dest) == digest
     assert manifest.recorded_sha256(NAME) == digest
     load_model(NAME, dest, image_size=IMAGE_SIZE, manifest_path=manifest.path)
+
+
+def test_download_restarts_when_the_server_ignores_range(server: BlobServer, tmp_path: Path) -> None:
+    server.honour_range = False
+    dest = tmp_path / f"{NAME}.pt"
+    (tmp_path / f"{NAME}.pt.part").write_bytes(server.blob[:1000])
+    download(NAME, dest, url=server.url, manifest_path=tmp_path / "manifest.json")
+    assert server.range_headers == ["bytes=1000-"]
+    assert dest.read_bytes() == server.blob
 
 
 def test_existing_download_is_verified_not_fetched(server: BlobServer, tmp_path: Path) -> None:
