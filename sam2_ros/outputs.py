@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, List, Optional
 
 import numpy as np
+import torch
 from builtin_interfaces.msg import Duration
 from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Header
@@ -57,7 +58,9 @@ class FrameOutputs:
             scores=result.ious.float().cpu().numpy()[order],
             presence=result.presence.float().cpu().numpy()[order],
             states=np.asarray([int(s) for s in result.states], dtype=np.uint8)[order],
-            areas=result.masks.flatten(1).sum(dim=1).cpu().numpy().astype(np.int64)[order],
+            # Summing the bytes of the bool masks (0 / 1) is ~5x faster than summing them as bool.
+            areas=result.masks.flatten(1).view(torch.uint8).sum(dim=1, dtype=torch.int32).cpu().numpy()
+            .astype(np.int64)[order],
         )
 
 
