@@ -418,7 +418,6 @@ class TrackerNode(LifecycleNode):
         self._tracker: Optional[Tracker] = None
         self._stream: Optional[StreamState] = None
         self._frame_size: Optional[Tuple[int, int]] = None
-        self._settings: Optional[NodeSettings] = None
         self._description = ""
         self._device = ""
         self._slot: Optional[LatestFrameSlot] = None
@@ -519,7 +518,6 @@ class TrackerNode(LifecycleNode):
         )
         self._device = str(device)
         with self._lock:
-            self._settings = settings
             self._tracker = tracker
             self._stream = tracker.create_stream()
             self._frame_size = None
@@ -586,7 +584,7 @@ class TrackerNode(LifecycleNode):
         self._slot, self._worker = None, None
         with self._lock:
             device = self._tracker.device if self._tracker is not None else None
-            self._tracker, self._stream, self._settings = None, None, None
+            self._tracker, self._stream = None, None
         if device is not None and device.type == "cuda":
             torch.cuda.empty_cache()
 
