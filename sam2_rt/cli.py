@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dl = sub.add_parser("download", help="download an official checkpoint (resumes; records its sha256)")
     dl.add_argument("name", choices=MODEL_NAMES)
-    dl.add_argument("--dest", help="file or existing directory (default: ~/.cache/sam2_rt/checkpoints)")
+    dl.add_argument("--dest", help="file or existing directory (default: $SAM2_RT_CACHE or ~/.cache/sam2_rt, where the node looks)")
 
     track = sub.add_parser("track", help="track objects prompted on the first frame of a video")
     track.add_argument("video", help="any file OpenCV reads")
