@@ -159,6 +159,18 @@ def memory_attention_pair(image_size: int) -> Tuple[nn.Module, nn.Module]:
     )
 
 
+@pytest.fixture(scope="module")
+def heads() -> Tuple[Heads, Heads]:
+    """(Meta's, ours) prompt encoder + mask decoder; tests that change attributes restore them."""
+    return heads_pair()
+
+
+@pytest.fixture(scope="module")
+def attention_512() -> Tuple[nn.Module, nn.Module]:
+    """(Meta's, ours) memory attention at 512."""
+    return memory_attention_pair(IMAGE_SIZE)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Prompt encoder + mask decoder
 
@@ -183,8 +195,8 @@ PROMPTS: Dict[str, Tuple[List[int], bool]] = {
 
 @pytest.mark.parametrize("multimask", [True, False], ids=["multimask", "single_mask"])
 @pytest.mark.parametrize("prompt", sorted(PROMPTS))
-def test_prompt_encoder_and_mask_decoder_match_meta(prompt: str, multimask: bool) -> None:
-    meta, ours = heads_pair()
+def test_prompt_encoder_and_mask_decoder_match_meta(heads, prompt: str, multimask: bool) -> None:
+    meta, ours = heads
     generator = torch.Generator().manual_seed(1)
     batch, side = 3, IMAGE_SIZE // 16
     labels, with_mask = PROMPTS[prompt]
@@ -218,7 +230,7 @@ def test_prompt_encoder_box_argument_matches_meta(with_points: bool) -> None:
 
 
 def test_single_mask_falls_back_to_best_multimask_when_unstable_as_meta() -> None:
-    meta, ours = heads_pair()
+    meta, ours = heads_pair()  # own pair: the test changes the stability threshold
     generator = torch.Generator().manual_seed(3)
     batch, side = 8, IMAGE_SIZE // 16
     coords, labels = random_points(generator, batch, [1])
@@ -243,8 +255,8 @@ def test_single_mask_falls_back_to_best_multimask_when_unstable_as_meta() -> Non
         assert_matches(our_out, meta_out, name)
 
 
-def test_mask_decoder_repeats_one_image_for_many_prompts_as_meta() -> None:
-    meta, ours = heads_pair()
+def test_mask_decoder_repeats_one_image_for_many_prompts_as_meta(heads) -> None:
+    meta, ours = heads
     generator = torch.Generator().manual_seed(4)
     batch, side = 3, IMAGE_SIZE // 16
     coords, labels = random_points(generator, batch, [1, 0])
@@ -318,10 +330,12 @@ def meta_over_valid(meta: nn.Module, curr: Tensor, curr_pos: Tensor, memory: Ten
     return out[:, 0]
 
 
-def check_fixed_slots_against_meta(image_size: int, num_slots: int, num_pointers: int,
-                                   valid_slots: Sequence[Sequence[int]],
+def check_fixed_slots_against_meta(pair: Tuple[nn.Module, nn.Module], image_size: int, num_slots: int,
+                                   num_pointers: int, valid_slots: Sequence[Sequence[int]],
                                    valid_pointers: Sequence[Sequence[int]], seed: int) -> None:
-    meta, ours = memory_attention_pair(image_size)
+    """Ours over num_slots fixed slots and num_pointers pointers with a key mask (one row per entry of
+    valid_slots) against Meta over only each row's valid slots and pointers."""
+    meta, ours = pair
     side = image_size // 16
     hw = side * side
     batch = len(valid_slots)
@@ -338,26 +352,29 @@ def check_fixed_slots_against_meta(image_size: int, num_slots: int, num_pointers
 
 
 @pytest.mark.parametrize("filled", range(1, NUM_SLOTS + 1))
-def test_memory_attention_with_n_of_7_slots_equals_meta_over_n_memories(filled: int) -> None:
+def test_memory_attention_with_n_of_7_slots_equals_meta_over_n_memories(attention_512, filled: int) -> None:
     generator = torch.Generator().manual_seed(100 + filled)
-    # Two objects in one batch, each with its own filled slots (not necessarily the first ones) and its
-    # own subset of valid pointers.
-    valid_slots = [sorted(torch.randperm(NUM_SLOTS, generator=generator)[:filled].tolist()) for _ in range(2)]
-    valid_pointers = [
-        sorted(torch.randperm(NUM_POINTERS, generator=generator)[: min(NUM_POINTERS, 2 * filled + row)].tolist())
-        for row in range(2)
-    ]
-    check_fixed_slots_against_meta(IMAGE_SIZE, NUM_SLOTS, NUM_POINTERS, valid_slots, valid_pointers, seed=filled)
+    # The filled slots are not necessarily the first ones; a varying subset of the 16 pointers is valid.
+    slots = sorted(torch.randperm(NUM_SLOTS, generator=generator)[:filled].tolist())
+    pointers = sorted(torch.randperm(NUM_POINTERS, generator=generator)[: 2 * filled + 1].tolist())
+    check_fixed_slots_against_meta(attention_512, IMAGE_SIZE, NUM_SLOTS, NUM_POINTERS, [slots], [pointers],
+                                   seed=filled)
+
+
+def test_memory_attention_masks_each_object_of_a_batch_with_its_own_slots(attention_512) -> None:
+    check_fixed_slots_against_meta(attention_512, IMAGE_SIZE, NUM_SLOTS, NUM_POINTERS,
+                                   valid_slots=[[0, 1, 6], [2, 3, 4, 5, 6]], valid_pointers=[[0, 5], list(range(12))],
+                                   seed=20)
 
 
 def test_memory_attention_at_1024_uses_64x64_rope_like_meta() -> None:
-    # 3 fixed slots (2 filled) and 4 pointers (3 valid) keep the 64x64 check affordable on a CPU.
-    check_fixed_slots_against_meta(1024, num_slots=3, num_pointers=4, valid_slots=[[0, 2]], valid_pointers=[[0, 1, 3]],
-                                   seed=7)
+    # 2 fixed slots (1 filled) and 2 pointers (1 valid) keep the 64x64 check affordable on a CPU.
+    check_fixed_slots_against_meta(memory_attention_pair(1024), 1024, num_slots=2, num_pointers=2,
+                                   valid_slots=[[1]], valid_pointers=[[0]], seed=7)
 
 
-def test_memory_attention_with_all_keys_valid_equals_no_mask() -> None:
-    _, ours = memory_attention_pair(IMAGE_SIZE)
+def test_memory_attention_with_all_keys_valid_equals_no_mask(attention_512) -> None:
+    _, ours = attention_512
     side = IMAGE_SIZE // 16
     inputs = memory_inputs(torch.Generator().manual_seed(8), 1, side, 2, 2)
     valid = torch.ones(inputs[2].shape[:2], dtype=torch.bool)
@@ -378,14 +395,14 @@ def test_rope_cross_attention_with_pointer_tokens_matches_meta(our_table_side: i
         assert_matches(ours(q, k, v, num_k_exclude_rope=8), meta(q, k, v, num_k_exclude_rope=8), "rope attention")
 
 
-def test_our_state_dict_keys_equal_meta_for_every_head() -> None:
+def test_our_state_dict_keys_equal_meta_for_every_head(heads, attention_512) -> None:
     pairs = {
-        "prompt+decoder": heads_pair(),
+        "prompt+decoder": heads,
         "memory_encoder": (
             memory_encoder(MetaMemoryEncoder, MetaMaskDownSampler, MetaFuser, MetaCXBlock, MetaPositionEmbeddingSine),
             memory_encoder(MemoryEncoder, MaskDownSampler, Fuser, CXBlock, PositionEmbeddingSine),
         ),
-        "memory_attention": memory_attention_pair(IMAGE_SIZE),
+        "memory_attention": attention_512,
     }
     for name, (meta, ours) in pairs.items():
         meta_shapes = {k: tuple(v.shape) for k, v in meta.state_dict().items()}
@@ -432,8 +449,8 @@ def test_prompt_encoder_exports_and_matches_eager() -> None:
 
 
 @pytest.mark.parametrize("multimask", [True, False], ids=["multimask", "single_mask"])
-def test_mask_decoder_exports_and_matches_eager(multimask: bool) -> None:
-    _, ours = heads_pair()
+def test_mask_decoder_exports_and_matches_eager(heads, multimask: bool) -> None:
+    _, ours = heads
     generator = torch.Generator().manual_seed(11)
     side = IMAGE_SIZE // 16
     coords, labels = random_points(generator, 2, [1, 0])
@@ -459,9 +476,11 @@ def test_memory_encoder_exports_and_matches_eager() -> None:
 
 
 def test_memory_attention_with_full_fixed_slots_exports_and_matches_eager() -> None:
-    _, ours = memory_attention_pair(IMAGE_SIZE)
-    side = IMAGE_SIZE // 16
-    hw = side * side
-    inputs = memory_inputs(torch.Generator().manual_seed(13), 1, side, NUM_SLOTS, NUM_POINTERS)
-    valid = key_mask([0, 3, 4], [0, 1, 2], hw, NUM_SLOTS, NUM_POINTERS)[None]
+    # 256 px (16x16 grid) keeps the 7 full slots + 16 pointers cheap; the graph is the same at any size.
+    image_size = 256
+    _, ours = memory_attention_pair(image_size)
+    side = image_size // 16
+    inputs = memory_inputs(torch.Generator().manual_seed(13), 2, side, NUM_SLOTS, NUM_POINTERS)
+    valid = torch.stack([key_mask(range(NUM_SLOTS), range(NUM_POINTERS), side * side, NUM_SLOTS, NUM_POINTERS),
+                         key_mask([0, 3, 4], [0, 1, 2], side * side, NUM_SLOTS, NUM_POINTERS)])
     export_and_compare(ours, (*inputs, NUM_POINTERS * TOKENS_PER_POINTER, valid), "memory attention")

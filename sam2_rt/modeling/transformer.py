@@ -21,7 +21,7 @@ def axial_rope_angles(head_dim: int, end_x: int, end_y: int, theta: float = 1000
     column index x, the last head_dim/4 pairs with the row index y, both at frequencies
     theta ** (-4 i / head_dim), i = 0 .. head_dim/4 - 1 (Meta's `compute_axial_cis`).
 
-    Returns: (end_x * end_y, head_dim // 2) float32 angles in radians; token n sits at
+    Returns: (end_x * end_y, head_dim // 2) float32 angles in radians, one per pair; token n sits at
     x = n % end_x, y = n // end_x.
     """
     if head_dim % 4 != 0:
@@ -33,16 +33,26 @@ def axial_rope_angles(head_dim: int, end_x: int, end_y: int, theta: float = 1000
     return torch.cat([torch.outer(col, inv_freq), torch.outer(row, inv_freq)], dim=-1)
 
 
-def rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate consecutive channel pairs of `x` by the angles whose cos/sin are given.
+def half_split_rope_tables(angles: Tensor) -> Tuple[Tensor, Tensor]:
+    """Tables for `rotate_half_split` from (L, P) pair angles: cos (L, 2P) = [cos, cos], sin (L, P)."""
+    cos = angles.cos()
+    return torch.cat((cos, cos), dim=-1), angles.sin()
 
-    x: (..., L, D) with D even; cos, sin: (L, D // 2), broadcast over the leading dims.
-    Returns a tensor shaped like x: (x0, x1) -> (x0 cos - x1 sin, x0 sin + x1 cos) per pair.
+
+def rotate_half_split(x: Tensor, cos_table: Tensor, sin: Tensor) -> Tensor:
+    """Rotate channel pairs stored half-split: pair j is (x[..., j], x[..., j + D/2]).
+
+    x: (..., L, D); cos_table (L, D) and sin (L, D/2) from `half_split_rope_tables`, broadcast over the
+    leading dims. Returns a new tensor shaped like x. Every operand is contiguous in its last dim, so the
+    kernels vectorise (an interleaved pair layout needs stride-2 kernels, several times slower on CPU),
+    and the result is written in place into one fresh tensor (large temporaries cost page faults).
     """
-    pairs = x.unflatten(-1, (-1, 2))
-    even, odd = pairs[..., 0], pairs[..., 1]
-    rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
-    return rotated.flatten(-2)
+    first, second = x.chunk(2, dim=-1)
+    half = x.shape[-1] // 2
+    out = x * cos_table
+    out[..., :half].addcmul_(second, sin, value=-1.0)
+    out[..., half:].addcmul_(first, sin)
+    return out
 
 
 class Attention(nn.Module):
@@ -109,6 +119,12 @@ class RoPEAttention(Attention):
     Arguments: those of `Attention`, plus rope_theta (frequency base), rope_k_repeat, and
     feat_sizes = (w, h) of the query grid the cos/sin tables are built for. A query length that does
     not match w * h is served from a square grid computed in forward (as Meta does for other sizes).
+
+    Implementation: RoPE rotates channel pairs (2j, 2j+1) of each head. The query and key projections
+    are evaluated with their output channels reordered per head to (0, 2, 4, ..., 1, 3, 5, ...), so each
+    pair is split across the two halves of the head and the rotation needs only contiguous elementwise
+    ops. Dot products of queries with keys do not depend on a channel order both share, and values keep
+    Meta's order, so the output is Meta's.
     """
 
     def __init__(
@@ -124,19 +140,29 @@ class RoPEAttention(Attention):
         self.rope_k_repeat = rope_k_repeat
         self.head_dim = self.internal_dim // self.num_heads
         angles = axial_rope_angles(self.head_dim, int(feat_sizes[0]), int(feat_sizes[1]), rope_theta)
-        # Derived constants, not weights: kept out of the state_dict so keys equal Meta's.
-        self.register_buffer("rope_cos", angles.cos(), persistent=False)
-        self.register_buffer("rope_sin", angles.sin(), persistent=False)
+        cos_table, sin = half_split_rope_tables(angles)
+        in_head = torch.cat((torch.arange(0, self.head_dim, 2), torch.arange(1, self.head_dim, 2)))
+        order = (torch.arange(self.num_heads)[:, None] * self.head_dim + in_head).flatten()
+        # Derived constants, not weights: kept out of the state_dict so its keys equal Meta's.
+        self.register_buffer("rope_cos", cos_table, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.register_buffer("half_split_order", order, persistent=False)
 
     def _tables(self, num_tokens: int, like: Tensor) -> Tuple[Tensor, Tensor]:
-        """cos/sin tables (num_tokens, head_dim/2) in the dtype of `like`."""
+        """cos (num_tokens, head_dim) and sin (num_tokens, head_dim / 2) tables in the dtype of `like`."""
         if self.rope_cos.shape[0] == num_tokens:
             return self.rope_cos.to(like.dtype), self.rope_sin.to(like.dtype)
         side = math.isqrt(num_tokens)
         if side * side != num_tokens:
             raise ValueError(f"RoPE needs a square token grid, got {num_tokens} query tokens")
         angles = axial_rope_angles(self.head_dim, side, side, self.rope_theta).to(like.device)
-        return angles.cos().to(like.dtype), angles.sin().to(like.dtype)
+        cos_table, sin = half_split_rope_tables(angles)
+        return cos_table.to(like.dtype), sin.to(like.dtype)
+
+    def _project_half_split(self, proj: nn.Linear, x: Tensor) -> Tensor:
+        """proj(x) with output channels in half-split order, split into heads: (B, heads, N, head_dim)."""
+        order = self.half_split_order
+        return self._heads(F.linear(x, proj.weight.index_select(0, order), proj.bias.index_select(0, order)))
 
     def forward(
         self,
@@ -152,8 +178,8 @@ class RoPEAttention(Attention):
         Nk = r * Nq + num_k_exclude_rope (r = 1 unless rope_k_repeat); key_valid: optional (B, Nk) bool
         (False keys are left out of the softmax). Returns (B, Nq, embedding_dim).
         """
-        q = self._heads(self.q_proj(q))
-        k = self._heads(self.k_proj(k))
+        q = self._project_half_split(self.q_proj, q)
+        k = self._project_half_split(self.k_proj, k)
         v = self._heads(self.v_proj(v))
         num_q = q.shape[2]
         num_rope = k.shape[2] - num_k_exclude_rope
@@ -161,11 +187,11 @@ class RoPEAttention(Attention):
             raise ValueError(f"{num_rope} rotated keys for {num_q} queries needs rope_k_repeat=True")
         if num_rope % num_q != 0:
             raise ValueError(f"{num_rope} rotated keys are not a whole number of {num_q}-token grids")
-        cos, sin = self._tables(num_q, q)
-        q = rotate_pairs(q, cos, sin)
-        # Keys: each stacked grid gets the query grid's rotation; the table broadcasts over the copies.
+        cos_table, sin = self._tables(num_q, q)
+        q = rotate_half_split(q, cos_table, sin)
+        # Keys: each stacked grid gets the query grid's rotation; the tables broadcast over the copies.
         k_grids = k[:, :, :num_rope].unflatten(2, (num_rope // num_q, num_q))
-        k_rot = rotate_pairs(k_grids, cos, sin).flatten(2, 3)
+        k_rot = rotate_half_split(k_grids, cos_table, sin).flatten(2, 3)
         k = torch.cat((k_rot, k[:, :, num_rope:]), dim=2) if num_k_exclude_rope > 0 else k_rot
         return self._attend(q, k, v, key_valid)
 

@@ -1,0 +1,138 @@
+"""Per-component CPU latency of our SAM 2 against Meta's (sam2==1.1.0), in the same run.
+
+Both models get the same seeded random weights (Meta's state_dict copied into ours) and the same inputs;
+fp32, default torch threads, torch.inference_mode. Each component is warmed up, then timed `--repeats`
+times, alternating Meta and ours so that load from other processes hits both alike; the median is
+reported. One JSON line per component:
+
+    {"component": ..., "image_size": ..., "ours_ms": ..., "meta_ms": ..., "ratio": ours_ms / meta_ms}
+
+Components: image_encoder (forward_image, high-res projections included), prompt_encoder+mask_decoder
+(one click, multimask, as SAM2Base calls them), memory_encoder (one frame), memory_attention (all
+num_maskmem slots and max_obj_ptrs_in_encoder pointers filled; ours takes its key mask, all True, as the
+tracker passes it).
+
+    python bench/components.py --model sam2.1_hiera_tiny --image-size 1024 --repeats 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Tuple
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from oracle import build_meta, build_ours_from_meta  # noqa: E402  (test oracle, not a package)
+
+from sam2_rt.config import MODEL_NAMES  # noqa: E402
+
+Call = Callable[[], object]
+
+
+def time_pair(meta_call: Call, our_call: Call, repeats: int, warmup: int) -> Tuple[float, float]:
+    """Median milliseconds of each call, alternating which runs first in each round."""
+    for _ in range(warmup):
+        meta_call()
+        our_call()
+    times: Dict[str, List[float]] = {"meta": [], "ours": []}
+    for round_index in range(repeats):
+        order = [("meta", meta_call), ("ours", our_call)]
+        if round_index % 2:
+            order.reverse()
+        for name, call in order:
+            start = time.perf_counter()
+            call()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times["ours"]), statistics.median(times["meta"])
+
+
+def component_calls(meta: torch.nn.Module, ours: torch.nn.Module, image_size: int, seed: int
+                    ) -> Iterator[Tuple[str, Call, Call]]:
+    """(name, Meta's call, our call) per component, with identical inputs (batch 1)."""
+    generator = torch.Generator().manual_seed(seed)
+    config = ours.config
+    side = image_size // config.backbone_stride
+    hidden, mem_dim = config.hidden_dim, config.mem_dim
+
+    image = torch.randn(1, 3, image_size, image_size, generator=generator)
+    yield "image_encoder", lambda: meta.forward_image(image), lambda: ours.forward_image(image)
+
+    feat = torch.randn(1, hidden, side, side, generator=generator)
+    feat_s0 = torch.randn(1, hidden // 8, 4 * side, 4 * side, generator=generator)
+    feat_s1 = torch.randn(1, hidden // 4, 2 * side, 2 * side, generator=generator)
+    coords = torch.rand(1, 1, 2, generator=generator) * image_size
+    labels = torch.ones(1, 1, dtype=torch.int32)
+
+    def decode(model: torch.nn.Module) -> Call:
+        def call() -> object:
+            sparse, dense = model.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+            return model.sam_mask_decoder(
+                image_embeddings=feat,
+                image_pe=model.sam_prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=True,
+                repeat_image=False,
+                high_res_features=[feat_s0, feat_s1],
+            )
+        return call
+
+    yield "prompt_encoder+mask_decoder", decode(meta), decode(ours)
+
+    mask = torch.randn(1, 1, image_size, image_size, generator=generator)
+    yield (
+        "memory_encoder",
+        lambda: meta.memory_encoder(feat, mask, skip_mask_sigmoid=True),
+        lambda: ours.memory_encoder(feat, mask, skip_mask_sigmoid=True),
+    )
+
+    num_tokens = config.num_maskmem * side * side + config.max_obj_ptrs_in_encoder * (hidden // mem_dim)
+    num_ptr_tokens = num_tokens - config.num_maskmem * side * side
+    curr = torch.randn(1, side * side, hidden, generator=generator)
+    curr_pos = torch.randn(1, side * side, hidden, generator=generator)
+    memory = torch.randn(1, num_tokens, mem_dim, generator=generator)
+    memory_pos = torch.randn(1, num_tokens, mem_dim, generator=generator)
+    valid = torch.ones(1, num_tokens, dtype=torch.bool)
+    # Meta's memory attention takes sequence-first tensors.
+    seq_first = [t.transpose(0, 1) for t in (curr, memory, curr_pos, memory_pos)]
+    yield (
+        "memory_attention",
+        lambda: meta.memory_attention(*seq_first, num_obj_ptr_tokens=num_ptr_tokens),
+        lambda: ours.memory_attention(curr, curr_pos, memory, memory_pos, num_ptr_tokens, valid),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="sam2.1_hiera_tiny", choices=MODEL_NAMES)
+    parser.add_argument("--image-size", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per component (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs per component first")
+    parser.add_argument("--component", action="append",
+                        help="only this component (repeatable); default: all")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    meta = build_meta(args.model, image_size=args.image_size, seed=args.seed)
+    ours = build_ours_from_meta(meta)
+    with torch.inference_mode():
+        for name, meta_call, our_call in component_calls(meta, ours, args.image_size, args.seed):
+            if args.component and name not in args.component:
+                continue
+            ours_ms, meta_ms = time_pair(meta_call, our_call, args.repeats, args.warmup)
+            print(json.dumps({
+                "component": name,
+                "image_size": args.image_size,
+                "ours_ms": round(ours_ms, 2),
+                "meta_ms": round(meta_ms, 2),
+                "ratio": round(ours_ms / meta_ms, 3),
+            }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
