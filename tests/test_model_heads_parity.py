@@ -373,16 +373,6 @@ def test_memory_attention_at_1024_uses_64x64_rope_like_meta() -> None:
                                    valid_slots=[[1]], valid_pointers=[[0]], seed=7)
 
 
-def test_memory_attention_with_all_keys_valid_equals_no_mask(attention_512) -> None:
-    _, ours = attention_512
-    side = IMAGE_SIZE // 16
-    inputs = memory_inputs(torch.Generator().manual_seed(8), 1, side, 2, 2)
-    valid = torch.ones(inputs[2].shape[:2], dtype=torch.bool)
-    with torch.inference_mode():
-        assert_matches(ours(*inputs, 2 * TOKENS_PER_POINTER, valid), ours(*inputs, 2 * TOKENS_PER_POINTER),
-                       "all-valid mask vs no mask")
-
-
 @pytest.mark.parametrize("our_table_side", [32, 64], ids=["table_for_32x32", "table_for_64x64_recomputed"])
 def test_rope_cross_attention_with_pointer_tokens_matches_meta(our_table_side: int) -> None:
     meta, ours = twins(lambda: rope_attention(MetaRoPEAttention, (64, 64), cross=True),
@@ -481,6 +471,13 @@ def test_memory_attention_with_full_fixed_slots_exports_and_matches_eager() -> N
     _, ours = memory_attention_pair(image_size)
     side = image_size // 16
     inputs = memory_inputs(torch.Generator().manual_seed(13), 2, side, NUM_SLOTS, NUM_POINTERS)
-    valid = torch.stack([key_mask(range(NUM_SLOTS), range(NUM_POINTERS), side * side, NUM_SLOTS, NUM_POINTERS),
-                         key_mask([0, 3, 4], [0, 1, 2], side * side, NUM_SLOTS, NUM_POINTERS)])
-    export_and_compare(ours, (*inputs, NUM_POINTERS * TOKENS_PER_POINTER, valid), "memory attention")
+    all_valid = torch.ones(inputs[2].shape[:2], dtype=torch.bool)
+    some_valid = torch.stack([key_mask([0, 3, 4], [0, 1, 2], side * side, NUM_SLOTS, NUM_POINTERS),
+                              key_mask([6], [15], side * side, NUM_SLOTS, NUM_POINTERS)])
+    num_ptr_tokens = NUM_POINTERS * TOKENS_PER_POINTER
+    with torch.no_grad():
+        # Traced with every key valid (where eager skips the mask), the graph must still apply the mask.
+        exported = torch.export.export(ours, (*inputs, num_ptr_tokens, all_valid)).module()
+        for valid in (all_valid, some_valid):
+            assert_matches(exported(*inputs, num_ptr_tokens, valid), ours(*inputs, num_ptr_tokens, valid),
+                           "exported memory attention")
