@@ -9,9 +9,7 @@ reported. One JSON line per component:
 
 Components: image_encoder (forward_image, high-res projections included), prompt_encoder+mask_decoder
 (one click, multimask, as SAM2Base calls them), memory_encoder (one frame), memory_attention (all
-num_maskmem slots and max_obj_ptrs_in_encoder pointers filled; ours takes its key mask, all True, as a
-static-shape graph gets it), memory_attention_no_mask (the same, ours called with memory_valid=None, which
-is allowed when every slot and pointer is filled).
+num_maskmem slots and max_obj_ptrs_in_encoder pointers filled; ours gets its key mask, all True).
 
     python bench/components.py --model sam2.1_hiera_tiny --image-size 1024 --repeats 5
 """
@@ -101,18 +99,10 @@ def component_calls(meta: torch.nn.Module, ours: torch.nn.Module, image_size: in
     valid = torch.ones(1, num_tokens, dtype=torch.bool)
     # Meta's memory attention takes sequence-first tensors.
     seq_first = [t.transpose(0, 1) for t in (curr, memory, curr_pos, memory_pos)]
-    def meta_attention() -> object:
-        return meta.memory_attention(*seq_first, num_obj_ptr_tokens=num_ptr_tokens)
-
     yield (
         "memory_attention",
-        meta_attention,
+        lambda: meta.memory_attention(*seq_first, num_obj_ptr_tokens=num_ptr_tokens),
         lambda: ours.memory_attention(curr, curr_pos, memory, memory_pos, num_ptr_tokens, valid),
-    )
-    yield (
-        "memory_attention_no_mask",
-        meta_attention,
-        lambda: ours.memory_attention(curr, curr_pos, memory, memory_pos, num_ptr_tokens, None),
     )
 
 
