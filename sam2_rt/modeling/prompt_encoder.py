@@ -119,10 +119,10 @@ class PromptEncoder(nn.Module):
         """(B, 4) boxes x0 y0 x1 y1 in pixels -> (B, 2, embed_dim) corner tokens."""
         corners = boxes.reshape(-1, 2, 2) + 0.5
         position = self.pe_layer.encode_pixels(corners, self.input_image_size)
-        offsets = torch.stack(
-            (self.point_embeddings[BOX_TOP_LEFT_LABEL].weight[0], self.point_embeddings[BOX_BOTTOM_RIGHT_LABEL].weight[0])
+        corner_offsets = torch.cat(
+            (self.point_embeddings[BOX_TOP_LEFT_LABEL].weight, self.point_embeddings[BOX_BOTTOM_RIGHT_LABEL].weight)
         )
-        return position + offsets.to(position.dtype)
+        return position + corner_offsets.to(position.dtype)
 
     def forward(
         self,
