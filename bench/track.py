@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -155,10 +155,20 @@ class Schedule:
         return self
 
 
+class MetaFrame(NamedTuple):
+    """Meta's output for one frame (N objects, frame H x W)."""
+
+    frame_index: int
+    object_ids: List[int]
+    logits: torch.Tensor  # (N, H, W) float32 mask logits at the frame resolution
+    object_scores: torch.Tensor  # (N,) object score logits
+    seconds: float  # wall time Meta spent on this frame
+
+
 def meta_stream(
     predictor: torch.nn.Module, images: torch.Tensor, frame_size: Tuple[int, int], schedule: Schedule
-) -> Iterator[Tuple[int, List[int], torch.Tensor, float]]:
-    """Drive Meta's SAM2VideoPredictor like a stream; yield (frame_index, object_ids, logits, seconds).
+) -> Iterator[MetaFrame]:
+    """Drive Meta's SAM2VideoPredictor like a stream; yield a MetaFrame per frame.
 
     Arguments:
       predictor: Meta's SAM2VideoPredictor (fp32); its add_all_frames_to_correct_as_cond is set to True so
@@ -167,8 +177,8 @@ def meta_stream(
       frame_size: (H, W) of the original frames.
       schedule: the prompts; new ids start objects, known ids refine them, remove=True removes.
     Yields:
-      per frame: its index, Meta's object ids, (N, H, W) float32 logits at the frame resolution, and the
-      wall seconds Meta spent on it (its prompt calls on that frame + propagation up to its output).
+      per frame a MetaFrame; its time counts Meta's prompt calls on that frame and the propagation up
+      to its output.
 
     A new object is added before its frame is tracked (an initial conditioning frame). A refinement is
     added after the frame was tracked (Meta then uses memory, the clicks and the tracked logits).
@@ -195,15 +205,25 @@ def meta_stream(
             )
         return list(ids), logits
 
-    def propagate(first: int, last: int, carry: float) -> Iterator[Tuple[int, List[int], torch.Tensor, float]]:
+    def propagate(first: int, last: int, carry: float) -> Iterator[MetaFrame]:
         # `carry`: seconds of prompt calls made before this propagation, counted in its first frame
         start = time.perf_counter()
         for index, ids, logits in predictor.propagate_in_video(
             state, start_frame_idx=first, max_frame_num_to_track=last - first
         ):
-            yield index, list(ids), logits[:, 0], time.perf_counter() - start + carry
+            seconds = time.perf_counter() - start + carry
+            yield MetaFrame(index, list(ids), logits[:, 0], object_scores(index), seconds)
             carry = 0.0
             start = time.perf_counter()
+
+    def object_scores(frame_index: int) -> torch.Tensor:
+        """(N,) object score logits of every object on a frame, from Meta's per-object output dicts."""
+        scores = []
+        for obj_idx in range(len(state["obj_ids"])):
+            stores = (state["temp_output_dict_per_obj"][obj_idx], state["output_dict_per_obj"][obj_idx])
+            outputs = [store[key].get(frame_index) for store in stores for key in ("cond_frame_outputs", "non_cond_frame_outputs")]
+            scores.append(next(out for out in outputs if out is not None)["object_score_logits"].reshape(()))
+        return torch.stack(scores)
 
     frame_index = 0
     carry = 0.0
@@ -231,11 +251,12 @@ def meta_stream(
         if not refinements:
             continue
         # a refinement: track this frame first, then add the prompt on the tracked frame
-        ((_, _, _, seconds),) = propagate(event_frame, event_frame, carry)
+        (tracked,) = propagate(event_frame, event_frame, carry)
         start = time.perf_counter()
         for prompt in refinements:
             ids, logits = add(event_frame, prompt)
-        yield event_frame, ids, logits[:, 0], seconds + time.perf_counter() - start
+        seconds = tracked.seconds + time.perf_counter() - start
+        yield MetaFrame(event_frame, ids, logits[:, 0], object_scores(event_frame), seconds)
         carry = 0.0
         frame_index = event_frame + 1
 
@@ -311,7 +332,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     schedule = Schedule().on(
         0, *(Prompt(object_id=k + 1, points=points[k:k + 1], labels=np.array([1])) for k in range(args.objects))
     )
-    meta_frames: Iterator[Tuple[int, List[int], torch.Tensor, float]] = iter(())
+    meta_frames: Iterator[MetaFrame] = iter(())
     if args.compare == "meta":
         with torch.inference_mode():
             images = torch.cat([preprocess(frame, args.image_size, torch.device("cpu")) for frame in frames])
@@ -330,14 +351,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         line = {"frame": frame_index, "objects": len(result.object_ids), "ours_s": round(seconds, 4),
                 "state_bytes": state_bytes}
         if args.compare == "meta":
-            meta_index, meta_ids, meta_logits, meta_seconds = next(meta_frames)
-            assert meta_index == frame_index and meta_ids == result.object_ids, (meta_index, meta_ids)
-            meta_times.append(meta_seconds)
-            frame_ious = mask_iou(result.masks.cpu(), meta_logits > 0)
-            diff = (result.logits.cpu() - meta_logits).abs().max().item()
-            ious.append(frame_ious.min().item())
-            diffs.append(diff)
-            line.update(meta_s=round(meta_seconds, 4), min_iou=ious[-1], max_logit_diff=diff)
+            reference = next(meta_frames)
+            assert reference.frame_index == frame_index and reference.object_ids == result.object_ids
+            meta_times.append(reference.seconds)
+            ious.append(mask_iou(result.masks.cpu(), reference.logits > 0).min().item())
+            diffs.append((result.logits.cpu() - reference.logits).abs().max().item())
+            line.update(meta_s=round(reference.seconds, 4), min_iou=ious[-1], max_logit_diff=diffs[-1])
         print(json.dumps(line), flush=True)
 
     ours_median = statistics.median(ours_times)

@@ -188,7 +188,9 @@ class MemoryBank:
         """How many conditioning frames the object in `row` holds."""
         return int((self.cond_frames[row] != EMPTY).sum())
 
-    def read(self, rows: List[int], frame_index: int, num_maskmem: int, dtype: torch.dtype) -> MemoryReadout:
+    def read(
+        self, rows: List[int], frame_index: int, num_maskmem: int, dtype: torch.dtype, compact: bool = True
+    ) -> MemoryReadout:
         """Gather the memory of the given objects for tracking frame `frame_index`.
 
         Arguments:
@@ -196,6 +198,9 @@ class MemoryBank:
           frame_index: the current frame (memories of this frame itself are never read).
           num_maskmem: the model's num_maskmem (R + 1); conditioning slots use tpos row num_maskmem - 1.
           dtype: dtype of the returned spatial memories.
+          compact: leave out conditioning slots that no object of the batch uses (they would only be
+            masked out). The memory then has between 1 and C conditioning slots, so at most C distinct
+            shapes; False returns all C slots (one fixed shape, for compiled backends).
         Returns:
           A MemoryReadout for len(rows) objects.
         """
@@ -207,14 +212,21 @@ class MemoryBank:
         else:
             index = torch.tensor(rows, dtype=torch.int64, device=device)
             cpu_index = torch.tensor(rows, dtype=torch.int64)
-        mem_feats = torch.cat((self.cond_feats[index], self.recent_feats[index]), dim=1).to(dtype)
+        cond_frames = self.cond_frames[cpu_index]
+        cond_valid = (cond_frames != EMPTY) & (cond_frames <= frame_index)
+        cond_feats, cond_ptrs = self.cond_feats[index], self.cond_ptrs[index]
+        if compact:
+            used = cond_valid.any(dim=0).nonzero()[:, 0]
+            cond_frames, cond_valid = cond_frames[:, used], cond_valid[:, used]
+            used_on_device = used.to(device)
+            cond_feats = cond_feats.index_select(1, used_on_device)
+            cond_ptrs = cond_ptrs.index_select(1, used_on_device)
+        mem_feats = torch.cat((cond_feats, self.recent_feats[index]), dim=1).to(dtype)
         num_slots = mem_feats.shape[1]
         mem_pos = self.mem_pos.to(dtype).expand(batch, num_slots, *self.mem_pos.shape)
 
-        cond_frames = self.cond_frames[cpu_index]
         recent_frames = self.recent_frames[cpu_index]
         recent_ptr_frames = self.recent_ptr_frames[cpu_index]
-        cond_valid = (cond_frames != EMPTY) & (cond_frames <= frame_index)
         recent_dist = frame_index - recent_frames
         recent_valid = (recent_frames != EMPTY) & (recent_dist >= 1) & (recent_dist <= self.num_recent)
         ptr_dist = frame_index - recent_ptr_frames
@@ -227,7 +239,7 @@ class MemoryBank:
             mem_pos=mem_pos,
             mem_tpos_index=torch.cat((cond_tpos, recent_tpos), dim=1).to(device, non_blocking=True),
             mem_valid=torch.cat((cond_valid, recent_valid), dim=1).to(device, non_blocking=True),
-            ptrs=torch.cat((self.cond_ptrs[index], self.recent_ptrs[index]), dim=1),
+            ptrs=torch.cat((cond_ptrs, self.recent_ptrs[index]), dim=1),
             ptr_tpos=torch.cat((frame_index - cond_frames, ptr_dist), dim=1).float().to(device, non_blocking=True),
             ptr_valid=torch.cat((cond_valid, ptr_valid), dim=1).to(device, non_blocking=True),
         )

@@ -80,6 +80,9 @@ class TrackerConfig:
     lost_after_frames: int = 30
     # Compute precision of the model calls: "fp32", or "bf16" / "fp16" autocast (memory stays bfloat16).
     precision: str = "fp32"
+    # Skip conditioning-memory slots no object uses (less attention work; up to max_conditioning_frames
+    # memory shapes). False: every slot always, one fixed shape (for compiled / TensorRT backends).
+    compact_memory: bool = True
 
     def __post_init__(self) -> None:
         if self.max_objects < 1:
@@ -430,7 +433,9 @@ class Tracker:
         # Known objects without a mask prompt are tracked from memory (refined ones too, first).
         tracked_rows = [r for r in range(num_objects) if known_rows[r] and not _is_mask(prompt_of_row[r])]
         if tracked_rows:
-            memory = bank.read(tracked_rows, frame_index, self.model_config.num_maskmem, feat.dtype)
+            memory = bank.read(
+                tracked_rows, frame_index, self.model_config.num_maskmem, feat.dtype, self.config.compact_memory
+            )
             batch = len(tracked_rows)
             feat_mem = model.attend_memory(
                 expand(feat, batch),

@@ -1,0 +1,221 @@
+"""Bounded memory, SAM 2's memory selection, independent streams and per-object states of the tracker."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.track import synthetic_video  # noqa: E402
+from oracle import build_meta, build_ours_from_meta  # noqa: E402
+from sam2_rt.memory import EMPTY, MemoryBank  # noqa: E402
+from sam2_rt.tracker import ObjectState, Tracker, TrackerConfig, TrackResult  # noqa: E402
+from sam2_rt.transforms import preprocess  # noqa: E402
+
+NUM_MASKMEM = 7
+
+
+def small_bank(capacity: int = 3, num_conditioning: int = 4) -> MemoryBank:
+    return MemoryBank(
+        capacity=capacity,
+        num_conditioning=num_conditioning,
+        num_recent=NUM_MASKMEM - 1,
+        num_recent_ptrs=15,
+        mem_dim=2,
+        hidden_dim=4,
+        feat_size=1,
+        device=torch.device("cpu"),
+    )
+
+
+def frame_feats(rows: int, frame_index: int) -> torch.Tensor:
+    """Memories whose value is their frame index (bf16-exact for small ints), (rows, 2, 1, 1)."""
+    return torch.full((rows, 2, 1, 1), float(frame_index))
+
+
+def frame_ptrs(rows: int, frame_index: int) -> torch.Tensor:
+    return torch.full((rows, 4), float(frame_index))
+
+
+@torch.inference_mode()
+def test_conditioning_cap_keeps_the_first_and_the_most_recent_prompted_frames() -> None:
+    bank = small_bank(num_conditioning=4)
+    for frame_index in (0, 10, 20, 30, 40, 50):
+        bank.write_conditioning([0], frame_index, frame_feats(1, frame_index), frame_ptrs(1, frame_index))
+    assert sorted(bank.cond_frames[0].tolist()) == [0, 30, 40, 50]
+    assert sorted(bank.cond_feats[0, :, 0, 0, 0].float().tolist()) == [0.0, 30.0, 40.0, 50.0]
+    single = small_bank(num_conditioning=1)
+    for frame_index in (0, 10):
+        single.write_conditioning([0], frame_index, frame_feats(1, frame_index), frame_ptrs(1, frame_index))
+    assert single.cond_frames[0].tolist() == [10]
+
+
+@torch.inference_mode()
+def test_readout_selects_exactly_the_memories_and_pointers_meta_attends_to() -> None:
+    # Object row 0: prompted on frames 0 and 5, tracked on 1-4 and 6-9; read while tracking frame 10.
+    bank = small_bank()
+    for frame_index in range(10):
+        write = bank.write_conditioning if frame_index in (0, 5) else bank.write_recent
+        write([0], frame_index, frame_feats(1, frame_index), frame_ptrs(1, frame_index))
+    out = bank.read([0], 10, NUM_MASKMEM, torch.float32)
+
+    slot_frames = out.mem_feats[0, :, 0, 0, 0]
+    valid = out.mem_valid[0]
+    # Meta: every conditioning frame (t_pos 0 -> tpos row 6), and frames 4..9 that are not conditioning
+    # frames (t_rel 1..6 -> tpos row t_rel - 1).
+    attended = {int(f): int(t) for f, t, v in zip(slot_frames, out.mem_tpos_index[0], valid) if v}
+    assert attended == {0: 6, 5: 6, 4: 5, 6: 3, 7: 2, 8: 1, 9: 0}
+    assert out.mem_pos.shape == out.mem_feats.shape
+    # Pointers: the conditioning frames', then non-conditioning frames up to 15 back, signed distance.
+    pointers = {int(p): float(d) for p, d, v in zip(out.ptrs[0, :, 0], out.ptr_tpos[0], out.ptr_valid[0]) if v}
+    assert pointers == {0: 10.0, 5: 5.0, 1: 9.0, 2: 8.0, 3: 7.0, 4: 6.0, 6: 4.0, 7: 3.0, 8: 2.0, 9: 1.0}
+
+
+@torch.inference_mode()
+def test_unused_conditioning_slots_are_left_out_unless_fixed_shapes_are_asked_for() -> None:
+    bank = small_bank(capacity=2, num_conditioning=4)
+    bank.write_conditioning([0, 1], 0, frame_feats(2, 0), frame_ptrs(2, 0))
+    bank.write_conditioning([1], 3, frame_feats(1, 3), frame_ptrs(1, 3))
+    compact = bank.read([0, 1], 5, NUM_MASKMEM, torch.float32)
+    fixed = bank.read([0, 1], 5, NUM_MASKMEM, torch.float32, compact=False)
+    assert compact.mem_feats.shape[1] == 2 + 6 and compact.ptrs.shape[1] == 2 + 15
+    assert fixed.mem_feats.shape[1] == 4 + 6 and fixed.ptrs.shape[1] == 4 + 15
+    for out in (compact, fixed):
+        frames = [sorted(int(f) for f, v in zip(out.mem_feats[row, :, 0, 0, 0], out.mem_valid[row]) if v)
+                  for row in (0, 1)]
+        assert frames == [[0], [0, 3]]
+
+
+@torch.inference_mode()
+def test_old_memories_leave_the_window_without_being_read() -> None:
+    bank = small_bank()
+    bank.write_conditioning([0], 0, frame_feats(1, 0), frame_ptrs(1, 0))
+    for frame_index in range(1, 40):
+        bank.write_recent([0], frame_index, frame_feats(1, frame_index), frame_ptrs(1, frame_index))
+    out = bank.read([0], 40, NUM_MASKMEM, torch.float32)
+    spatial = sorted(int(f) for f, v in zip(out.mem_feats[0, :, 0, 0, 0], out.mem_valid[0]) if v)
+    pointers = sorted(int(p) for p, v in zip(out.ptrs[0, :, 0], out.ptr_valid[0]) if v)
+    assert spatial == [0, 34, 35, 36, 37, 38, 39]
+    assert pointers == [0] + list(range(25, 40))
+
+
+@torch.inference_mode()
+def test_removing_an_object_compacts_the_rows_and_keeps_the_others_memory() -> None:
+    bank = small_bank(capacity=3)
+    bank.write_conditioning([0, 1, 2], 0, torch.arange(3.0).reshape(3, 1, 1, 1).expand(3, 2, 1, 1),
+                            frame_ptrs(3, 0))
+    bank.keep_rows([0, 2], num_rows=3)
+    assert bank.cond_feats[:2, 0, 0, 0, 0].tolist() == [0.0, 2.0]
+    assert (bank.cond_frames[2] == EMPTY).all()
+
+
+# --------------------------------------------------------------------------- with the model
+
+TINY_SIZE = 64  # the smallest input SAM 2's Hiera accepts comfortably: (64 / 16)^2 = 16 memory tokens
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return build_ours_from_meta(build_meta("sam2.1_hiera_tiny", image_size=TINY_SIZE, seed=0))
+
+
+def shifted_score_model(model, shift: float):
+    """A copy of model whose object score is shifted by `shift` (>> 0: always present, << 0: absent)."""
+    copy = build_ours_from_meta(build_meta("sam2.1_hiera_tiny", image_size=model.config.image_size, seed=0))
+    with torch.no_grad():
+        copy.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += shift
+    return copy
+
+
+@pytest.mark.slow
+def test_memory_stays_bounded_after_2000_frames(tiny_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prompts come back every 100 frames (a refinement, and an object removed and added again).
+
+    The image encoder is replaced by the features of one frame: this test is about what the stream keeps,
+    and the encoder would be 70 % of each step even at this size (2,000 real steps take ~4 min here).
+    """
+    video = synthetic_video(50, 24, 32, seed=0)
+    with torch.inference_mode():
+        features = tiny_model.forward_image(preprocess(video.frames[0], TINY_SIZE, torch.device("cpu")))
+    monkeypatch.setattr(tiny_model, "forward_image", lambda images: features)
+    tracker = Tracker(tiny_model, TrackerConfig(max_objects=4, max_conditioning_frames=4))
+    state = tracker.create_stream()
+    tracker.add_prompt(state, 1, points=video.centers[0, :1], labels=[1], frame_size=(24, 32))
+    tracker.add_prompt(state, 2, box=video.boxes[0, 1], frame_size=(24, 32))
+    bytes_after_20 = None
+    for frame_index in range(2000):
+        if frame_index > 0 and frame_index % 100 == 0:
+            frame = frame_index % 50
+            tracker.add_prompt(state, 1, points=video.centers[frame, :1], labels=[1])  # refine: a cond frame
+            tracker.remove_objects(state, [2])  # and object 2 starts over
+            tracker.add_prompt(state, 2, box=video.boxes[frame, 1])
+        tracker.step(state, video.frames[frame_index % 50])
+        if frame_index == 19:
+            bytes_after_20 = state.state_nbytes()
+    assert state.state_nbytes() == bytes_after_20
+    assert state.object_ids == [1, 2] and state.frame_index == 2000
+    # object 1 kept its first prompted frame and the three latest (the cap), object 2 its restart frame
+    assert sorted(state._bank.cond_frames[0].tolist()) == [0, 1700, 1800, 1900]
+    assert sorted(state._bank.cond_frames[1].tolist()) == [EMPTY, EMPTY, EMPTY, 1900]
+
+
+def test_two_streams_on_one_tracker_equal_two_separate_trackers(tiny_model) -> None:
+    video_a = synthetic_video(12, 48, 64, seed=1)
+    video_b = synthetic_video(12, 60, 40, seed=2)
+    shared = Tracker(tiny_model, TrackerConfig())
+    stream_a, stream_b = shared.create_stream(), shared.create_stream()
+    interleaved_a, interleaved_b = [], []
+    for frame_index in range(12):
+        interleaved_a += run_stream_frame(shared, stream_a, video_a, frame_index, prompt_frame=0, shape=0)
+        interleaved_b += run_stream_frame(shared, stream_b, video_b, frame_index, prompt_frame=3, shape=2)
+    alone_a = Tracker(tiny_model, TrackerConfig())
+    alone_b = Tracker(tiny_model, TrackerConfig())
+    state_a, state_b = alone_a.create_stream(), alone_b.create_stream()
+    separate_a = [r for i in range(12) for r in run_stream_frame(alone_a, state_a, video_a, i, 0, 0)]
+    separate_b = [r for i in range(12) for r in run_stream_frame(alone_b, state_b, video_b, i, 3, 2)]
+    for together, alone in zip(interleaved_a + interleaved_b, separate_a + separate_b):
+        assert together.object_ids == alone.object_ids
+        assert torch.equal(together.low_res_logits, alone.low_res_logits)
+        assert torch.equal(together.masks, alone.masks)
+    assert interleaved_a[-1].object_ids == [1, 9] and interleaved_b[-1].object_ids == [3, 9]
+    assert interleaved_a[-1].masks.shape[1:] == (48, 64) and interleaved_b[-1].masks.shape[1:] == (60, 40)
+
+
+def run_stream_frame(tracker: Tracker, state, video, frame_index: int, prompt_frame: int, shape: int) -> List[TrackResult]:
+    """Step one frame of `video`, prompting `shape` at prompt_frame and a box 4 frames later."""
+    frame = video.frames[frame_index]
+    if frame_index == prompt_frame:
+        tracker.add_prompt(state, shape + 1, points=video.centers[frame_index, shape:shape + 1], labels=[1],
+                           frame_size=frame.shape[:2])
+    if frame_index == prompt_frame + 4:
+        tracker.add_prompt(state, 9, box=video.boxes[frame_index, 3], frame_size=frame.shape[:2])
+    return [tracker.step(state, frame)]
+
+
+def test_an_absent_object_is_occluded_then_lost_and_tracking_again_when_it_reappears(tiny_model) -> None:
+    absent_model = shifted_score_model(tiny_model, -50.0)
+    tracker = Tracker(absent_model, TrackerConfig(lost_after_frames=3))
+    state = tracker.create_stream()
+    video = synthetic_video(8, 48, 64, seed=0)
+    tracker.add_prompt(state, 5, points=video.centers[0, :1], labels=[1], frame_size=(48, 64))
+    states = [tracker.step(state, frame).states[0] for frame in video.frames[:6]]
+    O, L, T = ObjectState.OCCLUDED, ObjectState.LOST, ObjectState.TRACKING
+    assert states == [O, O, O, L, L, L]
+    # a mask prompt is its own output: the object is present on that frame again
+    mask = np.zeros((48, 64), dtype=bool)
+    mask[10:20, 10:30] = True
+    tracker.add_prompt(state, 5, mask=mask)
+    result = tracker.step(state, video.frames[6])
+    assert result.states == [T] and result.presence[0] > 0.99
+    assert torch.allclose(result.boxes[0], torch.tensor([10.0, 10.0, 30.0, 20.0]), atol=2.0)
+    assert tracker.step(state, video.frames[7]).states == [O]
+    present = Tracker(shifted_score_model(tiny_model, 50.0), TrackerConfig(lost_after_frames=3))
+    stream = present.create_stream()
+    present.add_prompt(stream, 5, points=video.centers[0, :1], labels=[1], frame_size=(48, 64))
+    assert [present.step(stream, frame).states[0] for frame in video.frames[:5]] == [T] * 5
