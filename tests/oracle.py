@@ -178,3 +178,11 @@ def meta_memory_attention(meta: nn.Module, feat: torch.Tensor, pos: torch.Tensor
             output_dict=scene.output_dict,
             num_frames=100,
         )
+
+
+def assert_matches(ours: torch.Tensor, ref: torch.Tensor, what: str) -> None:
+    """The parity criterion of issue 3: equal shapes and max |ours - ref| <= 1e-4 * max(1, max |ref|)."""
+    assert ours.shape == ref.shape, f"{what}: shape {tuple(ours.shape)} != Meta's {tuple(ref.shape)}"
+    diff = (ours.float() - ref.float()).abs().max().item()
+    bound = 1e-4 * max(1.0, ref.float().abs().max().item())
+    assert diff <= bound, f"{what}: max abs diff {diff:.3g} > {bound:.3g}"

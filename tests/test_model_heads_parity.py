@@ -10,7 +10,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 import torch
-from oracle import randomize_parameters
+from oracle import assert_matches, randomize_parameters
 from sam2.modeling.memory_attention import MemoryAttention as MetaMemoryAttention
 from sam2.modeling.memory_attention import MemoryAttentionLayer as MetaMemoryAttentionLayer
 from sam2.modeling.memory_encoder import CXBlock as MetaCXBlock
@@ -37,14 +37,6 @@ MEM_DIM = 64
 NUM_SLOTS = 7  # num_maskmem
 NUM_POINTERS = 16  # max_obj_ptrs_in_encoder; each pointer is HIDDEN / MEM_DIM = 4 memory tokens
 TOKENS_PER_POINTER = HIDDEN // MEM_DIM
-
-
-def assert_matches(ours: Tensor, ref: Tensor, what: str) -> None:
-    """The parity criterion of issue 3: max |ours - ref| <= 1e-4 * max(1, max |ref|)."""
-    assert ours.shape == ref.shape, f"{what}: shape {tuple(ours.shape)} != Meta's {tuple(ref.shape)}"
-    tolerance = 1e-4 * max(1.0, ref.abs().max().item())
-    diff = (ours - ref).abs().max().item()
-    assert diff <= tolerance, f"{what}: max abs diff {diff:.3g} > {tolerance:.3g}"
 
 
 def twins(build_meta: Callable[[], nn.Module], build_ours: Callable[[], nn.Module], seed: int = 0):

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from oracle import (
+    assert_matches,
     MemoryScene,
     build_meta,
     build_ours_from_meta,
@@ -25,14 +26,6 @@ IMAGE_SIZE = 512
 FEAT = IMAGE_SIZE // 16
 # Object-score head bias that makes the decoder predict "present" (see oracle.set_object_score_bias).
 PRESENT_BIAS = 8.0
-
-
-def assert_matches(ref: torch.Tensor, ours: torch.Tensor, what: str) -> None:
-    """Shapes equal and max |ours - ref| <= 1e-4 * max(1, max |ref|)."""
-    assert ours.shape == ref.shape, f"{what}: shape {tuple(ours.shape)} != Meta's {tuple(ref.shape)}"
-    diff = (ours.float() - ref.float()).abs().max().item()
-    bound = 1e-4 * max(1.0, ref.float().abs().max().item())
-    assert diff <= bound, f"{what}: max abs diff {diff:.3g} > {bound:.3g}"
 
 
 class Models(NamedTuple):
@@ -77,7 +70,7 @@ def check_image_encoder(meta: torch.nn.Module, ours: SAM2Model, image_size: int)
         feat_s0, feat_s1, feat, pos = ours.forward_image(image)
     reference = backbone["backbone_fpn"] + [backbone["vision_pos_enc"][-1]]
     for name, ref, out in zip(("feat_s0", "feat_s1", "feat", "pos"), reference, (feat_s0, feat_s1, feat, pos)):
-        assert_matches(ref, out, f"{name} at {image_size}")
+        assert_matches(out, ref, f"{name} at {image_size}")
 
 
 def test_image_encoder_matches_meta_at_512(models: Models) -> None:
@@ -101,7 +94,7 @@ def test_initial_frame_feature_adds_no_memory_embedding(models: Models, features
             num_frames=1,
         )
         out = models.ours.no_memory_features(features.feat)
-    assert_matches(ref, out, "no-memory feature")
+    assert_matches(out, ref, "no-memory feature")
 
 
 def _points(coords: List[List[Tuple[float, float]]], labels: List[List[int]]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -159,12 +152,12 @@ def _decode_both(
             multimask,
         )
     _, _, ref_ious, ref_low, ref_high, ref_ptr, ref_score = ref
-    assert_matches(ref[0], out.low_res_multimasks, "low_res_multimasks")
-    assert_matches(ref_ious, out.ious, "ious")
-    assert_matches(ref_low, out.low_res_masks, "low_res_masks")
-    assert_matches(ref_high, out.high_res_masks, "high_res_masks")
-    assert_matches(ref_ptr, out.obj_ptr, "obj_ptr")
-    assert_matches(ref_score, out.object_score_logits, "object_score_logits")
+    assert_matches(out.low_res_multimasks, ref[0], "low_res_multimasks")
+    assert_matches(out.ious, ref_ious, "ious")
+    assert_matches(out.low_res_masks, ref_low, "low_res_masks")
+    assert_matches(out.high_res_masks, ref_high, "high_res_masks")
+    assert_matches(out.obj_ptr, ref_ptr, "obj_ptr")
+    assert_matches(out.object_score_logits, ref_score, "object_score_logits")
     return out
 
 
@@ -196,7 +189,7 @@ def test_mask_as_output_matches_meta(models: Models, features: Features) -> None
         out = models.ours.mask_as_output(features.feat, features.feat_s0, features.feat_s1, mask)
     names = ("low_res_multimasks", "ious", "low_res_masks", "high_res_masks", "obj_ptr", "object_score_logits")
     for name, ref_value in zip(names, (ref[0], ref[2], ref[3], ref[4], ref[5], ref[6])):
-        assert_matches(ref_value, getattr(out, name), name)
+        assert_matches(getattr(out, name), ref_value, name)
     assert out.object_score_logits.flatten().tolist() == [10.0, -10.0]
 
 
@@ -213,8 +206,8 @@ def test_encode_memory_matches_meta(models: Models, features: Features, is_mask_
             is_mask_from_pts=is_mask_from_pts,
         )
         mem_feat, mem_pos = models.ours.encode_memory(features.feat, masks, scores, is_mask_from_pts)
-    assert_matches(ref_feat, mem_feat, "memory feature")
-    assert_matches(ref_pos[-1], mem_pos, "memory position encoding")
+    assert_matches(mem_feat, ref_feat, "memory feature")
+    assert_matches(mem_pos, ref_pos[-1], "memory position encoding")
 
 
 # --- memory attention -------------------------------------------------------------------------------
@@ -232,7 +225,7 @@ def test_attend_memory_with_filled_slots_matches_meta(models: Models, features: 
     ref = meta_attention(models.meta, features, scene)
     with torch.inference_mode():
         out = models.ours.attend_memory(features.feat[:1], features.pos[:1], *scene.slots)
-    assert_matches(ref, out, f"memory attention with {filled} of {NUM_SLOTS} slots")
+    assert_matches(out, ref, f"memory attention with {filled} of {NUM_SLOTS} slots")
 
 
 def test_attend_memory_batches_objects_with_different_fill(models: Models, features: Features) -> None:
@@ -241,7 +234,7 @@ def test_attend_memory_batches_objects_with_different_fill(models: Models, featu
     with torch.inference_mode():
         out = models.ours.attend_memory(features.feat, features.pos, *batched)
     for index, scene in enumerate(scenes):
-        assert_matches(meta_attention(models.meta, features, scene), out[index : index + 1], f"object {index}")
+        assert_matches(out[index : index + 1], meta_attention(models.meta, features, scene), f"object {index}")
 
 
 def test_attend_memory_of_sam2_0_matches_meta(features: Features) -> None:
@@ -251,4 +244,4 @@ def test_attend_memory_of_sam2_0_matches_meta(features: Features) -> None:
     scene = memory_scene(4, seed=13, feat_size=FEAT)
     with torch.inference_mode():
         out = ours.attend_memory(features.feat[:1], features.pos[:1], *scene.slots)
-    assert_matches(meta_attention(meta, features, scene), out, "SAM 2 memory attention")
+    assert_matches(out, meta_attention(meta, features, scene), "SAM 2 memory attention")
