@@ -47,8 +47,8 @@ from sam2_ros.outputs import Detection2DArray, FrameOutputs, detections_message,
 from sam2_ros.overlay import draw_overlay
 from sam2_ros.srv import AddPrompt, RemoveObjects, Reset
 from sam2_rt.backends import apply_backend
-from sam2_rt.checkpoint import default_checkpoint_path, load_model
-from sam2_rt.config import MODEL_NAMES, get_config
+from sam2_rt.checkpoint import default_checkpoint_path, load_model, random_model
+from sam2_rt.config import MODEL_NAMES
 from sam2_rt.modeling.sam2 import SAM2Model
 from sam2_rt.tracker import StreamState, Tracker, TrackerConfig, TrackerInputError
 
@@ -243,10 +243,7 @@ def build_model(settings: NodeSettings, device: torch.device) -> Tuple[SAM2Model
             "allow_random_weights:=true runs without one, for demos and tests only"
         )
     # Seeded so that two runs with random weights give the same (meaningless) masks.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = SAM2Model(get_config(settings.model, settings.image_size))
-    return model.to(device).eval(), "RANDOM (no checkpoint)"
+    return random_model(settings.model, settings.image_size, device), "RANDOM (no checkpoint)"
 
 
 @dataclass(frozen=True)

@@ -308,6 +308,24 @@ def load_model(
     return model.to(device=device, dtype=dtype).eval()
 
 
+def random_model(
+    name: str,
+    image_size: int = 1024,
+    device: Union[str, torch.device] = "cpu",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> SAM2Model:
+    """The named model with seeded random weights (its modules' own initialisation), in eval mode.
+
+    For demos, tests and timing only: the masks are meaningless. The global RNG is left as it was, and
+    the same seed always gives the same weights.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SAM2Model(get_config(name, image_size))
+    return model.to(device=device, dtype=dtype).eval()
+
+
 # --- download -----------------------------------------------------------------------------------------
 
 

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from sam2_rt.backends import BACKENDS, apply_backend
-from sam2_rt.checkpoint import CheckpointError, download, load_model
-from sam2_rt.config import MODEL_NAMES, get_config
+from sam2_rt.checkpoint import CheckpointError, download, load_model, random_model
+from sam2_rt.config import MODEL_NAMES
 from sam2_rt.modeling.sam2 import SAM2Model
 from sam2_rt.tracker import PRECISIONS, Tracker, TrackerConfig, TrackerInputError, TrackResult
 
@@ -52,12 +52,7 @@ def build_model(args: argparse.Namespace, device: torch.device) -> SAM2Model:
     """The named model with its checkpoint, or seeded random weights when asked for explicitly."""
     if args.random_weights:
         LOG.warning("running with RANDOM weights: the masks are meaningless (for timing and plumbing only)")
-        torch.manual_seed(0)
-        model = SAM2Model(get_config(args.model, args.image_size))
-        with torch.no_grad():
-            for param in model.parameters():
-                param.add_(torch.randn_like(param) * 0.02)
-        return model.to(device).eval()
+        return random_model(args.model, args.image_size, device)
     return load_model(args.model, args.checkpoint, args.image_size, device)
 
 
