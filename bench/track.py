@@ -3,7 +3,8 @@
     python bench/track.py --video synthetic --frames 60 --image-size 512 --compare meta
     python bench/track.py --video clip.mp4 --frames 30 --objects 8 --precision bf16
 
-Both models get the same random weights (tests/oracle.py; `--checkpoint` loads Meta's file into both) and
+Both models get the same random weights (tests/oracle.py, objects made visible by `make_objects_visible`;
+`--checkpoint` loads Meta's file into both instead) and
 the same preprocessed frames: Meta's state is created by its own `init_state` on a one-image folder, then
 its preloaded images, frame count and video size are replaced with ours (see `meta_stream`). Meta is
 driven like a stream: frames are propagated up to the one that carries a prompt, the prompt is added, and
@@ -119,6 +120,18 @@ def read_video(path: str, num_frames: int) -> List[np.ndarray]:
     if not frames:
         raise SystemExit(f"cannot read frames from {path!r}")
     return frames
+
+
+# With tests/oracle.py's random weights every object scores about -0.5 on every frame ("absent"), so all
+# masks would be the constant -1024 and a comparison would test nothing. Raising the object-score head's
+# output bias by this makes objects present (real masks) unless a prompt says otherwise.
+OBJECT_SCORE_SHIFT = 4.0
+
+
+def make_objects_visible(meta: torch.nn.Module) -> None:
+    """Shift Meta's random-weight object scores by OBJECT_SCORE_SHIFT (before copying them into ours)."""
+    with torch.no_grad():
+        meta.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += OBJECT_SCORE_SHIFT
 
 
 def click_grid(num_clicks: int, height: int, width: int) -> np.ndarray:
@@ -325,6 +338,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.checkpoint is not None:
         state_dict = torch.load(args.checkpoint, map_location="cpu", weights_only=True)["model"]
         meta.load_state_dict(state_dict, strict=True)
+    else:
+        make_objects_visible(meta)
     ours = build_ours_from_meta(meta)
     tracker = Tracker(ours, TrackerConfig(max_objects=max(16, args.objects), precision=args.precision))
 

@@ -198,9 +198,11 @@ class MemoryBank:
           frame_index: the current frame (memories of this frame itself are never read).
           num_maskmem: the model's num_maskmem (R + 1); conditioning slots use tpos row num_maskmem - 1.
           dtype: dtype of the returned spatial memories.
-          compact: leave out conditioning slots that no object of the batch uses (they would only be
-            masked out). The memory then has between 1 and C conditioning slots, so at most C distinct
-            shapes; False returns all C slots (one fixed shape, for compiled backends).
+          compact: leave out spatial memory slots (conditioning or recent) that no object of the batch
+            uses: they would only be masked out, and at high resolution each costs h*w attention keys.
+            Their number then varies (1..C + R; R until the ring has filled and after prompted frames);
+            False returns every slot, one fixed shape (for compiled backends). Pointer slots are
+            always all returned (they are few tokens).
         Returns:
           A MemoryReadout for len(rows) objects.
         """
@@ -214,24 +216,25 @@ class MemoryBank:
             cpu_index = torch.tensor(rows, dtype=torch.int64)
         cond_frames = self.cond_frames[cpu_index]
         cond_valid = (cond_frames != EMPTY) & (cond_frames <= frame_index)
-        cond_feats, cond_ptrs = self.cond_feats[index], self.cond_ptrs[index]
-        if compact:
-            used = cond_valid.any(dim=0).nonzero()[:, 0]
-            cond_frames, cond_valid = cond_frames[:, used], cond_valid[:, used]
-            used_on_device = used.to(device)
-            cond_feats = cond_feats.index_select(1, used_on_device)
-            cond_ptrs = cond_ptrs.index_select(1, used_on_device)
-        mem_feats = torch.cat((cond_feats, self.recent_feats[index]), dim=1).to(dtype)
-        num_slots = mem_feats.shape[1]
-        mem_pos = self.mem_pos.to(dtype).expand(batch, num_slots, *self.mem_pos.shape)
-
         recent_frames = self.recent_frames[cpu_index]
-        recent_ptr_frames = self.recent_ptr_frames[cpu_index]
         recent_dist = frame_index - recent_frames
         recent_valid = (recent_frames != EMPTY) & (recent_dist >= 1) & (recent_dist <= self.num_recent)
+        recent_ptr_frames = self.recent_ptr_frames[cpu_index]
         ptr_dist = frame_index - recent_ptr_frames
         ptr_valid = (recent_ptr_frames != EMPTY) & (ptr_dist >= 1) & (ptr_dist <= self.num_recent_ptrs)
 
+        cond_feats, cond_ptrs, recent_feats = self.cond_feats[index], self.cond_ptrs[index], self.recent_feats[index]
+        if compact:
+            cond_used = cond_valid.any(dim=0).nonzero()[:, 0]
+            recent_used = recent_valid.any(dim=0).nonzero()[:, 0]
+            cond_frames, cond_valid = cond_frames[:, cond_used], cond_valid[:, cond_used]
+            recent_dist, recent_valid = recent_dist[:, recent_used], recent_valid[:, recent_used]
+            cond_used, recent_used = cond_used.to(device), recent_used.to(device)
+            cond_feats, cond_ptrs = cond_feats.index_select(1, cond_used), cond_ptrs.index_select(1, cond_used)
+            recent_feats = recent_feats.index_select(1, recent_used)
+        mem_feats = torch.cat((cond_feats, recent_feats), dim=1).to(dtype)
+        num_slots = mem_feats.shape[1]
+        mem_pos = self.mem_pos.to(dtype).expand(batch, num_slots, *self.mem_pos.shape)
         cond_tpos = torch.full_like(cond_frames, num_maskmem - 1)
         recent_tpos = torch.where(recent_valid, recent_dist - 1, torch.zeros_like(recent_dist))
         return MemoryReadout(

@@ -14,6 +14,9 @@ Semantics (Meta's SAM2VideoPredictor of sam2==1.1.0, driven frame by frame):
     logits are then -1024 (zero after the sigmoid) and SAM 2.1 adds the no-object embedding. Masks of
     prompted frames are binarised before the memory encoder, tracked ones are not.
   - Objects not prompted on a frame are tracked normally on it. Objects are independent.
+Object pointers' temporal distances are normalised by max_obj_ptrs_in_encoder - 1, as Meta does for
+videos of at least that many frames (a stream has no length; Meta uses num_frames - 1 for shorter videos).
+
 What is kept per object is bounded (see `sam2_rt.memory`): the first and the most recent prompted frames
 (`TrackerConfig.max_conditioning_frames`), the last num_maskmem - 1 frames' memories and the last
 max_obj_ptrs_in_encoder - 1 frames' object pointers. With no more prompted frames than the cap, outputs
@@ -41,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam2_rt.memory import MemoryBank
+from sam2_rt.memory import EMPTY, MemoryBank
 from sam2_rt.modeling.sam2 import DecodeOutput, SAM2Model
 from sam2_rt.transforms import Frame, boxes_from_masks, label_image, preprocess, resize_mask_prompt, upsample_logits
 
@@ -396,35 +399,39 @@ class Tracker:
                 state.frame_size,
                 frame_size,
             )
-        state.frame_size = frame_size
         frame_index = state.frame_index
-        state.frame_index += 1
-
-        pending = dict(state._pending)
+        object_ids = state._ids + [obj_id for obj_id in state._pending if obj_id not in state._ids]
+        outputs = None
+        if object_ids:
+            image = preprocess(frame, self.image_size, self.device)
+            with torch.autocast(self.device.type, dtype=self._autocast_dtype, enabled=self.config.precision != "fp32"):
+                outputs = self._track_frame(state._bank, object_ids, image, frame_index, state._pending)
+        # The stream changes only now that the frame went through: a failure above (e.g. out of memory)
+        # leaves its objects and pending prompts as they were (memory is written last, in _track_frame).
+        state._absent_frames.extend([0] * (len(object_ids) - len(state._ids)))
+        state._ids = object_ids
         state._pending.clear()
-        for obj_id in pending:
-            if obj_id not in state._ids:
-                state._ids.append(obj_id)
-                state._absent_frames.append(0)
-        num_objects = len(state._ids)
-        if num_objects == 0:
+        state.frame_index += 1
+        state.frame_size = frame_size
+        if outputs is None:
             return self._empty_result(frame_index, frame_size)
-
-        image = preprocess(frame, self.image_size, self.device)
-        with torch.autocast(self.device.type, dtype=self._autocast_dtype, enabled=self.config.precision != "fp32"):
-            outputs = self._track_frame(state, image, frame_index, pending)
         return self._result(state, frame_index, frame_size, outputs)
 
     def _track_frame(
-        self, state: StreamState, image: torch.Tensor, frame_index: int, pending: Dict[int, _Prompt]
+        self,
+        bank: MemoryBank,
+        object_ids: List[int],
+        image: torch.Tensor,
+        frame_index: int,
+        pending: Dict[int, _Prompt],
     ) -> _FrameOutputs:
-        """Run the model for all objects on one frame and write their memories into the bank."""
+        """Run the model for all objects (bank rows in the order of object_ids) on one frame and write
+        their memories into the bank."""
         model = self.model
-        bank = state._bank
         feat_s0, feat_s1, feat, pos = model.forward_image(image)
-        num_objects = len(state._ids)
-        prompt_of_row = {row: pending.get(obj_id) for row, obj_id in enumerate(state._ids)}
-        known_rows = bank.cond_frames[:num_objects].ne(-1).any(dim=1).tolist()
+        num_objects = len(object_ids)
+        prompt_of_row = {row: pending.get(obj_id) for row, obj_id in enumerate(object_ids)}
+        known_rows = bank.cond_frames[:num_objects].ne(EMPTY).any(dim=1).tolist()
 
         def expand(tensor: torch.Tensor, batch: int) -> torch.Tensor:
             return tensor.expand(batch, *tensor.shape[1:])
@@ -495,6 +502,11 @@ class Tracker:
             masks = torch.stack([prompt_of_row[r].mask for r in mask_rows])  # type: ignore[union-attr]
             batch = len(mask_rows)
             out = model.mask_as_output(expand(feat, batch), expand(feat_s0, batch), expand(feat_s1, batch), masks)
+            # Meta encodes a prompted frame's memory from its low-res output upsampled to S x S, which for
+            # a mask prompt is a smoothed copy of the mask, not the mask itself.
+            size = (self.image_size, self.image_size)
+            smoothed = F.interpolate(out.low_res_masks.float(), size=size, mode="bilinear", align_corners=False)
+            out = out._replace(high_res_masks=smoothed)
             for i, row in enumerate(mask_rows):
                 decoded[row] = (out, i)
 

@@ -130,8 +130,16 @@ def label_image(logits: torch.Tensor, object_ids: torch.Tensor) -> torch.Tensor:
       (H, W) int32 tensor: the id of the object covering each pixel, 0 for background; where masks
       overlap, the object with the higher logit wins.
     """
+    zero = torch.zeros((), dtype=torch.int32, device=logits.device)
     if logits.shape[0] == 0:
-        return torch.zeros(logits.shape[1:], dtype=torch.int32, device=logits.device)
-    best_logit, best = logits.max(dim=0)
+        return zero.expand(logits.shape[1:]).clone()
     ids = object_ids.to(device=logits.device, dtype=torch.int32)
-    return torch.where(best_logit > 0, ids[best], torch.zeros((), dtype=torch.int32, device=logits.device))
+    # A running maximum over the few objects: element-wise ops over (H, W), several times faster on CPU
+    # than a reduction over dim 0 of (N, H, W). Ties keep the earlier object, like max(dim=0).
+    best_logit = logits[0]
+    labels = torch.where(best_logit > 0, ids[0], zero)
+    for obj in range(1, logits.shape[0]):
+        wins = (logits[obj] > best_logit) & (logits[obj] > 0)
+        labels = torch.where(wins, ids[obj], labels)
+        best_logit = torch.maximum(best_logit, logits[obj])
+    return labels

@@ -250,3 +250,22 @@ def test_track_result_outputs_have_the_documented_shapes(tracker: Tracker, start
     assert labels.shape == (HEIGHT, WIDTH) and set(labels.unique().tolist()) <= {0, 1, 2}
     as_float = tracker.step(tracker.create_stream(), torch.from_numpy(VIDEO.frames[1]).permute(2, 0, 1) / 255.0)
     assert as_float.object_ids == []
+
+
+def test_a_failing_model_call_leaves_the_stream_unchanged(
+    tracker: Tracker, started_stream: Callable[[], StreamState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """E.g. running out of memory mid-frame: the objects, their memory and the pending prompts stay."""
+    state, clean = started_stream(), started_stream()
+    before = snapshot(state)
+
+    def out_of_memory(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("out of memory")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tracker.model, "decode", out_of_memory)
+        with pytest.raises(RuntimeError, match="out of memory"):
+            tracker.step(state, VIDEO.frames[1])
+    assert_same(before, snapshot(state))
+    assert torch.equal(tracker.step(state, VIDEO.frames[1]).low_res_logits,
+                       tracker.step(clean, VIDEO.frames[1]).low_res_logits)

@@ -78,18 +78,20 @@ def test_readout_selects_exactly_the_memories_and_pointers_meta_attends_to() -> 
 
 
 @torch.inference_mode()
-def test_unused_conditioning_slots_are_left_out_unless_fixed_shapes_are_asked_for() -> None:
+def test_unused_memory_slots_are_left_out_unless_fixed_shapes_are_asked_for() -> None:
     bank = small_bank(capacity=2, num_conditioning=4)
     bank.write_conditioning([0, 1], 0, frame_feats(2, 0), frame_ptrs(2, 0))
     bank.write_conditioning([1], 3, frame_feats(1, 3), frame_ptrs(1, 3))
+    bank.write_recent([0], 4, frame_feats(1, 4), frame_ptrs(1, 4))
     compact = bank.read([0, 1], 5, NUM_MASKMEM, torch.float32)
     fixed = bank.read([0, 1], 5, NUM_MASKMEM, torch.float32, compact=False)
-    assert compact.mem_feats.shape[1] == 2 + 6 and compact.ptrs.shape[1] == 2 + 15
+    # 2 conditioning slots + 1 recent slot are in use by some object; pointer slots are always all there
+    assert compact.mem_feats.shape[1] == 2 + 1 and compact.ptrs.shape[1] == 2 + 15
     assert fixed.mem_feats.shape[1] == 4 + 6 and fixed.ptrs.shape[1] == 4 + 15
     for out in (compact, fixed):
         frames = [sorted(int(f) for f, v in zip(out.mem_feats[row, :, 0, 0, 0], out.mem_valid[row]) if v)
                   for row in (0, 1)]
-        assert frames == [[0], [0, 3]]
+        assert frames == [[0, 4], [0, 3]]
 
 
 @torch.inference_mode()

@@ -2,18 +2,18 @@
 
 One 60-frame run of a synthetic video (shapes moving over a textured background) covers issue 4's
 scenarios: one click, one box, three objects prompted on frame 0, a fourth object added at frame 10, a
-refining click at frame 20, an object removed at frame 30; plus a mask prompt on a new object, a box+click
-refinement, an empty-mask refinement (an absent frame) and a new object after the removal.
+refining click at frame 20, an object removed at frame 30; plus a mask prompt on a known object, a
+box+click refinement, an empty-mask refinement (an absent frame) and a new object from a mask after the
+removal.
 
 Meta is driven like a stream by `bench.track.meta_stream` (propagate up to the frame of a prompt, add it,
 go on; refinements are added after their frame was tracked) on exactly the frames our tracker
 preprocessed: its init_state runs on a one-image folder, then its images, frame count and video size are
 replaced by ours.
 
-Weights: tests/oracle.py's seeded random weights, with the object-score head's output bias raised by
-OBJECT_SCORE_SHIFT. With the plain random draw every object scores about -0.5 on every frame, i.e. is
-"absent", so every mask would be the constant -1024 and the comparison would test nothing; shifted,
-objects are present (real masks) except where a prompt says otherwise.
+Weights: tests/oracle.py's seeded random weights with `bench.track.make_objects_visible` applied: with
+the plain random draw every object is "absent" on every frame (constant -1024 masks, a vacuous
+comparison); shifted, objects are present except where a prompt says otherwise.
 """
 
 from __future__ import annotations
@@ -28,7 +28,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.track import Prompt, Schedule, mask_iou, meta_stream, ours_stream, synthetic_video  # noqa: E402
+from bench.track import (  # noqa: E402
+    Prompt,
+    Schedule,
+    make_objects_visible,
+    mask_iou,
+    meta_stream,
+    ours_stream,
+    synthetic_video,
+)
 from oracle import build_meta, build_ours_from_meta  # noqa: E402
 from sam2_rt.tracker import ObjectState, Tracker, TrackerConfig  # noqa: E402
 from sam2_rt.transforms import preprocess  # noqa: E402
@@ -36,27 +44,24 @@ from sam2_rt.transforms import preprocess  # noqa: E402
 IMAGE_SIZE = 256
 NUM_FRAMES = 60
 FRAME_SIZE = (144, 192)  # H, W
-OBJECT_SCORE_SHIFT = 4.0
 IOU_MIN = 0.999
 LOGIT_RTOL = 1e-3
 
 
 def build_models(name: str = "sam2.1_hiera_tiny"):
     meta = build_meta(name, image_size=IMAGE_SIZE, seed=0)
-    with torch.no_grad():
-        meta.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += OBJECT_SCORE_SHIFT
+    make_objects_visible(meta)
     return meta, build_ours_from_meta(meta)
 
 
 def scenario_schedule(video) -> Schedule:
+    """Issue 4's scenarios plus mask prompts; at most four objects at a time (Meta's cost grows with each)."""
     centers, boxes = video.centers, video.boxes
     height, width = FRAME_SIZE
 
-    def rect_mask(box: np.ndarray) -> np.ndarray:
-        x0, y0, x1, y1 = box.astype(int)
-        mask = np.zeros((height, width), dtype=bool)
-        mask[y0:y1, x0:x1] = True
-        return mask
+    def disc_mask(center: np.ndarray, radius: float) -> np.ndarray:
+        ys, xs = np.mgrid[0:height, 0:width]
+        return (xs - center[0]) ** 2 + (ys - center[1]) ** 2 <= radius**2
 
     def click(frame: int, shape: int, offset=(0.0, 0.0)) -> dict:
         return dict(points=centers[frame, shape:shape + 1] + np.array(offset), labels=np.array([1]))
@@ -66,15 +71,15 @@ def scenario_schedule(video) -> Schedule:
         .on(0,
             Prompt(1, **click(0, 0)),  # one click
             Prompt(2, box=boxes[0, 1]),  # one box
-            Prompt(3, points=np.stack([centers[0, 2], centers[0, 0]]), labels=np.array([1, 0])))
+            Prompt(3, points=np.stack([centers[0, 2], centers[0, 0]]), labels=np.array([1, 0])))  # 3 on frame 0
         .on(10, Prompt(4, **click(10, 3)))  # a fourth object mid-stream
-        .on(15, Prompt(5, mask=rect_mask(boxes[15, 3])))  # a new object from a mask
+        .on(15, Prompt(4, mask=disc_mask(centers[15, 3], 13.3)))  # a mask prompt on a known object
         .on(20, Prompt(1, **click(20, 0, offset=(3.0, -2.0))))  # refining click on a known object
         .on(25,
-            Prompt(3, points=centers[25, 2:3], labels=np.array([1]), box=boxes[25, 2]),  # box + click refine
-            Prompt(5, mask=np.zeros((height, width), dtype=bool)))  # empty mask: absent on this frame
+            Prompt(3, points=centers[25, 2:3], labels=np.array([1]), box=boxes[25, 2]),  # box + click refinement
+            Prompt(2, mask=np.zeros((height, width), dtype=bool)))  # empty mask: absent on this frame
         .on(30, Prompt(2, remove=True))  # removal
-        .on(40, Prompt(6, box=boxes[40, 1]))  # a new object after a removal takes a freed row
+        .on(40, Prompt(5, mask=disc_mask(centers[40, 1], 17.6)))  # a new object from a mask, in the freed row
     )
 
 
