@@ -3,17 +3,19 @@
     python bench/track.py --video synthetic --frames 60 --image-size 512 --compare meta
     python bench/track.py --video clip.mp4 --frames 30 --objects 8 --precision bf16
 
-Both models get the same random weights (tests/oracle.py, objects made visible by `make_objects_visible`;
-`--checkpoint` loads Meta's file into both instead) and
-the same preprocessed frames: Meta's state is created by its own `init_state` on a one-image folder, then
-its preloaded images, frame count and video size are replaced with ours (see `meta_stream`). Meta is
-driven like a stream: frames are propagated up to the one that carries a prompt, the prompt is added, and
-propagation goes on. K clicks are spread over the first frame (`click_grid`).
+Both models get the same weights: tests/oracle.py's seeded random ones with `make_objects_visible`
+applied, or Meta's checkpoint with `--checkpoint`. Both get the same preprocessed frames: Meta's state is
+created by its own `init_state` on a one-image folder, then its preloaded images, frame count and video
+size are replaced with ours (see `meta_stream`). Meta is driven like a stream: frames are propagated up to
+the one that carries a prompt, the prompt is added, and propagation goes on. `--video synthetic` is a
+480x640 clip of moving shapes (`synthetic_video`); K clicks are spread over the first frame (`click_grid`).
 
 Prints one JSON line per frame, then a summary line with the keys of issue 4. Times are wall seconds per
 frame (ours: `Tracker.step` from the raw frame, preprocessing included; Meta: its prompt calls of that frame
 plus `propagate_in_video` up to that frame's output, on frames it preloaded and preprocessed beforehand).
-min_iou / max_logit_diff compare our masks / frame-resolution logits with Meta's fp32 ones.
+min_iou / max_logit_diff compare our masks / frame-resolution logits with Meta's fp32 ones, also with
+`--precision bf16|fp16` (Meta's fp32 output equals our fp32 one to ~1e-4, so this is the error of the
+reduced precision).
 """
 
 from __future__ import annotations
