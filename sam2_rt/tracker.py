@@ -86,6 +86,10 @@ class TrackerConfig:
     # Skip conditioning-memory slots no object uses (less attention work; up to max_conditioning_frames
     # memory shapes). False: every slot always, one fixed shape (for compiled / TensorRT backends).
     compact_memory: bool = True
+    # Objects per memory-attention call. None: all objects in one call on CUDA, one at a time elsewhere (on
+    # CPU one call over 8 objects is ~15% slower than 8 calls: its element-wise ops fall out of cache).
+    # The results do not depend on it; compiled graphs always take all objects at once.
+    memory_attention_batch: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.max_objects < 1:
@@ -94,6 +98,8 @@ class TrackerConfig:
             raise ValueError(f"max_conditioning_frames must be >= 1, got {self.max_conditioning_frames}")
         if self.lost_after_frames < 0:
             raise ValueError(f"lost_after_frames must be >= 0, got {self.lost_after_frames}")
+        if self.memory_attention_batch is not None and self.memory_attention_batch < 1:
+            raise ValueError(f"memory_attention_batch must be >= 1 or None, got {self.memory_attention_batch}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
 
@@ -417,6 +423,12 @@ class Tracker:
             return self._empty_result(frame_index, frame_size)
         return self._result(state, frame_index, frame_size, outputs)
 
+    def _memory_attention_batch(self, device: torch.device) -> Optional[int]:
+        """Objects per memory-attention call on this device (TrackerConfig.memory_attention_batch)."""
+        if self.config.memory_attention_batch is not None:
+            return self.config.memory_attention_batch
+        return None if device.type == "cuda" else 1
+
     def _track_frame(
         self,
         bank: MemoryBank,
@@ -445,8 +457,8 @@ class Tracker:
             )
             batch = len(tracked_rows)
             feat_mem = model.attend_memory(
-                expand(feat, batch),
-                expand(pos, batch),
+                feat,  # batch 1: shared by all objects
+                pos,
                 memory.mem_feats,
                 memory.mem_pos,
                 memory.mem_tpos_index,
@@ -454,6 +466,7 @@ class Tracker:
                 memory.ptrs,
                 memory.ptr_tpos,
                 memory.ptr_valid,
+                batch_chunk=self._memory_attention_batch(feat.device),
             )
             tracked = model.decode(
                 feat_mem,

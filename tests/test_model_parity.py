@@ -237,6 +237,30 @@ def test_attend_memory_batches_objects_with_different_fill(models: Models, featu
         assert_matches(out[index : index + 1], meta_attention(models.meta, features, scene), f"object {index}")
 
 
+@pytest.mark.parametrize("batch_chunk", [None, 1, 2])
+def test_attend_memory_shares_one_frame_across_objects_in_chunks(
+    models: Models, features: Features, batch_chunk
+) -> None:
+    """One frame's feature (batch 1) for three objects, attended in chunks of batch_chunk objects."""
+    scenes = [memory_scene(fill, seed=20 + fill, feat_size=FEAT) for fill in (1, 4, 7)]
+    batched = [torch.cat(parts) for parts in zip(*(scene.slots for scene in scenes))]
+    with torch.inference_mode():
+        out = models.ours.attend_memory(features.feat[:1], features.pos[:1], *batched, batch_chunk=batch_chunk)
+    assert out.shape[0] == len(scenes)
+    for index, scene in enumerate(scenes):
+        assert_matches(out[index : index + 1], meta_attention(models.meta, features, scene), f"object {index}")
+
+
+def test_attend_memory_rejects_mismatched_batches(models: Models, features: Features) -> None:
+    scenes = [memory_scene(2, seed=30 + i, feat_size=FEAT) for i in range(3)]
+    batched = [torch.cat(parts) for parts in zip(*(scene.slots for scene in scenes))]
+    feat2, pos2 = features.feat[:1].expand(2, -1, -1, -1), features.pos[:1].expand(2, -1, -1, -1)
+    with torch.inference_mode(), pytest.raises(ValueError, match="batch of curr"):
+        models.ours.attend_memory(feat2, pos2, *batched)
+    with torch.inference_mode(), pytest.raises(ValueError, match="batch_chunk"):
+        models.ours.attend_memory(features.feat[:1], features.pos[:1], *batched, batch_chunk=0)
+
+
 def test_attend_memory_of_sam2_0_matches_meta(features: Features) -> None:
     """SAM 2 (not 2.1): pointers carry no temporal encoding."""
     meta = build_meta("sam2_hiera_tiny", IMAGE_SIZE, seed=8)

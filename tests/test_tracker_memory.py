@@ -189,6 +189,29 @@ def test_two_streams_on_one_tracker_equal_two_separate_trackers(tiny_model) -> N
     assert interleaved_a[-1].masks.shape[1:] == (48, 64) and interleaved_b[-1].masks.shape[1:] == (60, 40)
 
 
+def test_memory_attention_in_chunks_of_objects_gives_the_same_results(tiny_model) -> None:
+    """memory_attention_batch only changes how objects are grouped into calls (CPU default: one at a time)."""
+    video = synthetic_video(10, 48, 64, seed=3)
+    runs = []
+    for batch in (1, 2, 16):
+        tracker = Tracker(tiny_model, TrackerConfig(memory_attention_batch=batch))
+        state = tracker.create_stream()
+        results = []
+        for frame_index in range(10):
+            results += run_stream_frame(tracker, state, video, frame_index, prompt_frame=0, shape=0)
+            if frame_index == 1:
+                tracker.add_prompt(state, 5, points=video.centers[1, 2:3], labels=[1])
+        runs.append(results)
+    assert runs[0][-1].object_ids == [1, 5, 9]
+    for chunked, together in zip(runs[0] + runs[1], runs[2] + runs[2]):
+        assert chunked.object_ids == together.object_ids
+        torch.testing.assert_close(chunked.low_res_logits, together.low_res_logits, rtol=0, atol=1e-4)
+        mismatch = (chunked.masks != together.masks).float().mean().item()
+        assert mismatch < 1e-3, mismatch
+    with pytest.raises(ValueError, match="memory_attention_batch"):
+        TrackerConfig(memory_attention_batch=0)
+
+
 def run_stream_frame(tracker: Tracker, state, video, frame_index: int, prompt_frame: int, shape: int) -> List[TrackResult]:
     """Step one frame of `video`, prompting `shape` at prompt_frame and a box 4 frames later."""
     frame = video.frames[frame_index]

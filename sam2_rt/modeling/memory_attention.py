@@ -70,10 +70,25 @@ class MemoryAttentionLayer(nn.Module):
         """tgt, query_pos: (B, HW, d_model); memory, pos: (B, Nm, mem channels); num_k_exclude_rope: trailing
         memory tokens without RoPE (object pointers); memory_valid: optional (B, Nm) bool key mask.
         Returns (B, HW, d_model)."""
+        tgt = self.self_attend(tgt, query_pos)
+        return self.attend_to_memory(tgt, memory, pos, query_pos, num_k_exclude_rope, memory_valid)
+
+    def self_attend(self, tgt: Tensor, query_pos: Optional[Tensor]) -> Tensor:
+        """The self-attention residual block alone: it does not read the memory."""
         normed = self.norm1(tgt)
         q = normed + query_pos if self.pos_enc_at_attn else normed
-        tgt = tgt + self._dropout(self.self_attn(q, q, normed))
+        return tgt + self._dropout(self.self_attn(q, q, normed))
 
+    def attend_to_memory(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        pos: Optional[Tensor],
+        query_pos: Optional[Tensor],
+        num_k_exclude_rope: int = 0,
+        memory_valid: Optional[Tensor] = None,
+    ) -> Tensor:
+        """The cross-attention and feed-forward residual blocks (the rest of forward)."""
         normed = self.norm2(tgt)
         q = normed + query_pos if self.pos_enc_at_cross_attn_queries else normed
         k = memory + pos if self.pos_enc_at_cross_attn_keys else memory
@@ -121,26 +136,70 @@ class MemoryAttention(nn.Module):
         memory_pos: Tensor,
         num_obj_ptr_tokens: int = 0,
         memory_valid: Optional[Tensor] = None,
+        batch_chunk: Optional[int] = None,
     ) -> Tensor:
         """Condition the current frame's features on memories.
 
         curr, curr_pos: (B, HW, d_model) features of the current frame (row-major h x w grid) and their
-          positional encoding.
+          positional encoding; batch 1 is broadcast to all B memories (several objects of one frame).
         memory, memory_pos: (B, Nm, mem_dim) keys/values and their positional encoding: first
           Nm - num_obj_ptr_tokens tokens are whole h x w memory slots (RoPE repeated per slot), the last
           num_obj_ptr_tokens are object-pointer tokens (no RoPE).
         memory_valid: optional (B, Nm) bool, True = real key; False keys (empty slots, unused pointers)
           are left out of the softmax. Every row needs at least one True.
+        batch_chunk: run the memory-dependent part for at most this many batch rows at a time (None: all
+          at once). The result does not depend on it; on CPU several small calls beat one large one.
         Returns (B, HW, d_model).
+
+        With a broadcast frame (curr batch 1) the first layer's self-attention, which reads no memory,
+        runs once for all B rows.
         """
-        if curr.shape[0] != memory.shape[0]:
-            raise ValueError(f"batch of curr ({curr.shape[0]}) and memory ({memory.shape[0]}) differ")
+        batch = memory.shape[0]
+        if curr.shape[0] not in (1, batch) or curr_pos.shape[0] != curr.shape[0]:
+            raise ValueError(
+                f"batch of curr ({curr.shape[0]}), curr_pos ({curr_pos.shape[0]}) and memory ({batch}) differ"
+            )
+        if batch_chunk is not None and batch_chunk < 1:
+            raise ValueError(f"batch_chunk must be >= 1, got {batch_chunk}")
+        output = curr + 0.1 * curr_pos if self.pos_enc_at_input else curr
+        first, *rest = self.layers
+        output = first.self_attend(output, curr_pos)  # batch 1 when the frame is shared
+        chunk = batch if batch_chunk is None or torch.compiler.is_compiling() else batch_chunk
+        pieces = []
+        for start in range(0, batch, chunk):
+            rows = slice(start, min(start + chunk, batch))
+            pieces.append(
+                self._attend_rows(
+                    output if output.shape[0] == 1 else output[rows],
+                    curr_pos if curr_pos.shape[0] == 1 else curr_pos[rows],
+                    memory[rows],
+                    memory_pos[rows],
+                    num_obj_ptr_tokens,
+                    None if memory_valid is None else memory_valid[rows],
+                )
+            )
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=0)
+
+    def _attend_rows(
+        self,
+        output: Tensor,
+        curr_pos: Tensor,
+        memory: Tensor,
+        memory_pos: Tensor,
+        num_obj_ptr_tokens: int,
+        memory_valid: Optional[Tensor],
+    ) -> Tensor:
+        """Everything after the first self-attention, for rows of the batch (output/curr_pos batch 1 or rows)."""
         if memory_valid is not None and not torch.compiler.is_compiling() and bool(memory_valid.all()):
             # Eager fast path for the steady state (every slot and pointer filled): a masked softmax costs
             # ~10% more on CPU than an unmasked one with the same result. Traced graphs (export, compile)
             # keep the mask so their shapes and ops do not depend on the data.
             memory_valid = None
-        output = curr + 0.1 * curr_pos if self.pos_enc_at_input else curr
-        for layer in self.layers:
+        batch = memory.shape[0]
+        output = output.expand(batch, *output.shape[1:])
+        curr_pos = curr_pos.expand(batch, *curr_pos.shape[1:])
+        first, *rest = self.layers
+        output = first.attend_to_memory(output, memory, memory_pos, curr_pos, num_obj_ptr_tokens, memory_valid)
+        for layer in rest:
             output = layer(output, memory, memory_pos, curr_pos, num_obj_ptr_tokens, memory_valid)
         return self.norm(output)

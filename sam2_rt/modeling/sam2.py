@@ -240,6 +240,7 @@ class SAM2Model(nn.Module):
         ptrs: torch.Tensor,
         ptr_tpos: torch.Tensor,
         ptr_valid: torch.Tensor,
+        batch_chunk: Optional[int] = None,
     ) -> torch.Tensor:
         """Condition a frame's feature on fixed-size memory (Meta's _prepare_memory_conditioned_features
         for a non-initial frame).
@@ -248,7 +249,8 @@ class SAM2Model(nn.Module):
         those n memories; the order of slots and pointers does not matter.
 
         Arguments:
-          feat, pos: (B, C, h, w) image feature and its position encoding (forward_image).
+          feat, pos: (B, C, h, w) image feature and its position encoding (forward_image); batch 1 serves
+            all B objects of one frame (and their first self-attention runs once).
           mem_feats, mem_pos: (B, M, D, h, w) memories and their position encodings (encode_memory).
           mem_tpos_index: (B, M) long, row of maskmem_tpos_enc of each slot, i.e. num_maskmem - t_pos - 1
             (t_pos = 0 for conditioning frames, num_maskmem - t_rel for the frame t_rel frames back).
@@ -257,11 +259,12 @@ class SAM2Model(nn.Module):
           ptr_tpos: (B, P) float frame distance of each pointer, frame_idx - t (signed for SAM 2.1); it is
             normalised by max_obj_ptrs_in_encoder - 1, as Meta does for videos of at least that many frames.
           ptr_valid: (B, P) bool, True for filled pointer slots.
+          batch_chunk: objects per memory-attention call (None: all at once); the result is the same.
         Returns:
           (B, C, h, w) memory-conditioned feature for decode.
         """
-        batch, hidden, height, width = feat.shape
-        num_slots, mem_dim = mem_feats.shape[1], mem_feats.shape[2]
+        _, hidden, height, width = feat.shape
+        batch, num_slots, mem_dim = mem_feats.shape[:3]
         tokens_per_slot = height * width
         # (B, M, D, h, w) -> (B, M * h * w, D), slot-major like Meta's concatenation.
         spatial = mem_feats.flatten(3).transpose(2, 3).reshape(batch, num_slots * tokens_per_slot, mem_dim)
@@ -282,6 +285,7 @@ class SAM2Model(nn.Module):
             memory_pos=memory_pos,
             num_obj_ptr_tokens=ptr_tokens.shape[1],
             memory_valid=memory_valid,
+            batch_chunk=batch_chunk,
         )
         return conditioned.transpose(1, 2).reshape(batch, hidden, height, width)
 
