@@ -1,6 +1,7 @@
 """Shared fixtures. ROS tests run on a private domain, localhost-only discovery and a temp log dir."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -68,15 +69,29 @@ def processes() -> Iterator[Processes]:
         procs.close()
 
 
-@pytest.fixture
-def rclpy_context():
-    """An initialised rclpy context for in-test participants, shut down afterwards."""
+@contextlib.contextmanager
+def open_rclpy_context(**env: str) -> Iterator:
+    """An initialised rclpy context, with `env` set in os.environ while it lives; shut down afterwards."""
     import rclpy
     from rclpy.context import Context
 
+    previous = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
     context = Context()
     rclpy.init(context=context)
     try:
         yield context
     finally:
         context.try_shutdown()
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture
+def rclpy_context():
+    """An initialised rclpy context for in-test participants, shut down afterwards."""
+    with open_rclpy_context() as context:
+        yield context

@@ -7,7 +7,6 @@ One node serves the module (its start-up costs ~15 s here); every test starts fr
 from __future__ import annotations
 
 import math
-import os
 import sys
 import threading
 import time
@@ -17,7 +16,7 @@ from typing import Callable, Dict, List
 import numpy as np
 import pytest
 
-from conftest import FASTDDS_PROFILE, Processes, ros_env
+from conftest import FASTDDS_PROFILE, Processes, open_rclpy_context, ros_env
 
 pytestmark = pytest.mark.ros
 
@@ -220,20 +219,8 @@ def ids(msg: TrackedObjectArray) -> List[int]:
 @pytest.fixture(scope="module")
 def ros_context():
     """An rclpy context whose participant uses the shipped Fast DDS profile, like the node's."""
-    from rclpy.context import Context
-
-    previous = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")
-    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
-    context = Context()
-    rclpy.init(context=context)
-    try:
+    with open_rclpy_context(FASTDDS_DEFAULT_PROFILES_FILE=str(FASTDDS_PROFILE)) as context:
         yield context
-    finally:
-        context.try_shutdown()
-        if previous is None:
-            del os.environ["FASTDDS_DEFAULT_PROFILES_FILE"]
-        else:
-            os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = previous
 
 
 def node_env(tmp_path_factory) -> Dict[str, str]:
