@@ -201,8 +201,9 @@ class MemoryBank:
           compact: leave out spatial memory slots (conditioning or recent) that no object of the batch
             uses: they would only be masked out, and at high resolution each costs h*w attention keys.
             Their number then varies (1..C + R; R until the ring has filled and after prompted frames);
-            False returns every slot, one fixed shape (for compiled backends). Pointer slots are
-            always all returned (they are few tokens).
+            False returns every slot, one fixed shape (for compiled backends). Recent pointer slots
+            no object uses are left out too: while the stream is younger than the pointer window this
+            lets a single object attend without a key mask (a masked softmax is slower on CPU).
         Returns:
           A MemoryReadout for len(rows) objects.
         """
@@ -224,7 +225,11 @@ class MemoryBank:
         ptr_valid = (recent_ptr_frames != EMPTY) & (ptr_dist >= 1) & (ptr_dist <= self.num_recent_ptrs)
 
         cond_feats, cond_ptrs, recent_feats = self.cond_feats[index], self.cond_ptrs[index], self.recent_feats[index]
+        recent_ptrs = self.recent_ptrs[index]
         if compact:
+            ptr_used = ptr_valid.any(dim=0).nonzero()[:, 0]
+            ptr_dist, ptr_valid = ptr_dist[:, ptr_used], ptr_valid[:, ptr_used]
+            recent_ptrs = recent_ptrs.index_select(1, ptr_used.to(device))
             cond_used = cond_valid.any(dim=0).nonzero()[:, 0]
             recent_used = recent_valid.any(dim=0).nonzero()[:, 0]
             cond_frames, cond_valid = cond_frames[:, cond_used], cond_valid[:, cond_used]
@@ -242,7 +247,7 @@ class MemoryBank:
             mem_pos=mem_pos,
             mem_tpos_index=torch.cat((cond_tpos, recent_tpos), dim=1).to(device, non_blocking=True),
             mem_valid=torch.cat((cond_valid, recent_valid), dim=1).to(device, non_blocking=True),
-            ptrs=torch.cat((cond_ptrs, self.recent_ptrs[index]), dim=1),
+            ptrs=torch.cat((cond_ptrs, recent_ptrs), dim=1),
             ptr_tpos=torch.cat((frame_index - cond_frames, ptr_dist), dim=1).float().to(device, non_blocking=True),
             ptr_valid=torch.cat((cond_valid, ptr_valid), dim=1).to(device, non_blocking=True),
         )

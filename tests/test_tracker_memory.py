@@ -85,13 +85,18 @@ def test_unused_memory_slots_are_left_out_unless_fixed_shapes_are_asked_for() ->
     bank.write_recent([0], 4, frame_feats(1, 4), frame_ptrs(1, 4))
     compact = bank.read([0, 1], 5, NUM_MASKMEM, torch.float32)
     fixed = bank.read([0, 1], 5, NUM_MASKMEM, torch.float32, compact=False)
-    # 2 conditioning slots + 1 recent slot are in use by some object; pointer slots are always all there
-    assert compact.mem_feats.shape[1] == 2 + 1 and compact.ptrs.shape[1] == 2 + 15
+    # 2 conditioning slots + 1 recent slot (and its pointer) are in use by some object
+    assert compact.mem_feats.shape[1] == 2 + 1 and compact.ptrs.shape[1] == 2 + 1
     assert fixed.mem_feats.shape[1] == 4 + 6 and fixed.ptrs.shape[1] == 4 + 15
     for out in (compact, fixed):
         frames = [sorted(int(f) for f, v in zip(out.mem_feats[row, :, 0, 0, 0], out.mem_valid[row]) if v)
                   for row in (0, 1)]
         assert frames == [[0, 4], [0, 3]]
+        pointers = [sorted(int(p) for p, v in zip(out.ptrs[row, :, 0], out.ptr_valid[row]) if v) for row in (0, 1)]
+        assert pointers == [[0, 4], [0, 3]]
+    # one object alone: every slot it gets is one it uses, so attention needs no key mask
+    alone = bank.read([0], 5, NUM_MASKMEM, torch.float32)
+    assert bool(alone.mem_valid.all()) and bool(alone.ptr_valid.all()) and alone.ptrs.shape[1] == 2
 
 
 @torch.inference_mode()
