@@ -269,3 +269,19 @@ def test_a_failing_model_call_leaves_the_stream_unchanged(
     assert_same(before, snapshot(state))
     assert torch.equal(tracker.step(state, VIDEO.frames[1]).low_res_logits,
                        tracker.step(clean, VIDEO.frames[1]).low_res_logits)
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["emulated", "native"])
+def test_reduced_precision_on_a_cpu_without_it_warns(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, native: bool
+) -> None:
+    import sam2_rt.tracker as tracker_module
+
+    monkeypatch.setattr(tracker_module, "_cpu_has_native", lambda precision: native)
+    with caplog.at_level(logging.WARNING, logger="sam2_rt.tracker"):
+        Tracker(tracker.model, TrackerConfig(precision="bf16"))
+        Tracker(tracker.model, TrackerConfig(precision="fp32"))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == (0 if native else 1), warnings
+    if warnings:
+        assert "precision='bf16'" in warnings[0] and "slower than fp32" in warnings[0]
