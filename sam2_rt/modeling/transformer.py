@@ -39,17 +39,18 @@ def half_split_rope_tables(angles: Tensor) -> Tuple[Tensor, Tensor]:
     return torch.cat((cos, cos), dim=-1), angles.sin()
 
 
-def rotate_half_split(x: Tensor, cos_table: Tensor, sin: Tensor) -> Tensor:
+def rotate_half_split(x: Tensor, cos_table: Tensor, sin: Tensor, out: Optional[Tensor] = None) -> Tensor:
     """Rotate channel pairs stored half-split: pair j is (x[..., j], x[..., j + D/2]).
 
     x: (..., L, D); cos_table (L, D) and sin (L, D/2) from `half_split_rope_tables`, broadcast over the
-    leading dims. Returns a new tensor shaped like x. Every operand is contiguous in its last dim, so the
-    kernels vectorise (an interleaved pair layout needs stride-2 kernels, several times slower on CPU),
-    and the result is written in place into one fresh tensor (large temporaries cost page faults).
+    leading dims. Returns a new tensor shaped like x, or writes into `out` (shaped like x, not overlapping
+    it) and returns it. Every operand is contiguous in its last dim, so the kernels vectorise (an
+    interleaved pair layout needs stride-2 kernels, several times slower on CPU), and the result is written
+    in place into one fresh tensor (large temporaries cost page faults).
     """
     first, second = x.chunk(2, dim=-1)
     half = x.shape[-1] // 2
-    out = x * cos_table
+    out = x * cos_table if out is None else torch.mul(x, cos_table, out=out)
     out[..., :half].addcmul_(second, sin, value=-1.0)
     out[..., half:].addcmul_(first, sin)
     return out
@@ -191,8 +192,16 @@ class RoPEAttention(Attention):
         q = rotate_half_split(q, cos_table, sin)
         # Keys: each stacked grid gets the query grid's rotation; the tables broadcast over the copies.
         k_grids = k[:, :, :num_rope].unflatten(2, (num_rope // num_q, num_q))
-        k_rot = rotate_half_split(k_grids, cos_table, sin).flatten(2, 3)
-        k = torch.cat((k_rot, k[:, :, num_rope:]), dim=2) if num_k_exclude_rope > 0 else k_rot
+        if num_k_exclude_rope == 0:
+            k = rotate_half_split(k_grids, cos_table, sin).flatten(2, 3)
+        elif torch.compiler.is_compiling():
+            k = torch.cat((rotate_half_split(k_grids, cos_table, sin).flatten(2, 3), k[:, :, num_rope:]), dim=2)
+        else:
+            # Eager: rotate straight into the full key tensor rather than concatenating (a copy of every key).
+            keys = torch.empty_like(k)
+            rotate_half_split(k_grids, cos_table, sin, out=keys[:, :, :num_rope].unflatten(2, k_grids.shape[2:4]))
+            keys[:, :, num_rope:] = k[:, :, num_rope:]
+            k = keys
         return self._attend(q, k, v, key_valid)
 
 
