@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
 import traceback
@@ -150,6 +151,13 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   choices=("eager", "compile", "tensorrt")),
     ParameterSpec("image_size", 1024, "Square model input side in pixels (multiple of 32; 1024 is Meta's).",
                   value_range=(64, 4096, 32)),
+    ParameterSpec(
+        "cpu_threads", 0,
+        "Threads of torch's CPU kernels when the model runs on the CPU; 0 = all cores but one. The node's own "
+        "threads, DDS and the camera driver need a core: OpenMP given every core stalls whole steps (seconds) "
+        "whenever another thread takes one of them.",
+        value_range=(0, 1024, 1),
+    ),
     ParameterSpec("max_objects", 16, "Most objects tracked at once (memory is preallocated for all).",
                   value_range=(1, 255, 1)),
     ParameterSpec("max_conditioning_frames", 4, "Prompted frames kept per object (the first and the most recent).",
@@ -198,6 +206,7 @@ class NodeSettings:
     precision: str
     backend: str
     image_size: int
+    cpu_threads: int
     max_objects: int
     max_conditioning_frames: int
     lost_after_frames: int
@@ -224,6 +233,15 @@ def resolve_checkpoint(settings: NodeSettings) -> Optional[Path]:
         return Path(settings.checkpoint).expanduser()
     cached = default_checkpoint_path(settings.model)
     return cached if cached.is_file() else None
+
+
+def resolve_cpu_threads(requested: int, cores: Optional[int] = None) -> int:
+    """Threads for torch's CPU kernels: `requested`, or for 0 all cores but one (at least one)."""
+    if requested > 0:
+        return requested
+    if cores is None:
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
 
 
 def build_model(settings: NodeSettings, device: torch.device) -> Tuple[SAM2Model, str]:
@@ -492,6 +510,10 @@ class TrackerNode(LifecycleNode):
         try:
             settings = self._read_settings()
             device = resolve_device(settings.device)
+            cpu_note = ""
+            if device.type == "cpu":
+                torch.set_num_threads(resolve_cpu_threads(settings.cpu_threads))
+                cpu_note = f" ({torch.get_num_threads()} threads)"
             model, weights = build_model(settings, device)
             # Falls back (tensorrt -> compile -> eager) with a warning naming the reason.
             backend = apply_backend(model, settings.backend, precision=settings.precision)
@@ -509,7 +531,7 @@ class TrackerNode(LifecycleNode):
             self.get_logger().error(self._status)
             return TransitionCallbackReturn.FAILURE
         self._description = (
-            f"model {settings.model} at {settings.image_size} px on {device}, {settings.precision}, "
+            f"model {settings.model} at {settings.image_size} px on {device}{cpu_note}, {settings.precision}, "
             f"backend {backend.used}{'' if backend.used == backend.requested else f' (asked: {backend.requested})'}, "
             f"weights: {weights}"
         )

@@ -19,6 +19,7 @@ from sam2_ros.node import (  # noqa: E402
     PromptRequest,
     image_qos,
     parameter_problem,
+    resolve_cpu_threads,
 )
 from sam2_ros.outputs import FrameOutputs, mask_message, objects_message  # noqa: E402
 from sam2_ros.overlay import draw_overlay, object_colour  # noqa: E402
@@ -137,6 +138,12 @@ def track_result(scale: int = 1) -> TrackResult:
         states=[ObjectState.TRACKING, ObjectState.OCCLUDED],
         boxes=torch.tensor([[2.0, 1.0, 5.0, 3.0], [4.0, 2.0, 8.0, 5.0]]) * scale,
     )
+
+
+def test_cpu_threads_default_leaves_one_core_for_the_rest_of_the_node() -> None:
+    assert [resolve_cpu_threads(0, cores) for cores in (1, 2, 16)] == [1, 1, 15]
+    assert resolve_cpu_threads(3, 2) == 3  # an explicit count is taken as it is
+    assert resolve_cpu_threads(0) >= 1
 
 
 def test_objects_message_lists_objects_by_id_with_boxes_areas_and_the_input_header() -> None:
