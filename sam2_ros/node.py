@@ -513,7 +513,7 @@ class TrackerNode(LifecycleNode):
             cpu_note = ""
             if device.type == "cpu":
                 torch.set_num_threads(resolve_cpu_threads(settings.cpu_threads))
-                cpu_note = f" ({torch.get_num_threads()} threads)"
+                cpu_note = f" (torch threads: {torch.get_num_threads()})"
             model, weights = build_model(settings, device)
             # Falls back (tensorrt -> compile -> eager) with a warning naming the reason.
             backend = apply_backend(model, settings.backend, precision=settings.precision)

@@ -223,6 +223,10 @@ class Tracker:
         self.device = next(model.parameters()).device
         self.image_size = self.model_config.image_size
         self._autocast_dtype = PRECISIONS[config.precision]
+        # Objects per memory-attention call (TrackerConfig.memory_attention_batch; None = all at once).
+        self._memory_attention_batch = config.memory_attention_batch
+        if self._memory_attention_batch is None and self.device.type != "cuda":
+            self._memory_attention_batch = 1
         if self.device.type == "cpu" and config.precision != "fp32" and not _cpu_has_native(config.precision):
             logger.warning(
                 "precision=%r on a CPU without native %s arithmetic (capability %s): expect it to be several "
@@ -439,12 +443,6 @@ class Tracker:
             return self._empty_result(frame_index, frame_size)
         return self._result(state, frame_index, frame_size, outputs)
 
-    def _memory_attention_batch(self, device: torch.device) -> Optional[int]:
-        """Objects per memory-attention call on this device (TrackerConfig.memory_attention_batch)."""
-        if self.config.memory_attention_batch is not None:
-            return self.config.memory_attention_batch
-        return None if device.type == "cuda" else 1
-
     def _track_frame(
         self,
         bank: MemoryBank,
@@ -482,7 +480,7 @@ class Tracker:
                 memory.ptrs,
                 memory.ptr_tpos,
                 memory.ptr_valid,
-                batch_chunk=self._memory_attention_batch(feat.device),
+                batch_chunk=self._memory_attention_batch,
             )
             tracked = model.decode(
                 feat_mem,

@@ -36,6 +36,7 @@ from std_msgs.msg import Header  # noqa: E402
 
 from sam2_ros.conversions import image_to_numpy, numpy_to_image, rgb_to_compressed  # noqa: E402
 from sam2_ros.msg import Prompt, TrackedObjectArray  # noqa: E402
+from sam2_ros.node import resolve_cpu_threads  # noqa: E402
 from sam2_ros.srv import AddPrompt, RemoveObjects, Reset  # noqa: E402
 from sam2_rt.config import MODEL_NAMES  # noqa: E402
 
@@ -249,6 +250,8 @@ def tracker_node(ros_context, tmp_path_factory):
         proc = processes.start(*node_command(*NODE_PARAMETERS), env=node_env(tmp_path_factory))
         output = OutputReader(proc)
         assert output.wait_for("activated:", timeout=120.0), f"node did not activate:\n{output.text()}"
+        # cpu_threads:=0 (default) leaves one core to DDS and the camera
+        assert f"on cpu (torch threads: {resolve_cpu_threads(0)})" in output.text(), output.text()
         client = Client(ros_context)
         client.step(0)  # the first frame: discovery done both ways, the node knows the image size
         yield RunningNode(proc, output, client)
