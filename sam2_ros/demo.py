@@ -32,6 +32,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from sam2_ros.compat import rclpy_session
 from sam2_ros.conversions import image_to_numpy, numpy_to_image
 from sam2_ros.msg import Prompt, TrackedObjectArray
 from sam2_ros.srv import AddPrompt
@@ -253,7 +254,7 @@ def run(video: Path, output: Path, width: int, loops: int, tracker_timeout: floa
     "--ros-args", "-r", "__ns:=/demo"]``); `tracker_alive` lets the wait for the tracker end early.
     """
     frames, fps = read_video(video, width)
-    with rclpy.init(args=args):
+    with rclpy_session(args):
         player = DemoPlayer(output, fps)
         executor = SingleThreadedExecutor()
         executor.add_node(player)

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
@@ -42,6 +41,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
+from sam2_ros.compat import add_parameter_callbacks, rclpy_session
 from sam2_ros.conversions import ImageConversionError, compressed_to_rgb, image_to_numpy, image_to_rgb, numpy_to_image
 from sam2_ros.msg import Prompt, TrackedObjectArray
 from sam2_ros.outputs import Detection2DArray, FrameOutputs, detections_message, mask_message, objects_message
@@ -410,8 +410,7 @@ class TrackerNode(LifecycleNode):
         super().__init__(NODE_NAME, **kwargs)
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
-        self.add_on_set_parameters_callback(self._validate_parameters)
-        self.add_post_set_parameters_callback(self._apply_parameters)
+        add_parameter_callbacks(self, self._validate_parameters, self._apply_parameters)
         self._publish_overlay = bool(self.get_parameter("publish_overlay").value)
         self._overlay_alpha = float(self.get_parameter("overlay_alpha").value)
 
@@ -821,7 +820,7 @@ class _RosLogHandler(logging.Handler):
 def main(args: Optional[Sequence[str]] = None) -> int:
     """Entry point of `sam2-ros-tracker` and `ros2 run sam2_ros tracker_node` (takes --ros-args)."""
     try:
-        with rclpy.init(args=None if args is None else list(args)):
+        with rclpy_session(args):
             node = TrackerNode()
             handler = _RosLogHandler(node)
             library_logger = logging.getLogger("sam2_rt")

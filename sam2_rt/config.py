@@ -26,6 +26,14 @@ MODEL_NAMES: Tuple[str, ...] = (
     "sam2.1_hiera_large",
 )
 
+# The choices every front end offers (node parameters, launch arguments, CLI flags, tools): one source.
+# Where the model runs: "auto" = cuda when available, else cpu.
+DEVICE_NAMES: Tuple[str, ...] = ("auto", "cuda", "cpu")
+# Compute precision: fp32, or bf16 / fp16 autocast (sam2_rt.tracker.PRECISIONS maps them to dtypes).
+PRECISION_NAMES: Tuple[str, ...] = ("fp32", "bf16", "fp16")
+# Execution backends of the heavy components (sam2_rt.backends).
+BACKEND_NAMES: Tuple[str, ...] = ("eager", "compile", "tensorrt")
+
 # Every stage of the backbone halves the resolution starting from stride 4, down to stride 32, and the
 # windowed positional embedding tiles the stride-4 map by 8x8 windows: sizes must be multiples of 32.
 IMAGE_SIZE_MULTIPLE = 32

@@ -44,13 +44,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sam2_rt.config import PRECISION_NAMES
 from sam2_rt.memory import EMPTY, MemoryBank
 from sam2_rt.modeling.sam2 import DecodeOutput, SAM2Model
 from sam2_rt.transforms import Frame, boxes_from_masks, label_image, preprocess, resize_mask_prompt, upsample_logits
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS: Dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS: Dict[str, torch.dtype] = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 # Meta clamps the previous mask logits it feeds back with a correction click (rare numerical issues).
 PREV_MASK_LOGIT_LIMIT = 32.0
 # Largest object id (the label image is int32; 0 is background).
@@ -146,8 +147,8 @@ class TrackResult:
 
 
 @dataclass
-class _Prompt:
-    """A prompt waiting for the next frame, already in model coordinates.
+class PreparedPrompt:
+    """A validated prompt in model coordinates (`Tracker.prepare_prompt`), queued for the next frame.
 
     Either points (with labels; a box is its two first points, labels 2 and 3) or a mask.
     """
@@ -174,7 +175,7 @@ class StreamState:
     # consecutive frames each object (row order) was absent
     _absent_frames: List[int] = field(default_factory=list)
     # prompts to apply on the next frame, by object id (new objects in the order they were added)
-    _pending: Dict[int, _Prompt] = field(default_factory=dict)
+    _pending: Dict[int, PreparedPrompt] = field(default_factory=dict)
 
     @property
     def object_ids(self) -> List[int]:
@@ -297,7 +298,8 @@ class Tracker:
     ) -> None:
         """Queue a prompt for `object_id`, applied on the next `step` (a new id adds an object).
 
-        A later prompt for the same object before the next step replaces the earlier one.
+        A later prompt for the same object before the next step replaces the earlier one. Same as
+        ``queue_prompt(state, object_id, prepare_prompt(frame_size or state.frame_size, ...))``.
 
         Arguments:
           state: the stream.
@@ -312,28 +314,62 @@ class Tracker:
           TrackerInputError: invalid prompt, unknown frame size, or more than max_objects objects. The
             stream is unchanged then.
         """
-        size = self._prompt_frame_size(state, frame_size)
+        self.check_new_object(state.object_ids, object_id)
+        prompt = self.prepare_prompt(self._prompt_frame_size(state, frame_size), points, labels, box, mask)
+        self.queue_prompt(state, object_id, prompt)
+
+    def check_new_object(self, known_ids: Sequence[int], object_id: int) -> None:
+        """Whether a prompt for `object_id` may join a stream whose objects are `known_ids`.
+
+        Raises:
+          TrackerInputError: not an int in 1 .. 2**31 - 1, or a new id while max_objects are tracked.
+        """
         if isinstance(object_id, bool) or not isinstance(object_id, (int, np.integer)):
             raise TrackerInputError(f"object_id must be an int, got {type(object_id).__name__}")
-        object_id = int(object_id)
-        if not 1 <= object_id <= MAX_OBJECT_ID:
+        if not 1 <= int(object_id) <= MAX_OBJECT_ID:
             raise TrackerInputError(f"object_id must be in 1..{MAX_OBJECT_ID} (0 is background), got {object_id}")
-        if object_id not in state.object_ids and len(state.object_ids) >= self.config.max_objects:
+        if int(object_id) not in known_ids and len(known_ids) >= self.config.max_objects:
             raise TrackerInputError(
                 f"cannot add object {object_id}: the stream already has max_objects={self.config.max_objects}"
             )
+
+    @torch.inference_mode()
+    def prepare_prompt(
+        self,
+        frame_size: Tuple[int, int],
+        points: Optional[ArrayLike] = None,
+        labels: Optional[ArrayLike] = None,
+        box: Optional[ArrayLike] = None,
+        mask: Optional[Union[np.ndarray, torch.Tensor]] = None,
+    ) -> PreparedPrompt:
+        """Validate a prompt and convert it to model coordinates, touching no stream (any thread may call it).
+
+        Arguments are those of `add_prompt`; `frame_size` (H, W) is required.
+        Raises:
+          TrackerInputError: invalid prompt or frame size.
+        """
+        size = self._prompt_frame_size(None, frame_size)
         if mask is not None:
             if points is not None or labels is not None or box is not None:
                 raise TrackerInputError("a mask prompt cannot be combined with points or a box")
-            prompt = _Prompt(mask=self._mask_prompt(mask, size))
-        else:
-            coords, point_labels = self._point_prompt(points, labels, box, size)
-            prompt = _Prompt(points=coords, labels=point_labels)
-        state._pending[object_id] = prompt
+            return PreparedPrompt(mask=self._mask_prompt(mask, size))
+        coords, point_labels = self._point_prompt(points, labels, box, size)
+        return PreparedPrompt(points=coords, labels=point_labels)
 
-    def _prompt_frame_size(self, state: StreamState, frame_size: Optional[Tuple[int, int]]) -> Tuple[int, int]:
+    def queue_prompt(self, state: StreamState, object_id: int, prompt: PreparedPrompt) -> None:
+        """Queue a prepared prompt for `object_id`, applied on the next `step` (a new id adds an object).
+
+        Raises:
+          TrackerInputError: invalid id or more than max_objects objects (the stream is unchanged then).
+        """
+        self.check_new_object(state.object_ids, object_id)
+        state._pending[int(object_id)] = prompt
+
+    def _prompt_frame_size(
+        self, state: Optional[StreamState], frame_size: Optional[Tuple[int, int]]
+    ) -> Tuple[int, int]:
         if frame_size is None:
-            if state.frame_size is None:
+            if state is None or state.frame_size is None:
                 raise TrackerInputError("no frame stepped yet: pass frame_size=(H, W) with the prompt")
             return state.frame_size
         if len(frame_size) != 2 or any(int(v) != v or v < 1 for v in frame_size):
@@ -449,7 +485,7 @@ class Tracker:
         object_ids: List[int],
         image: torch.Tensor,
         frame_index: int,
-        pending: Dict[int, _Prompt],
+        pending: Dict[int, PreparedPrompt],
     ) -> _FrameOutputs:
         """Run the model for all objects (bank rows in the order of object_ids) on one frame and write
         their memories into the bank."""
@@ -547,7 +583,7 @@ class Tracker:
         features: torch.Tensor,
         feat_s0: torch.Tensor,
         feat_s1: torch.Tensor,
-        prompts: List[_Prompt],
+        prompts: List[PreparedPrompt],
         mask_logits: Optional[torch.Tensor],
         is_init_cond_frame: bool,
     ) -> DecodeOutput:
@@ -644,11 +680,11 @@ class Tracker:
         )
 
 
-def _is_mask(prompt: Optional[_Prompt]) -> bool:
+def _is_mask(prompt: Optional[PreparedPrompt]) -> bool:
     return prompt is not None and prompt.mask is not None
 
 
-def _group_by_num_points(rows: List[int], prompt_of_row: Dict[int, Optional[_Prompt]]) -> List[List[int]]:
+def _group_by_num_points(rows: List[int], prompt_of_row: Dict[int, Optional[PreparedPrompt]]) -> List[List[int]]:
     """Split rows with point prompts into groups of equal point count (one decoder batch each)."""
     groups: Dict[int, List[int]] = {}
     for row in rows:
