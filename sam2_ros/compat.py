@@ -29,6 +29,7 @@ import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
 
 # rclpy API newer than Humble used in this module (each behind a check), with the release that added it.
 NEWER_API = {
@@ -40,13 +41,20 @@ Apply = Callable[[List[Parameter]], None]
 
 
 @contextlib.contextmanager
-def rclpy_session(args: Optional[Sequence[str]] = None) -> Iterator[None]:
-    """Initialise rclpy's default context (with its signal handlers) and shut it down on exit.
+def rclpy_session(args: Optional[Sequence[str]] = None, signal_handlers: bool = True) -> Iterator[None]:
+    """Initialise rclpy's default context and shut it down on exit.
 
     Same on every distribution (``with rclpy.init(...)`` only works from Kilted on). Shutting down a context
     that a signal handler already shut down is not an error.
+
+    Arguments:
+      args: command line with ROS arguments (None: sys.argv).
+      signal_handlers: install rclpy's SIGINT/SIGTERM handlers, which shut the context down at once. False
+        leaves the signals to the caller, who can then stop its threads before the context goes away
+        (signal_handler_options exists since Galactic).
     """
-    rclpy.init(args=None if args is None else list(args))
+    options = SignalHandlerOptions.ALL if signal_handlers else SignalHandlerOptions.NO
+    rclpy.init(args=None if args is None else list(args), signal_handler_options=options)
     try:
         yield
     finally:

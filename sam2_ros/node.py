@@ -1,39 +1,44 @@
-"""The SAM 2 tracker node: camera in, prompts in, label image + objects (+ overlay, detections) out.
+"""The SAM 2 tracker node: cameras in, prompts in, label images + objects (+ overlay, detections) out.
 
-Run it as ``ros2 run sam2_ros tracker_node`` (ROS install) or ``sam2-ros-tracker`` (pip venv), both with
-the usual ``--ros-args`` (``-p image_size:=512``, ``-r image:=/camera/image_raw``, ``--params-file``...).
+Run it as ``ros2 run sam2_ros tracker_node`` (ROS install) or ``sam2-ros-tracker`` (pip venv), both with the
+usual ``--ros-args`` (``-p image_size:=512``, ``-r image:=/camera/image_raw``, ``--params-file``...), or with
+``ros2 launch sam2_ros tracker.launch.py``.
 
-Threads: the executor's threads run the callbacks (images, prompts, services, timers); ONE worker thread
-runs the model. The image callback only puts the message into a one-slot latest-frame buffer (a frame
-still waiting there is dropped and counted), so it never blocks and the latency stays bounded when the
-camera is faster than the model. The worker decodes the image, applies the queued prompts and tracks
-(`sam2_rt.Tracker.step`), then publishes every output with the INPUT image's header.
+This module is the lifecycle wiring; its parts live beside it: `parameters` (the parameter table and its
+validation), `requests` (prompt / remove / reset requests, validated and answered at once, applied on the next
+frame), `worker` (latest-frame slots, the worker thread, statistics), `outputs` and `overlay` (messages).
 
-Lifecycle (``rclpy.lifecycle``): configure validates the parameters and creates publishers and services;
-activate loads the model (refused without a checkpoint unless ``allow_random_weights``) and subscribes;
-deactivate unsubscribes and frees the model and the tracked objects; ``autostart`` runs configure +
-activate on start. A few parameters apply at once; most are read on activation (see PARAMETERS).
+One model serves every camera of the `cameras` parameter (default: one camera with the plain topic names).
+Threads: the executor's threads run the callbacks; ONE worker thread runs the model. Image callbacks only put
+the message into their camera's one-slot buffer (`sam2_ros.worker`). Services, the prompt topics and
+/diagnostics never wait for a model step. Every output carries the INPUT image's header.
 
-Errors (malformed images, invalid prompts, unknown ids, anything raised while tracking) become one log line
-and a counter in /diagnostics; the node keeps running and keeps the objects it tracks.
+Lifecycle (``rclpy.lifecycle``): configure validates the parameters and creates each camera's publishers and
+the services; activate loads the model (refused without a checkpoint unless ``allow_random_weights``) and
+subscribes; deactivate unsubscribes, stops the worker and frees the model and the tracked objects; cleanup
+removes publishers and services; ``autostart`` runs configure + activate on start.
+
+Errors (malformed images, invalid prompts, unknown ids or cameras, anything raised while tracking) are counted
+per kind and logged at most once per kind and camera every few seconds; the node keeps running and keeps the
+objects it tracks. SIGINT / SIGTERM stop the worker first, then the ROS context: exit code 0.
 """
 from __future__ import annotations
 
 import functools
 import logging
 import os
+import signal
 import threading
 import time
 import traceback
-from collections import deque
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, Union
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -42,32 +47,36 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 
 from sam2_ros.compat import add_parameter_callbacks, rclpy_session
-from sam2_ros.conversions import ImageConversionError, compressed_to_rgb, image_to_numpy, image_to_rgb, numpy_to_image
+from sam2_ros.conversions import ImageConversionError, compressed_to_rgb, image_to_rgb, numpy_to_image
 from sam2_ros.msg import Prompt, TrackedObjectArray
 from sam2_ros.outputs import Detection2DArray, FrameOutputs, detections_message, mask_message, objects_message
 from sam2_ros.overlay import draw_overlay
+from sam2_ros.parameters import APPLIES, NODE_NAME, PARAMETER_SPECS, PARAMETERS, NodeSettings, parameter_problem
+from sam2_ros.requests import ObjectBook, PromptRequest, apply_requests
 from sam2_ros.srv import AddPrompt, RemoveObjects, Reset
-from sam2_rt.backends import apply_backend
-from sam2_rt.checkpoint import default_checkpoint_path, load_model, random_model
-from sam2_rt.config import MODEL_NAMES
-from sam2_rt.modeling.sam2 import SAM2Model
+from sam2_ros.worker import (
+    IMAGES_REJECTED,
+    PROMPTS_REJECTED,
+    REQUESTS_REJECTED,
+    RESOLUTION_CHANGES,
+    WORKER_ERRORS,
+    ERROR_WINDOW_S,
+    FrameWorker,
+    NodeStats,
+    total_snapshot,
+)
+from sam2_rt.backends import apply_backend, resolve_device
+from sam2_rt.checkpoint import MissingCheckpointError, build_model
 from sam2_rt.tracker import StreamState, Tracker, TrackerConfig, TrackerInputError
 
-NODE_NAME = "sam2_tracker"
 # Seconds between the warnings of a node running with random weights.
 RANDOM_WEIGHTS_WARNING_PERIOD_S = 5.0
-# Repeats of one error category are logged at most this often (the counters count every one).
+# Each kind of error is logged at most once per camera in this many seconds (the counters count every one;
+# the others are logged at debug level).
 ERROR_LOG_PERIOD_S = 5.0
-# Seconds of history behind the rate and latency figures of /diagnostics.
-STATS_WINDOW_S = 5.0
-
-# Error counters reported in /diagnostics.
-IMAGES_REJECTED = "images_rejected"  # malformed or undecodable images
-PROMPTS_REJECTED = "prompts_rejected"  # invalid prompts (topic and service)
-REQUESTS_REJECTED = "requests_rejected"  # service requests that cannot be served (unknown ids, inactive)
-WORKER_ERRORS = "worker_errors"  # unexpected exceptions while tracking or publishing
-RESOLUTION_CHANGES = "resolution_changes"  # input size changed mid-stream (tracking continues)
-ERROR_COUNTERS = (IMAGES_REJECTED, PROMPTS_REJECTED, REQUESTS_REJECTED, WORKER_ERRORS, RESOLUTION_CHANGES)
+# Executor threads: images, requests (services + prompt topics) and timers each get one, plus one spare so a
+# slow subscriber callback never delays a service answer.
+EXECUTOR_THREADS = 4
 
 # Images: keep only the newest sample (depth 1); reliability is a parameter.
 _RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
@@ -75,8 +84,10 @@ _RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": Reliab
 PROMPT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # Outputs: reliable (also serves best-effort subscribers), a few frames of slack for slow consumers.
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
+# /diagnostics, as diagnostic_updater publishes it.
+DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
-ParameterValue = Union[bool, int, float, str]
+Frame = Tuple[Union[Image, CompressedImage], float]  # (message, monotonic arrival time)
 
 
 def image_qos(reliability: str) -> QoSProfile:
@@ -89,150 +100,9 @@ def image_qos(reliability: str) -> QoSProfile:
     )
 
 
-# When a parameter's new value takes effect.
-APPLIES = {
-    "start-up": "Read when the node starts.",
-    "configure": "Read when the node is configured.",
-    "activation": "Read when the node activates (deactivate + activate to apply a change).",
-    "at once": "Applied at once.",
-}
-
-
-@dataclass(frozen=True)
-class ParameterSpec:
-    """One node parameter: its default, its documentation and its constraints."""
-
-    name: str
-    default: ParameterValue
-    description: str
-    # Allowed values of a string parameter (empty: any).
-    choices: Tuple[str, ...] = ()
-    # (from, to, step) of an integer parameter, or (from, to) of a floating-point one.
-    value_range: Optional[Tuple[float, ...]] = None
-    # When a new value takes effect: one of APPLIES.
-    applies: str = "activation"
-
-    def descriptor(self) -> ParameterDescriptor:
-        """The ParameterDescriptor declared for this parameter (description, range, choices)."""
-        types = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
-                 float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
-        descriptor = ParameterDescriptor(
-            name=self.name, type=types[type(self.default)], description=f"{self.description} {APPLIES[self.applies]}"
-        )
-        if self.choices:
-            descriptor.additional_constraints = "one of: " + ", ".join(self.choices)
-        if self.value_range is not None and isinstance(self.default, int) and not isinstance(self.default, bool):
-            low, high, step = self.value_range
-            descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=int(step))]
-        elif self.value_range is not None:
-            low, high = self.value_range
-            descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
-        return descriptor
-
-
-PARAMETERS: Tuple[ParameterSpec, ...] = (
-    ParameterSpec("autostart", True, "Configure and activate the node as soon as it starts.", applies="start-up"),
-    ParameterSpec("model", "sam2.1_hiera_tiny", "SAM 2 / SAM 2.1 model.", choices=MODEL_NAMES),
-    ParameterSpec(
-        "checkpoint", "",
-        "Meta's .pt checkpoint file of `model`. Empty: the file `sam2-rt download <model>` stores, if present.",
-    ),
-    ParameterSpec(
-        "allow_random_weights", False,
-        "Run with random weights when no checkpoint is found (demos and tests only: the masks are meaningless "
-        "and a warning is logged every few seconds). False: the node refuses to activate without a checkpoint.",
-    ),
-    ParameterSpec("device", "auto", "Where the model runs; auto = cuda when available, else cpu.",
-                  choices=("auto", "cuda", "cpu")),
-    ParameterSpec("precision", "fp32", "Compute precision of the model (bf16 / fp16 autocast).",
-                  choices=("fp32", "bf16", "fp16")),
-    ParameterSpec("backend", "eager",
-                  "Model execution backend; an unavailable one falls back (tensorrt -> compile -> eager) with a warning.",
-                  choices=("eager", "compile", "tensorrt")),
-    ParameterSpec("image_size", 1024, "Square model input side in pixels (multiple of 32; 1024 is Meta's).",
-                  value_range=(64, 4096, 32)),
-    ParameterSpec(
-        "cpu_threads", 0,
-        "Threads of torch's CPU kernels when the model runs on the CPU; 0 = all cores but one. The node's own "
-        "threads, DDS and the camera driver need a core: OpenMP given every core stalls whole steps (seconds) "
-        "whenever another thread takes one of them.",
-        value_range=(0, 1024, 1),
-    ),
-    ParameterSpec("max_objects", 16, "Most objects tracked at once (memory is preallocated for all).",
-                  value_range=(1, 255, 1)),
-    ParameterSpec("max_conditioning_frames", 4, "Prompted frames kept per object (the first and the most recent).",
-                  value_range=(1, 64, 1)),
-    ParameterSpec("lost_after_frames", 30, "An object absent for more than this many frames is reported LOST.",
-                  value_range=(0, 1_000_000, 1)),
-    ParameterSpec("input_reliability", "best_effort",
-                  "Reliability of the image subscription (best_effort also accepts reliable cameras).",
-                  choices=("best_effort", "reliable")),
-    ParameterSpec("use_compressed", False,
-                  "Subscribe to `image/compressed` (sensor_msgs/CompressedImage, jpeg/png) instead of `image`."),
-    ParameterSpec("publish_overlay", True,
-                  "Publish `overlay` (bgr8: tinted masks, boxes, ids); drawn only while someone subscribes.",
-                  applies="at once"),
-    ParameterSpec("overlay_alpha", 0.5, "Opacity of the mask tint in `overlay`.", value_range=(0.0, 1.0),
-                  applies="at once"),
-    ParameterSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", value_range=(0.1, 60.0)),
-)
-PARAMETER_SPECS: Dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}
-
-
-def parameter_problem(name: str, value: Any) -> Optional[str]:
-    """Why `value` is not acceptable for parameter `name` (None when it is).
-
-    Checks what a ParameterDescriptor cannot express: choices and an existing checkpoint file. Types and
-    numeric ranges are enforced by rclpy itself from the descriptors (on declaration and on every set).
-    """
-    spec = PARAMETER_SPECS.get(name)
-    if spec is None:
-        return None
-    if spec.choices and value not in spec.choices:
-        return f"{value!r} is not one of {', '.join(spec.choices)}"
-    if name == "checkpoint" and value and not Path(value).expanduser().is_file():
-        return f"checkpoint file not found: {value}"
-    return None
-
-
-@dataclass(frozen=True)
-class NodeSettings:
-    """The parameters read on activation."""
-
-    model: str
-    checkpoint: str
-    allow_random_weights: bool
-    device: str
-    precision: str
-    backend: str
-    image_size: int
-    cpu_threads: int
-    max_objects: int
-    max_conditioning_frames: int
-    lost_after_frames: int
-    input_reliability: str
-    use_compressed: bool
-
-
-class ActivationError(RuntimeError):
-    """The node cannot activate with its current parameters (the message says what to change)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """auto -> cuda when available, else cpu; cuda without a GPU raises ActivationError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ActivationError("device 'cuda' requested but torch sees no CUDA device (use device:=cpu or auto)")
-    return torch.device(name)
-
-
-def resolve_checkpoint(settings: NodeSettings) -> Optional[Path]:
-    """The checkpoint file to load: the parameter, else the download cache's file of the model, else None."""
-    if settings.checkpoint:
-        return Path(settings.checkpoint).expanduser()
-    cached = default_checkpoint_path(settings.model)
-    return cached if cached.is_file() else None
+def camera_topic(camera: str, name: str) -> str:
+    """The relative topic `name` of `camera` ("" = the plain name)."""
+    return f"{camera}/{name}" if camera else name
 
 
 def resolve_cpu_threads(requested: int, cores: Optional[int] = None) -> int:
@@ -244,141 +114,37 @@ def resolve_cpu_threads(requested: int, cores: Optional[int] = None) -> int:
     return max(1, cores - 1)
 
 
-def build_model(settings: NodeSettings, device: torch.device) -> Tuple[SAM2Model, str]:
-    """Load the model; returns it (eval, float32, on `device`) and a description of its weights.
-
-    Raises:
-      ActivationError: no checkpoint while random weights are not allowed.
-      sam2_rt.checkpoint.CheckpointError: the checkpoint file is unusable.
-    """
-    checkpoint = resolve_checkpoint(settings)
-    if checkpoint is not None:
-        return load_model(settings.model, checkpoint, settings.image_size, device), str(checkpoint)
-    if not settings.allow_random_weights:
-        raise ActivationError(
-            f"no checkpoint for {settings.model}: set the parameter 'checkpoint' to Meta's .pt file (or run "
-            f"`sam2-rt download {settings.model}`, which stores it at {default_checkpoint_path(settings.model)}); "
-            "allow_random_weights:=true runs without one, for demos and tests only"
-        )
-    # Seeded so that two runs with random weights give the same (meaningless) masks.
-    return random_model(settings.model, settings.image_size, device), "RANDOM (no checkpoint)"
+class ActivationError(RuntimeError):
+    """The node cannot activate with its current parameters (the message says what to change)."""
 
 
-@dataclass(frozen=True)
-class PromptRequest:
-    """The tracker arguments of one Prompt message (coordinates in pixels of the original image)."""
+@dataclass
+class Camera:
+    """One camera of the node: its publishers (configure) and, while active, its stream and request book."""
 
-    object_id: int
-    mode: int
-    points: Optional[np.ndarray]  # (N, 2) float64 x, y
-    labels: Optional[np.ndarray]  # (N,) int64 0 / 1
-    box: Optional[np.ndarray]  # (4,) float64 x0, y0, x1, y1
-    mask: Optional[np.ndarray]  # (H, W) bool
+    name: str
+    publishers: Dict[str, Any]
+    stats: NodeStats = field(default_factory=NodeStats)
+    # While active: the requests accepted for the stream, and the stream itself (the worker's alone).
+    book: Optional[ObjectBook] = None
+    stream: Optional[StreamState] = None
+    subscriptions: List[Any] = field(default_factory=list)
 
-    @classmethod
-    def from_message(cls, msg: Prompt) -> "PromptRequest":
-        """Read a Prompt message. Content is validated by the tracker; this checks only the message itself.
-
-        Raises:
-          TrackerInputError: object_id 0, unknown mode, or a mask image that is not one 8/16-bit channel.
-        """
-        if msg.object_id == 0:
-            raise TrackerInputError("object_id 0 is the background of the label image: use ids >= 1")
-        if msg.mode not in (Prompt.MODE_ADD, Prompt.MODE_REFINE, Prompt.MODE_REPLACE):
-            raise TrackerInputError(f"unknown prompt mode {msg.mode} (MODE_ADD=0, MODE_REFINE=1, MODE_REPLACE=2)")
-        mask = None
-        if msg.mask.width or msg.mask.height or len(msg.mask.data):
-            try:
-                mask_pixels = image_to_numpy(msg.mask)
-            except ImageConversionError as err:
-                raise TrackerInputError(f"mask prompt: {err}") from None
-            if mask_pixels.ndim != 2:
-                raise TrackerInputError(f"mask prompt must have one channel (mono8 / 8UC1), got {msg.mask.encoding}")
-            mask = mask_pixels != 0
-        points = np.array([(p.x, p.y) for p in msg.points], dtype=np.float64).reshape(-1, 2) if msg.points else None
-        labels = np.asarray(msg.labels, dtype=np.int64) if len(msg.labels) else None
-        box = np.asarray(msg.box, dtype=np.float64) if msg.has_box else None
-        return cls(int(msg.object_id), int(msg.mode), points, labels, box, mask)
+    @property
+    def label(self) -> str:
+        """How logs name this camera."""
+        return f"camera {self.name!r}" if self.name else "camera"
 
 
-class LatestFrameSlot:
-    """A one-slot buffer between the image callback and the worker: a new frame replaces a waiting one.
+@dataclass
+class Session:
+    """What exists while the node is active: the model's tracker and the worker."""
 
-    `put` never blocks. `take` blocks until a frame is there or the slot is closed (then returns None).
-    """
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._item: Optional[Any] = None
-        self._closed = False
-
-    def put(self, item: Any) -> bool:
-        """Store `item`; returns True when it replaced a frame the worker had not taken (a dropped frame)."""
-        with self._condition:
-            dropped = self._item is not None
-            self._item = item
-            self._condition.notify()
-        return dropped
-
-    def take(self) -> Optional[Any]:
-        """The newest frame, removed from the slot; None once the slot is closed."""
-        with self._condition:
-            while self._item is None and not self._closed:
-                self._condition.wait()
-            item, self._item = self._item, None
-            return None if self._closed else item
-
-    def close(self) -> None:
-        """Wake the worker for good; later `take` calls return None."""
-        with self._condition:
-            self._closed = True
-            self._condition.notify_all()
-
-
-class NodeStats:
-    """Frame counters, error counters and a sliding window of latencies (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.frames_received = 0
-        self.frames_processed = 0
-        self.frames_dropped = 0
-        self.errors: Dict[str, int] = {name: 0 for name in ERROR_COUNTERS}
-        # (monotonic seconds at publication, latency in seconds) of recently processed frames
-        self._recent: Deque[Tuple[float, float]] = deque(maxlen=10_000)
-
-    def received(self, dropped: bool) -> None:
-        with self._lock:
-            self.frames_received += 1
-            self.frames_dropped += int(dropped)
-
-    def processed(self, latency_s: float) -> None:
-        with self._lock:
-            self.frames_processed += 1
-            self._recent.append((time.monotonic(), latency_s))
-
-    def count_error(self, name: str) -> int:
-        """Add one to an error counter; returns the new count."""
-        with self._lock:
-            self.errors[name] += 1
-            return self.errors[name]
-
-    def snapshot(self) -> Dict[str, float]:
-        """Counters plus rate (Hz) and latency (ms, mean / max) over the last STATS_WINDOW_S seconds."""
-        with self._lock:
-            now = time.monotonic()
-            while self._recent and self._recent[0][0] < now - STATS_WINDOW_S:
-                self._recent.popleft()
-            latencies = [latency for _, latency in self._recent]
-            return {
-                "frames_received": self.frames_received,
-                "frames_processed": self.frames_processed,
-                "frames_dropped": self.frames_dropped,
-                "rate_hz": len(latencies) / STATS_WINDOW_S,
-                "latency_ms_mean": 1000.0 * float(np.mean(latencies)) if latencies else 0.0,
-                "latency_ms_max": 1000.0 * max(latencies) if latencies else 0.0,
-                **self.errors,
-            }
+    tracker: Tracker
+    worker: FrameWorker
+    description: str
+    device: str
+    random_weights: bool
 
 
 Transition = Callable[["TrackerNode", LifecycleState], TransitionCallbackReturn]
@@ -399,11 +165,11 @@ def _logged_transition(callback: Transition) -> Transition:
 
 
 class TrackerNode(LifecycleNode):
-    """Lifecycle node wrapping `sam2_rt.Tracker` (one stream: the subscribed camera).
+    """Lifecycle node wrapping `sam2_rt.Tracker`: one model, one stream per camera.
 
-    Topics (relative, remappable): subscribes `image` (or `image/compressed`) and `prompts`; publishes
-    `masks`, `objects`, `overlay`, `detections` (with vision_msgs) and `/diagnostics`. Services:
-    `add_prompt`, `remove_objects`, `reset`.
+    Topics (relative, remappable; `<camera>/` in front when cameras are named): subscribes `image` (or
+    `image/compressed`) and `prompts`; publishes `masks`, `objects`, `overlay`, `detections` (with vision_msgs)
+    and `/diagnostics`. Services (private): `~/add_prompt`, `~/remove_objects`, `~/reset`.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -414,28 +180,19 @@ class TrackerNode(LifecycleNode):
         self._publish_overlay = bool(self.get_parameter("publish_overlay").value)
         self._overlay_alpha = float(self.get_parameter("overlay_alpha").value)
 
-        # Services and prompts share a group: they wait for the tracker lock, images must not wait for them.
+        # Services and prompts share a group; images have their own: neither waits for the other.
         self._request_group = MutuallyExclusiveCallbackGroup()
         self._image_group = MutuallyExclusiveCallbackGroup()
-        self._stats = NodeStats()
-        self._last_error_log: Dict[str, Tuple[float, str]] = {}
+        self._last_error_log: Dict[Tuple[str, str], float] = {}
         self._status = "unconfigured"
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self._diagnostics_timer: Optional[Any] = None
-        self._outputs: Dict[str, Any] = {}
-        self._request_services: List[Any] = []
-        self._inputs: List[Any] = []
+        self._services: List[Any] = []
         self._random_weights_timer: Optional[Any] = None
-
-        # Everything below is guarded by _lock (the worker holds it while stepping the tracker).
-        self._lock = threading.Lock()
-        self._tracker: Optional[Tracker] = None
-        self._stream: Optional[StreamState] = None
-        self._frame_size: Optional[Tuple[int, int]] = None
-        self._description = ""
-        self._device = ""
-        self._slot: Optional[LatestFrameSlot] = None
-        self._worker: Optional[threading.Thread] = None
+        # Created on configure, destroyed on cleanup.
+        self._cameras: Dict[str, Camera] = {}
+        # Set on activation, None otherwise; read once by each callback (a reference swap is atomic).
+        self._session: Optional[Session] = None
 
     # ------------------------------------------------------------------ parameters
 
@@ -484,85 +241,111 @@ class TrackerNode(LifecycleNode):
             self._status = "configure failed: invalid parameters: " + "; ".join(problems)
             self.get_logger().error(self._status)
             return TransitionCallbackReturn.FAILURE
-        self._outputs = {
-            "masks": self.create_lifecycle_publisher(Image, "masks", OUTPUT_QOS),
-            "objects": self.create_lifecycle_publisher(TrackedObjectArray, "objects", OUTPUT_QOS),
-            "overlay": self.create_lifecycle_publisher(Image, "overlay", OUTPUT_QOS),
-        }
-        if Detection2DArray is not None:
-            self._outputs["detections"] = self.create_lifecycle_publisher(Detection2DArray, "detections", OUTPUT_QOS)
-        self._request_services = [
-            self.create_service(AddPrompt, "add_prompt", self._on_add_prompt, callback_group=self._request_group),
-            self.create_service(RemoveObjects, "remove_objects", self._on_remove_objects,
+        self._cameras = {name: Camera(name, self._create_publishers(name))
+                         for name in self.get_parameter("cameras").value}
+        self._services = [
+            self.create_service(AddPrompt, "~/add_prompt", self._on_add_prompt, callback_group=self._request_group),
+            self.create_service(RemoveObjects, "~/remove_objects", self._on_remove_objects,
                                 callback_group=self._request_group),
-            self.create_service(Reset, "reset", self._on_reset, callback_group=self._request_group),
+            self.create_service(Reset, "~/reset", self._on_reset, callback_group=self._request_group),
         ]
         self._diagnostics_timer = self.create_timer(
             float(self.get_parameter("diagnostics_period").value), self._publish_diagnostics
         )
         self._status = "configured (inactive)"
-        self.get_logger().info("configured")
+        self.get_logger().info(f"configured: {len(self._cameras)} camera(s)")
         return super().on_configure(state)
+
+    def _create_publishers(self, camera: str) -> Dict[str, Any]:
+        publishers = {
+            "masks": self.create_lifecycle_publisher(Image, camera_topic(camera, "masks"), OUTPUT_QOS),
+            "objects": self.create_lifecycle_publisher(TrackedObjectArray, camera_topic(camera, "objects"), OUTPUT_QOS),
+            "overlay": self.create_lifecycle_publisher(Image, camera_topic(camera, "overlay"), OUTPUT_QOS),
+        }
+        if Detection2DArray is not None:
+            publishers["detections"] = self.create_lifecycle_publisher(
+                Detection2DArray, camera_topic(camera, "detections"), OUTPUT_QOS
+            )
+        return publishers
 
     @_logged_transition
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            settings = self._read_settings()
-            device = resolve_device(settings.device)
-            cpu_note = ""
-            if device.type == "cpu":
-                torch.set_num_threads(resolve_cpu_threads(settings.cpu_threads))
-                cpu_note = f" (torch threads: {torch.get_num_threads()})"
-            model, weights = build_model(settings, device)
-            # Falls back (tensorrt -> compile -> eager) with a warning naming the reason.
-            backend = apply_backend(model, settings.backend, precision=settings.precision)
-            tracker = Tracker(
-                model,
-                TrackerConfig(
-                    max_objects=settings.max_objects,
-                    max_conditioning_frames=settings.max_conditioning_frames,
-                    lost_after_frames=settings.lost_after_frames,
-                    precision=settings.precision,
-                ),
-            )
+            session, settings = self._create_session()
         except Exception as err:  # noqa: BLE001 - any load failure must leave the node inactive with a reason
             self._status = f"refusing to activate: {err}"
             self.get_logger().error(self._status)
             return TransitionCallbackReturn.FAILURE
-        self._description = (
-            f"model {settings.model} at {settings.image_size} px on {device}{cpu_note}, {settings.precision}, "
-            f"backend {backend.used}{'' if backend.used == backend.requested else f' (asked: {backend.requested})'}, "
-            f"weights: {weights}"
-        )
-        self._device = str(device)
-        with self._lock:
-            self._tracker = tracker
-            self._stream = tracker.create_stream()
-            self._frame_size = None
-        self._stats = NodeStats()
-        if settings.use_compressed:
-            image_sub = self.create_subscription(
-                CompressedImage, "image/compressed", self._on_image, image_qos(settings.input_reliability),
-                callback_group=self._image_group,
-            )
-        else:
-            image_sub = self.create_subscription(
-                Image, "image", self._on_image, image_qos(settings.input_reliability), callback_group=self._image_group
-            )
-        self._inputs = [
-            image_sub,
-            self.create_subscription(Prompt, "prompts", self._on_prompt, PROMPT_QOS, callback_group=self._request_group),
-        ]
+        for camera in self._cameras.values():
+            camera.stats = NodeStats()
+            camera.book = ObjectBook(session.tracker)
+            camera.stream = session.tracker.create_stream()
+        self._session = session
+        session.worker.start()
+        for camera in self._cameras.values():
+            camera.subscriptions = self._subscribe(camera, settings)
         result = super().on_activate(state)
-        self._slot = LatestFrameSlot()
-        self._worker = threading.Thread(target=self._run_worker, args=(self._slot,), name="sam2_worker", daemon=True)
-        self._worker.start()
-        if weights.startswith("RANDOM"):
+        if session.random_weights:
             self._warn_random_weights()
             self._random_weights_timer = self.create_timer(RANDOM_WEIGHTS_WARNING_PERIOD_S, self._warn_random_weights)
         self._status = "active"
-        self.get_logger().info(f"activated: {self._description}; listening on {image_sub.topic_name}")
+        topics = ", ".join(camera.subscriptions[0].topic_name for camera in self._cameras.values())
+        self.get_logger().info(f"activated: {session.description}; listening on {topics}")
         return result
+
+    def _create_session(self) -> Tuple[Session, NodeSettings]:
+        settings = self._read_settings()
+        try:
+            device = resolve_device(settings.device)
+        except ValueError as err:
+            raise ActivationError(str(err)) from None
+        cpu_note = ""
+        if device.type == "cpu":
+            torch.set_num_threads(resolve_cpu_threads(settings.cpu_threads))
+            cpu_note = f" (torch threads: {torch.get_num_threads()})"
+        try:
+            built = build_model(settings.model, settings.checkpoint, settings.image_size, device,
+                                settings.allow_random_weights)
+        except MissingCheckpointError as err:
+            raise ActivationError(
+                f"{err}; set the parameter 'checkpoint', or allow_random_weights:=true to run without one "
+                "(demos and tests only)"
+            ) from None
+        # Falls back (tensorrt -> compile -> eager) with a warning naming the reason.
+        backend = apply_backend(built.model, settings.backend, precision=settings.precision)
+        tracker = Tracker(
+            built.model,
+            TrackerConfig(
+                max_objects=settings.max_objects,
+                max_conditioning_frames=settings.max_conditioning_frames,
+                lost_after_frames=settings.lost_after_frames,
+                precision=settings.precision,
+            ),
+        )
+        description = (
+            f"model {settings.model} at {settings.image_size} px on {device}{cpu_note}, {settings.precision}, "
+            f"backend {backend.used}{'' if backend.used == backend.requested else f' (asked: {backend.requested})'}, "
+            f"weights: {built.weights}"
+        )
+        session = Session(
+            tracker=tracker, description=description, device=str(device), random_weights=built.checkpoint is None,
+            worker=FrameWorker(process=self._process, on_error=self._on_worker_error),
+        )
+        return session, settings
+
+    def _subscribe(self, camera: Camera, settings: NodeSettings) -> List[Any]:
+        qos = image_qos(settings.input_reliability)
+        on_image = functools.partial(self._on_image, camera)
+        if settings.use_compressed:
+            image_sub = self.create_subscription(CompressedImage, camera_topic(camera.name, "image/compressed"),
+                                                 on_image, qos, callback_group=self._image_group)
+        else:
+            image_sub = self.create_subscription(Image, camera_topic(camera.name, "image"), on_image, qos,
+                                                 callback_group=self._image_group)
+        prompt_sub = self.create_subscription(Prompt, camera_topic(camera.name, "prompts"),
+                                              functools.partial(self._on_prompt, camera), PROMPT_QOS,
+                                              callback_group=self._request_group)
+        return [image_sub, prompt_sub]
 
     @_logged_transition
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -585,34 +368,36 @@ class TrackerNode(LifecycleNode):
         return super().on_shutdown(state)
 
     def stop(self) -> None:
-        """Stop the worker and free the model (safe to call in any state, also after rclpy shut down)."""
+        """Stop the worker and free the model (safe in any state; call it before the ROS context shuts down)."""
         self._release()
 
     def _release(self) -> None:
-        for subscription in self._inputs:
-            self.destroy_subscription(subscription)
-        self._inputs = []
+        """Unsubscribe, finish the frame in progress (its outputs are published), free the model and objects."""
+        for camera in self._cameras.values():
+            for subscription in camera.subscriptions:
+                self.destroy_subscription(subscription)
+            camera.subscriptions = []
         if self._random_weights_timer is not None:
             self.destroy_timer(self._random_weights_timer)
             self._random_weights_timer = None
-        if self._slot is not None:
-            self._slot.close()
-        if self._worker is not None:
-            self._worker.join(timeout=30.0)
-        self._slot, self._worker = None, None
-        with self._lock:
-            device = self._tracker.device if self._tracker is not None else None
-            self._tracker, self._stream = None, None
-        if device is not None and device.type == "cuda":
+        session, self._session = self._session, None
+        if session is None:
+            return
+        session.worker.stop()
+        for camera in self._cameras.values():
+            camera.book, camera.stream = None, None
+        if session.tracker.device.type == "cuda":
+            del session
             torch.cuda.empty_cache()
 
     def _destroy_interfaces(self) -> None:
-        for publisher in self._outputs.values():
-            self.destroy_lifecycle_publisher(publisher)
-        self._outputs = {}
-        for service in self._request_services:
+        for camera in self._cameras.values():
+            for publisher in camera.publishers.values():
+                self.destroy_lifecycle_publisher(publisher)
+        self._cameras = {}
+        for service in self._services:
             self.destroy_service(service)
-        self._request_services = []
+        self._services = []
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
             self._diagnostics_timer = None
@@ -625,56 +410,70 @@ class TrackerNode(LifecycleNode):
 
     # ------------------------------------------------------------------ errors
 
-    def _report(self, counter: str, message: str) -> None:
-        """Count an error and log it: a new message at once, repeats of the same one every few seconds."""
-        count = self._stats.count_error(counter)
+    def _report(self, camera: Camera, counter: str, message: str) -> None:
+        """Count an error; log it unless this kind was logged for this camera within ERROR_LOG_PERIOD_S."""
+        count = camera.stats.count_error(counter)
         now = time.monotonic()
-        last_time, last_message = self._last_error_log.get(counter, (-np.inf, ""))
-        if message != last_message or now - last_time >= ERROR_LOG_PERIOD_S:
-            self._last_error_log[counter] = (now, message)
-            self.get_logger().warning(f"{message} [{counter}: {count}]")
+        key = (camera.name, counter)
+        line = f"{camera.label}: {message} [{counter}: {count}]"
+        if now - self._last_error_log.get(key, -np.inf) >= ERROR_LOG_PERIOD_S:
+            self._last_error_log[key] = now
+            self.get_logger().warning(line)
+        else:
+            self.get_logger().debug(line)
+
+    def _on_worker_error(self, err: Exception) -> None:
+        camera = next(iter(self._cameras.values()), None)
+        if camera is not None:
+            self._report(camera, WORKER_ERRORS, f"frame failed: {type(err).__name__}: {err} (objects kept)")
 
     # ------------------------------------------------------------------ images and the worker
 
-    def _on_image(self, msg: Union[Image, CompressedImage]) -> None:
-        slot = self._slot
-        if slot is not None:
-            self._stats.received(dropped=slot.put((msg, time.monotonic())))
+    def _on_image(self, camera: Camera, msg: Union[Image, CompressedImage]) -> None:
+        session = self._session
+        if session is not None:
+            camera.stats.received(dropped=session.worker.frames.put(camera.name, (msg, time.monotonic())))
 
-    def _run_worker(self, slot: LatestFrameSlot) -> None:
-        while (item := slot.take()) is not None:
+    def _process(self, frames: Dict[str, Frame]) -> None:
+        """One round of the worker: decode, apply the queued requests, track and publish each camera's frame."""
+        session = self._session
+        if session is None:
+            return
+        for name, (msg, arrival) in frames.items():
+            camera = self._cameras[name]
             try:
-                self._process(*item)
-            except Exception as err:  # noqa: BLE001 - the worker must survive anything one frame raises
-                self._report(WORKER_ERRORS, f"frame failed: {type(err).__name__}: {err} (objects kept)")
+                self._process_camera(session.tracker, camera, msg, arrival)
+            except Exception as err:  # noqa: BLE001 - one camera's failure must not stop the others
+                self._report(camera, WORKER_ERRORS, f"frame failed: {type(err).__name__}: {err} (objects kept)")
 
-    def _process(self, msg: Union[Image, CompressedImage], arrival: float) -> None:
-        """Decode one frame, track, publish. Runs on the worker thread."""
+    def _process_camera(self, tracker: Tracker, camera: Camera, msg: Union[Image, CompressedImage],
+                        arrival: float) -> None:
+        book, stream = camera.book, camera.stream
+        if book is None or stream is None:
+            return
         try:
             rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
         except ImageConversionError as err:
-            self._report(IMAGES_REJECTED, f"image rejected: {err}")
+            self._report(camera, IMAGES_REJECTED, f"image rejected: {err}")
             return
         size = (int(rgb.shape[0]), int(rgb.shape[1]))
-        with self._lock:
-            if self._tracker is None or self._stream is None:
-                return
-            if self._frame_size is not None and size != self._frame_size:
-                self._report(
-                    RESOLUTION_CHANGES,
-                    f"input resolution changed from {self._frame_size[1]}x{self._frame_size[0]} to "
-                    f"{size[1]}x{size[0]}: tracking continues with objects {sorted(self._stream.object_ids)}",
-                )
-            self._frame_size = size
-            try:
-                result = self._tracker.step(self._stream, rgb)
-            except TrackerInputError as err:
-                self._report(IMAGES_REJECTED, f"image rejected by the tracker: {err}")
-                return
-        self._publish(FrameOutputs.from_result(result), rgb, msg.header, arrival)
+        previous = book.set_frame_size(size)
+        if previous is not None:
+            self._report(
+                camera, RESOLUTION_CHANGES,
+                f"input resolution changed from {previous[1]}x{previous[0]} to {size[1]}x{size[0]}: tracking "
+                f"continues with objects {book.object_ids()}",
+            )
+        apply_requests(tracker, stream, book.drain())
+        try:
+            result = tracker.step(stream, rgb)
+        except TrackerInputError as err:
+            self._report(camera, IMAGES_REJECTED, f"image rejected by the tracker: {err}")
+            return
+        self._publish(camera, FrameOutputs.from_result(result), rgb, msg.header, arrival)
 
-    def _publish(self, outputs: FrameOutputs, rgb: np.ndarray, header: Any, arrival: float) -> None:
-        publishers = self._outputs
+    def _publish(self, camera: Camera, outputs: FrameOutputs, rgb: np.ndarray, header: Any, arrival: float) -> None:
+        publishers = camera.publishers
         publishers["masks"].publish(mask_message(outputs, header))
         if self._publish_overlay and publishers["overlay"].get_subscription_count() > 0:
             overlay = draw_overlay(rgb, outputs, self._overlay_alpha)
@@ -683,121 +482,128 @@ class TrackerNode(LifecycleNode):
             publishers["detections"].publish(detections_message(outputs, header))
         latency = time.monotonic() - arrival
         publishers["objects"].publish(
-            objects_message(outputs, header, int(latency * 1e9), self._stats.frames_dropped)
+            objects_message(outputs, header, int(latency * 1e9), camera.stats.frames_dropped)
         )
-        self._stats.processed(latency)
+        camera.stats.processed(latency)
 
     # ------------------------------------------------------------------ prompts and services
 
-    def _apply_prompt(self, msg: Prompt) -> str:
-        """Validate a prompt and queue it for the next frame; returns a confirmation.
+    def _camera_for(self, name: str) -> Camera:
+        """The camera a request names ("" = the only camera); TrackerInputError for an unknown one."""
+        if name in self._cameras:
+            return self._cameras[name]
+        names = ", ".join(repr(n) for n in self._cameras) or "none (the node is not configured)"
+        if not name:
+            raise TrackerInputError(f"this node has several cameras: name one of {names}")
+        raise TrackerInputError(f"unknown camera {name!r}; cameras: {names}")
 
-        Raises:
-          TrackerInputError: the prompt is invalid, refers to an unknown object (MODE_REFINE), comes before
-            any image, or the node is not active. Nothing changes then.
-        """
-        request = PromptRequest.from_message(msg)
-        with self._lock:
-            if self._tracker is None or self._stream is None:
-                raise TrackerInputError(f"the node is not active ({self._status})")
-            if self._frame_size is None:
-                raise TrackerInputError(
-                    "no image received yet: prompt coordinates are pixels of the image, whose size is not known"
-                )
-            known = request.object_id in self._stream.object_ids
-            if request.mode == Prompt.MODE_REFINE and not known:
-                raise TrackerInputError(
-                    f"object {request.object_id} is not tracked: MODE_REFINE needs a tracked id (MODE_ADD starts one)"
-                )
-            arguments = dict(points=request.points, labels=request.labels, box=request.box, mask=request.mask,
-                             frame_size=self._frame_size)
-            # Validated by this first call before anything is removed: a bad REPLACE loses nothing.
-            self._tracker.add_prompt(self._stream, request.object_id, **arguments)
-            if request.mode == Prompt.MODE_REPLACE and known:
-                self._tracker.remove_objects(self._stream, [request.object_id])
-                self._tracker.add_prompt(self._stream, request.object_id, **arguments)
-        action = "replaced" if request.mode == Prompt.MODE_REPLACE and known else "refined" if known else "added"
-        return f"object {request.object_id} {action}; the prompt applies to the next frame"
+    def _active_book(self, camera: Camera) -> ObjectBook:
+        book = camera.book
+        if self._session is None or book is None:
+            raise TrackerInputError(f"the node is not active ({self._status})")
+        return book
 
-    def _on_prompt(self, msg: Prompt) -> None:
+    def _on_prompt(self, camera: Camera, msg: Prompt) -> None:
         try:
-            self.get_logger().info(self._apply_prompt(msg))
+            self.get_logger().info(self._active_book(camera).submit_prompt(PromptRequest.from_message(msg)))
         except TrackerInputError as err:
-            self._report(PROMPTS_REJECTED, f"prompt for object {msg.object_id} rejected: {err}")
+            self._report(camera, PROMPTS_REJECTED, f"prompt for object {msg.object_id} rejected: {err}")
 
     def _on_add_prompt(self, request: AddPrompt.Request, response: AddPrompt.Response) -> AddPrompt.Response:
         response.object_id = request.prompt.object_id
         try:
-            response.message = self._apply_prompt(request.prompt)
+            camera = self._camera_for(request.camera)
+        except TrackerInputError as err:
+            return self._reject(response, REQUESTS_REJECTED, f"add_prompt rejected: {err}")
+        try:
+            response.message = self._active_book(camera).submit_prompt(PromptRequest.from_message(request.prompt))
             response.success = True
-            self.get_logger().info(response.message)
+            self.get_logger().info(f"{camera.label}: {response.message}")
         except TrackerInputError as err:
             response.success, response.message = False, f"prompt rejected: {err}"
-            self._report(PROMPTS_REJECTED, f"add_prompt for object {request.prompt.object_id} rejected: {err}")
+            self._report(camera, PROMPTS_REJECTED, f"add_prompt for object {request.prompt.object_id} rejected: {err}")
         return response
 
     def _on_remove_objects(
         self, request: RemoveObjects.Request, response: RemoveObjects.Response
     ) -> RemoveObjects.Response:
         ids = [int(obj_id) for obj_id in request.object_ids]
-        with self._lock:
-            if self._tracker is None or self._stream is None:
-                response.success, response.message = False, f"the node is not active ({self._status})"
-            else:
-                try:
-                    self._tracker.remove_objects(self._stream, ids)
-                    response.success, response.message = True, f"removed objects {ids}"
-                except TrackerInputError as err:
-                    response.success, response.message = False, str(err)
-                response.remaining_ids = sorted(self._stream.object_ids)
-        if response.success:
-            self.get_logger().info(response.message)
-        else:
-            self._report(REQUESTS_REJECTED, f"remove_objects {ids} rejected: {response.message}")
+        try:
+            camera = self._camera_for(request.camera)
+            book = self._active_book(camera)
+        except TrackerInputError as err:
+            return self._reject(response, REQUESTS_REJECTED, f"remove_objects {ids} rejected: {err}")
+        try:
+            response.remaining_ids = book.submit_removal(ids)
+            response.success, response.message = True, f"removed objects {ids}"
+            self.get_logger().info(f"{camera.label}: {response.message}")
+        except TrackerInputError as err:
+            response.success, response.message = False, str(err)
+            response.remaining_ids = book.object_ids()
+            self._report(camera, REQUESTS_REJECTED, f"remove_objects {ids} rejected: {err}")
         return response
 
     def _on_reset(self, request: Reset.Request, response: Reset.Response) -> Reset.Response:
-        with self._lock:
-            if self._tracker is None or self._stream is None:
-                response.success, response.message = False, f"the node is not active ({self._status})"
-            else:
-                self._tracker.reset(self._stream)
-                response.success, response.message = True, "all objects forgotten"
-        if response.success:
-            self.get_logger().info(f"reset: {response.message}")
+        try:
+            camera = self._camera_for(request.camera)
+            self._active_book(camera).submit_reset()
+        except TrackerInputError as err:
+            return self._reject(response, REQUESTS_REJECTED, f"reset rejected: {err}")
+        response.success, response.message = True, "all objects forgotten"
+        self.get_logger().info(f"{camera.label}: reset: {response.message}")
+        return response
+
+    def _reject(self, response: Any, counter: str, message: str) -> Any:
+        """Answer a request that names no usable camera (or comes while inactive), and count it."""
+        response.success, response.message = False, message
+        camera = next(iter(self._cameras.values()), None)
+        if camera is not None:
+            self._report(camera, counter, message)
         else:
-            self._report(REQUESTS_REJECTED, f"reset rejected: {response.message}")
+            self.get_logger().warning(message)
         return response
 
     # ------------------------------------------------------------------ diagnostics
 
     def _publish_diagnostics(self) -> None:
-        figures = self._stats.snapshot()
-        with self._lock:
-            objects = sorted(self._stream.object_ids) if self._stream is not None else []
-            active = self._tracker is not None
-        errors = sum(int(figures[name]) for name in ERROR_COUNTERS if name != RESOLUTION_CHANGES)
-        if not active:
+        session = self._session
+        snapshots = {name: camera.stats.snapshot() for name, camera in self._cameras.items()}
+        faults = {name: camera.stats.recent_faults() for name, camera in self._cameras.items()}
+        objects = {name: camera.book.object_ids() if camera.book is not None else []
+                   for name, camera in self._cameras.items()}
+        total_faults = sum((Counter(counts) for counts in faults.values()), Counter())
+        statuses = [self._status_of("tracker", session, total_snapshot(snapshots), dict(total_faults),
+                                    [obj for ids in objects.values() for obj in ids])]
+        if list(self._cameras) != [""]:
+            statuses += [self._status_of(f"camera {name}", session, snapshots[name], faults[name], objects[name])
+                         for name in self._cameras]
+        array = DiagnosticArray(status=statuses)
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics_pub.publish(array)
+
+    def _status_of(self, what: str, session: Optional[Session], figures: Dict[str, float],
+                   faults: Dict[str, int], objects: List[int]) -> DiagnosticStatus:
+        """One DiagnosticStatus: the level reflects the last ERROR_WINDOW_S seconds; totals are values."""
+        if session is None:
             level, message = DiagnosticStatus.WARN, self._status
-        elif "RANDOM" in self._description:
+        elif session.random_weights:
             level, message = DiagnosticStatus.WARN, "running with RANDOM weights: masks are meaningless"
-        elif errors:
-            level, message = DiagnosticStatus.WARN, f"tracking {len(objects)} object(s); {errors} rejected input(s)"
+        elif faults:
+            listed = ", ".join(f"{count} {name}" for name, count in sorted(faults.items()))
+            level, message = DiagnosticStatus.WARN, f"in the last {ERROR_WINDOW_S:g} s: {listed}"
         else:
             level, message = DiagnosticStatus.OK, f"tracking {len(objects)} object(s) at {figures['rate_hz']:.1f} Hz"
         values = {name: f"{value:.2f}" if isinstance(value, float) else str(value) for name, value in figures.items()}
-        values.update(objects=str(len(objects)), object_ids=" ".join(map(str, objects)),
-                      state=self._status, configuration=self._description)
-        status = DiagnosticStatus(
+        values.update(objects=str(len(objects)), object_ids=" ".join(map(str, objects)), state=self._status,
+                      configuration=session.description if session is not None else "",
+                      recent_faults=str(sum(faults.values())))
+        return DiagnosticStatus(
             level=level,
-            name=f"{self.get_fully_qualified_name()}: tracker",
+            name=f"{self.get_fully_qualified_name()}: {what}",
             message=message,
-            hardware_id=self._device,
+            hardware_id=session.device if session is not None else "",
             values=[KeyValue(key=key, value=value) for key, value in values.items()],
         )
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self._diagnostics_pub.publish(array)
 
 
 class _RosLogHandler(logging.Handler):
@@ -817,28 +623,47 @@ class _RosLogHandler(logging.Handler):
             self._logger.info(message)
 
 
-def main(args: Optional[Sequence[str]] = None) -> int:
-    """Entry point of `sam2-ros-tracker` and `ros2 run sam2_ros tracker_node` (takes --ros-args)."""
+def _spin(executor: MultiThreadedExecutor, stop: threading.Event) -> None:
+    """Spin until the executor is shut down; a context shut down from outside also ends the node."""
     try:
-        with rclpy_session(args):
-            node = TrackerNode()
-            handler = _RosLogHandler(node)
-            library_logger = logging.getLogger("sam2_rt")
-            library_logger.addHandler(handler)
-            library_logger.setLevel(logging.INFO)
-            executor = MultiThreadedExecutor(num_threads=4)
-            executor.add_node(node)
-            try:
-                if node.get_parameter("autostart").value:
-                    node.start()
-                executor.spin()
-            finally:
-                node.stop()
-                library_logger.removeHandler(handler)
-                executor.shutdown()
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        executor.spin()
+    except ExternalShutdownException:
         pass
+    finally:
+        stop.set()
+
+
+def main(args: Optional[Sequence[str]] = None) -> int:
+    """Entry point of `sam2-ros-tracker` and `ros2 run sam2_ros tracker_node` (takes --ros-args).
+
+    SIGINT and SIGTERM are handled here, not by rclpy: the worker stops (finishing and publishing the frame in
+    progress) before the executor and the ROS context shut down, so nothing publishes into a dead context.
+    """
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stop.set())
+    with rclpy_session(args, signal_handlers=False):
+        node = TrackerNode()
+        handler = _RosLogHandler(node)
+        library_logger = logging.getLogger("sam2_rt")
+        library_logger.addHandler(handler)
+        library_logger.setLevel(logging.INFO)
+        executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
+        executor.add_node(node)
+        spinner = threading.Thread(target=_spin, args=(executor, stop), name="sam2_executor")
+        try:
+            if node.get_parameter("autostart").value and not stop.is_set():
+                node.start()
+            spinner.start()
+            while not stop.wait(timeout=0.5):  # a timed wait: the signal handler runs between two waits
+                pass
+        finally:
+            node.stop()
+            executor.shutdown()
+            if spinner.is_alive():
+                spinner.join()
+            library_logger.removeHandler(handler)
+            node.destroy_node()
     return 0
 
 

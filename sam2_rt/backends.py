@@ -30,9 +30,11 @@ from typing import Optional
 import torch
 from torch import nn
 
+from sam2_rt.config import BACKEND_NAMES
+
 LOG = logging.getLogger(__name__)
 
-BACKENDS = ("eager", "compile", "tensorrt")
+BACKENDS = BACKEND_NAMES
 # Submodules of SAM2Model that a backend compiles (Meta's names, so state_dict keys do not change).
 COMPILED_COMPONENTS = ("image_encoder", "memory_attention", "sam_mask_decoder", "memory_encoder")
 # Fallback order when a backend is unavailable.
@@ -137,3 +139,20 @@ def apply_backend(
         component.compile(backend=compiler, options=options or None, dynamic=False)
     LOG.info("compiled %s with backend %s (%s)", ", ".join(COMPILED_COMPONENTS), choice.used, compiler)
     return choice
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device of a device choice (sam2_rt.config.DEVICE_NAMES, or any torch device string).
+
+    "auto" is cuda when torch sees a GPU, else cpu. Raises ValueError for cuda without a GPU and for a name
+    torch does not know.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {name!r}; choose one of auto, cuda, cpu") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but torch sees no CUDA device (use auto or cpu)")
+    return device

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -13,40 +14,163 @@ from std_msgs.msg import Header  # noqa: E402
 
 from sam2_ros.conversions import image_to_numpy, numpy_to_image  # noqa: E402
 from sam2_ros.msg import Prompt, TrackedObject  # noqa: E402
-from sam2_ros.node import (  # noqa: E402
-    PARAMETERS,
-    LatestFrameSlot,
-    PromptRequest,
-    image_qos,
-    parameter_problem,
-    resolve_cpu_threads,
-)
+from sam2_ros.node import camera_topic, image_qos, resolve_cpu_threads  # noqa: E402
 from sam2_ros.outputs import FrameOutputs, mask_message, objects_message  # noqa: E402
 from sam2_ros.overlay import draw_overlay, object_colour  # noqa: E402
+from sam2_ros.parameters import PARAMETERS, camera_names_problem, parameter_problem  # noqa: E402
+from sam2_ros.requests import ObjectBook, PromptRequest, apply_requests  # noqa: E402
+from sam2_ros.worker import (  # noqa: E402
+    ERROR_WINDOW_S,
+    IMAGES_REJECTED,
+    RESOLUTION_CHANGES,
+    FrameWorker,
+    LatestFrames,
+    NodeStats,
+    total_snapshot,
+)
+from sam2_rt.checkpoint import random_model  # noqa: E402
 from sam2_rt.config import MODEL_NAMES  # noqa: E402
-from sam2_rt.tracker import ObjectState, TrackerInputError, TrackResult  # noqa: E402
+from sam2_rt.tracker import ObjectState, Tracker, TrackerConfig, TrackerInputError, TrackResult  # noqa: E402
 
 HEADER = Header(frame_id="camera_optical")
 HEADER.stamp.sec, HEADER.stamp.nanosec = 1234, 5678
 
 
-def test_latest_frame_slot_keeps_only_the_newest_frame_and_reports_each_drop() -> None:
-    slot = LatestFrameSlot()
-    assert slot.put("frame 0") is False
-    assert slot.put("frame 1") is True  # frame 0 was never taken: dropped
-    assert slot.put("frame 2") is True
-    assert slot.take() == "frame 2"
-    assert slot.put("frame 3") is False  # the slot was empty again
+def test_latest_frames_keep_only_the_newest_frame_of_each_camera_and_report_each_drop() -> None:
+    frames = LatestFrames()
+    assert frames.put("front", "front 0") is False
+    assert frames.put("front", "front 1") is True  # front 0 was never taken: dropped
+    assert frames.put("rear", "rear 0") is False  # another camera's slot
+    assert frames.put("front", "front 2") is True
+    assert frames.take() == {"front": "front 2", "rear": "rear 0"}  # every camera with a frame, each round
+    assert frames.put("front", "front 3") is False  # the slots were emptied
+    assert frames.take() == {"front": "front 3"}
 
 
-def test_latest_frame_slot_close_wakes_a_waiting_worker() -> None:
-    slot = LatestFrameSlot()
+def _wait_until(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_closing_the_slots_wakes_a_worker_that_waits_for_a_frame() -> None:
+    frames = LatestFrames()
     taken: list = []
-    worker = threading.Thread(target=lambda: taken.append(slot.take()))
+    worker = threading.Thread(target=lambda: taken.append(frames.take()))
     worker.start()
-    slot.close()
-    worker.join(timeout=5.0)
+    # The worker is inside take(), waiting on the condition (not merely about to call it).
+    assert _wait_until(lambda: len(frames._condition._waiters) == 1)
+    frames.close()
+    worker.join(timeout=10.0)
     assert not worker.is_alive() and taken == [None]
+
+
+def test_frame_worker_processes_rounds_survives_errors_and_stops_after_the_frame_in_progress() -> None:
+    rounds, errors = [], []
+
+    def process(batch):
+        rounds.append(batch)
+        if "boom" in batch.values():
+            raise RuntimeError("one frame failed")
+
+    worker = FrameWorker(process, errors.append)
+    worker.start()
+    worker.frames.put("a", "boom")
+    assert _wait_until(lambda: len(errors) == 1)
+    worker.frames.put("a", "fine")
+    assert _wait_until(lambda: len(rounds) == 2)
+    worker.stop()
+    assert rounds == [{"a": "boom"}, {"a": "fine"}] and str(errors[0]) == "one frame failed"
+    assert worker.frames.put("a", "late") is False and worker.frames.take() is None
+
+
+def test_diagnostics_faults_cover_a_recent_window_while_totals_stay() -> None:
+    now = [100.0]
+    stats = NodeStats(clock=lambda: now[0])
+    stats.count_error(IMAGES_REJECTED)
+    stats.count_error(IMAGES_REJECTED)
+    stats.count_error(RESOLUTION_CHANGES)  # counted, but not a fault
+    assert stats.recent_faults() == {IMAGES_REJECTED: 2}
+    now[0] += ERROR_WINDOW_S + 0.1
+    assert stats.recent_faults() == {}
+    assert stats.snapshot()[IMAGES_REJECTED] == 2 and stats.snapshot()[RESOLUTION_CHANGES] == 1
+
+
+def test_total_diagnostics_sum_cameras_and_weight_latency_by_rate() -> None:
+    first, second = NodeStats(), NodeStats()
+    for latency in (0.1, 0.1):
+        first.processed(latency)
+    second.processed(0.4)
+    second.received(dropped=True)
+    total = total_snapshot({"a": first.snapshot(), "b": second.snapshot()})
+    assert total["frames_processed"] == 3 and total["frames_dropped"] == 1
+    assert total["latency_ms_mean"] == pytest.approx(200.0) and total["latency_ms_max"] == pytest.approx(400.0)
+
+
+def test_camera_topics_and_names() -> None:
+    assert camera_topic("", "image") == "image" and camera_topic("front", "image/compressed") == "front/image/compressed"
+    assert camera_names_problem([""]) is None and camera_names_problem(["front", "rear_left"]) is None
+    for names, reason in (([], "at least one"), (["front", "front"], "unique"), (["", "rear"], "letters"),
+                          (["3d"], "letters"), (["a/b"], "letters")):
+        assert reason in camera_names_problem(names), names
+
+
+@pytest.fixture(scope="module")
+def tracker() -> Tracker:
+    return Tracker(random_model("sam2.1_hiera_tiny", image_size=128), TrackerConfig(max_objects=3))
+
+
+def test_object_book_answers_at_once_and_the_stream_follows_once_the_worker_applies_the_requests(tracker) -> None:
+    book, stream = ObjectBook(tracker), tracker.create_stream()
+    with pytest.raises(TrackerInputError, match="no image received yet"):
+        book.submit_prompt(PromptRequest.from_message(prompt(points=[Point32(x=5.0, y=5.0)], labels=[1])))
+    assert book.set_frame_size((48, 64)) is None
+    assert "object 3 added" in book.submit_prompt(
+        PromptRequest.from_message(prompt(points=[Point32(x=5.0, y=5.0)], labels=[1])))
+    assert "object 4 added" in book.submit_prompt(PromptRequest.from_message(prompt(object_id=4, has_box=True,
+                                                                                    box=[1.0, 1.0, 20.0, 30.0])))
+    assert "refined" in book.submit_prompt(PromptRequest.from_message(
+        prompt(mode=Prompt.MODE_REFINE, points=[Point32(x=6.0, y=6.0)], labels=[0])))
+    assert book.submit_removal([4]) == [3]
+    assert stream.object_ids == []  # nothing touched the stream yet
+    apply_requests(tracker, stream, book.drain())
+    assert stream.object_ids == [3] == book.object_ids()
+    tracker.step(stream, np.zeros((48, 64, 3), dtype=np.uint8))
+    assert "replaced" in book.submit_prompt(PromptRequest.from_message(
+        prompt(mode=Prompt.MODE_REPLACE, points=[Point32(x=9.0, y=9.0)], labels=[1])))
+    book.submit_reset()
+    assert book.queued() == 1  # the reset makes earlier requests moot
+    apply_requests(tracker, stream, book.drain())
+    assert stream.object_ids == [] == book.object_ids()
+
+
+def test_object_book_rejects_without_changing_anything(tracker) -> None:
+    book = ObjectBook(tracker, max_queued=4)
+    book.set_frame_size((48, 64))
+    point = dict(points=[Point32(x=5.0, y=5.0)], labels=[1])
+    cases = (
+        (prompt(object_id=8, mode=Prompt.MODE_REFINE, **point), "not tracked"),
+        (prompt(points=[Point32(x=500.0, y=5.0)], labels=[1]), "outside the 64x48 frame"),
+        (prompt(points=[Point32(x=float("nan"), y=5.0)], labels=[1]), "finite"),
+    )
+    for message, reason in cases:
+        with pytest.raises(TrackerInputError, match=reason):
+            book.submit_prompt(PromptRequest.from_message(message))
+    assert book.object_ids() == [] and book.queued() == 0
+    for object_id in (1, 2, 3):
+        book.submit_prompt(PromptRequest.from_message(prompt(object_id=object_id, **point)))
+    with pytest.raises(TrackerInputError, match="max_objects=3"):
+        book.submit_prompt(PromptRequest.from_message(prompt(object_id=9, **point)))
+    with pytest.raises(TrackerInputError, match="unknown object ids \\[77\\]"):
+        book.submit_removal([1, 77])
+    book.submit_prompt(PromptRequest.from_message(prompt(object_id=1, **point)))  # the 4th queued request
+    with pytest.raises(TrackerInputError, match="already wait for the next frame"):
+        book.submit_prompt(PromptRequest.from_message(prompt(object_id=2, **point)))
+    assert book.object_ids() == [1, 2, 3] and book.queued() == 4
+    assert book.set_frame_size((48, 64)) is None and book.set_frame_size((24, 32)) == (48, 64)
 
 
 def test_image_qos_is_keep_last_1_with_reliability_by_name() -> None:

@@ -38,7 +38,11 @@ def test_full_cmake_install_serves_interfaces_node_and_our_modules(tmp_path: Pat
          f"-DPython3_EXECUTABLE={sys.executable}"], build, env)
     run(["make", "-j2", "install"], build, env)
 
-    assert os.access(prefix / "lib" / "sam2_ros" / "tracker_node", os.X_OK)
+    for script in ("tracker_node", "demo_player"):
+        installed = prefix / "lib" / "sam2_ros" / script
+        assert os.access(installed, os.X_OK)
+        # The interpreter cmake built for, not whatever python3 comes first on PATH.
+        assert installed.read_text().splitlines()[0] == f"#!{sys.executable}"
     assert (prefix / "share" / "sam2_ros" / "config" / "fastdds_large_images.xml").is_file()
     assert (prefix / "share" / "sam2_ros" / "package.xml").is_file()
     assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / "sam2_ros").is_file()

@@ -1,0 +1,174 @@
+"""Between the image callbacks and the model: latest-frame slots, the worker thread, and the node's figures.
+
+The image callbacks only put a message into its camera's one-slot buffer (a frame still waiting there is
+dropped and counted): they never block, and the latency stays bounded when cameras are faster than the model.
+ONE worker thread takes, each round, the newest waiting frame of every camera that has one and hands them to
+the node's `process` function together. Every camera with a frame waiting is served in every round, so no
+camera starves and none waits behind another for more than one round.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Callable, Deque, Dict, Generic, List, Mapping, Optional, Tuple, TypeVar
+
+import numpy as np
+
+Item = TypeVar("Item")
+
+# Seconds of history behind the rate and latency figures of /diagnostics.
+STATS_WINDOW_S = 5.0
+# Seconds of history behind the diagnostics level: inputs rejected within it make the status WARN.
+ERROR_WINDOW_S = 10.0
+# Most processed frames and errors remembered for those windows (bounds memory at any frame rate).
+HISTORY_LIMIT = 4096
+
+# Error counters reported in /diagnostics.
+IMAGES_REJECTED = "images_rejected"  # malformed or undecodable images
+PROMPTS_REJECTED = "prompts_rejected"  # invalid prompts (topic and service)
+REQUESTS_REJECTED = "requests_rejected"  # service requests that cannot be served (unknown ids, cameras, inactive)
+WORKER_ERRORS = "worker_errors"  # unexpected exceptions while tracking or publishing
+RESOLUTION_CHANGES = "resolution_changes"  # input size changed mid-stream (tracking continues; not an error)
+ERROR_COUNTERS = (IMAGES_REJECTED, PROMPTS_REJECTED, REQUESTS_REJECTED, WORKER_ERRORS, RESOLUTION_CHANGES)
+# The counters that are faults of the inputs or of the node (they make the diagnostics level WARN).
+FAULT_COUNTERS = (IMAGES_REJECTED, PROMPTS_REJECTED, REQUESTS_REJECTED, WORKER_ERRORS)
+
+
+class LatestFrames(Generic[Item]):
+    """One slot per camera: a new frame replaces the one still waiting there.
+
+    `put` never blocks. `take` blocks until at least one camera has a frame (or the slots are closed, then it
+    returns None) and takes the frames of every camera that has one.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._items: Dict[str, Item] = {}
+        self._closed = False
+
+    def put(self, camera: str, item: Item) -> bool:
+        """Store `item` as `camera`'s newest frame; True when it replaced one not taken yet (a dropped frame)."""
+        with self._condition:
+            dropped = camera in self._items
+            self._items[camera] = item
+            self._condition.notify()
+        return dropped
+
+    def take(self) -> Optional[Dict[str, Item]]:
+        """The newest frame of every camera that has one (removed from the slots); None once closed."""
+        with self._condition:
+            while not self._items and not self._closed:
+                self._condition.wait()
+            if self._closed:
+                return None
+            items, self._items = self._items, {}
+            return items
+
+    def close(self) -> None:
+        """Wake the worker for good; later `take` calls return None and frames still waiting are dropped."""
+        with self._condition:
+            self._closed = True
+            self._items = {}
+            self._condition.notify_all()
+
+
+class FrameWorker(Generic[Item]):
+    """The thread that runs the model: `process` gets each round's frames, by camera.
+
+    `process` must handle its own errors; anything it raises is passed to `on_error` and the worker goes on.
+    """
+
+    def __init__(self, process: Callable[[Dict[str, Item]], None],
+                 on_error: Callable[[Exception], None], name: str = "sam2_worker") -> None:
+        self.frames: LatestFrames[Item] = LatestFrames()
+        self._process = process
+        self._on_error = on_error
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Close the slots and wait for the frame in progress to finish (its outputs are published)."""
+        self.frames.close()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while (frames := self.frames.take()) is not None:
+            try:
+                self._process(frames)
+            except Exception as err:  # noqa: BLE001 - the worker must survive anything one frame raises
+                self._on_error(err)
+
+
+class NodeStats:
+    """Frame counters, error counters and sliding windows of latencies and errors (thread-safe)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.frames_received = 0
+        self.frames_processed = 0
+        self.frames_dropped = 0
+        self.errors: Dict[str, int] = {name: 0 for name in ERROR_COUNTERS}
+        # (clock seconds at publication, latency in seconds) of recently processed frames
+        self._recent: Deque[Tuple[float, float]] = deque(maxlen=HISTORY_LIMIT)
+        # (clock seconds, counter) of recent errors
+        self._recent_errors: Deque[Tuple[float, str]] = deque(maxlen=HISTORY_LIMIT)
+
+    def received(self, dropped: bool) -> None:
+        with self._lock:
+            self.frames_received += 1
+            self.frames_dropped += int(dropped)
+
+    def processed(self, latency_s: float) -> None:
+        with self._lock:
+            self.frames_processed += 1
+            self._recent.append((self._clock(), latency_s))
+
+    def count_error(self, name: str) -> int:
+        """Add one to an error counter; returns the new total."""
+        with self._lock:
+            self.errors[name] += 1
+            self._recent_errors.append((self._clock(), name))
+            return self.errors[name]
+
+    def recent_faults(self, window_s: float = ERROR_WINDOW_S) -> Dict[str, int]:
+        """Faults (FAULT_COUNTERS) counted within the last `window_s` seconds, by counter (non-zero only)."""
+        with self._lock:
+            since = self._clock() - window_s
+            counts: Dict[str, int] = {}
+            for moment, name in self._recent_errors:
+                if moment >= since and name in FAULT_COUNTERS:
+                    counts[name] = counts.get(name, 0) + 1
+            return counts
+
+    def snapshot(self) -> Dict[str, float]:
+        """Totals plus rate (Hz) and latency (ms, mean / max) over the last STATS_WINDOW_S seconds."""
+        with self._lock:
+            since = self._clock() - STATS_WINDOW_S
+            latencies = [latency for moment, latency in self._recent if moment >= since]
+            return {
+                "frames_received": self.frames_received,
+                "frames_processed": self.frames_processed,
+                "frames_dropped": self.frames_dropped,
+                "rate_hz": len(latencies) / STATS_WINDOW_S,
+                "latency_ms_mean": 1000.0 * float(np.mean(latencies)) if latencies else 0.0,
+                "latency_ms_max": 1000.0 * max(latencies) if latencies else 0.0,
+                **self.errors,
+            }
+
+
+def total_snapshot(snapshots: Mapping[str, Mapping[str, float]]) -> Dict[str, float]:
+    """The node's totals over its cameras' snapshots (sums; latency mean weighted by rate, max of maxima)."""
+    keys: List[str] = list(next(iter(snapshots.values())).keys()) if snapshots else []
+    total = {key: sum(s[key] for s in snapshots.values()) for key in keys}
+    rate = total.get("rate_hz", 0.0)
+    if snapshots:
+        total["latency_ms_mean"] = (
+            sum(s["latency_ms_mean"] * s["rate_hz"] for s in snapshots.values()) / rate if rate else 0.0
+        )
+        total["latency_ms_max"] = max(s["latency_ms_max"] for s in snapshots.values())
+    return total
