@@ -4,7 +4,9 @@ tracker-level scenario with the random-weights tiny model."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -388,6 +390,13 @@ def test_a_box_partly_outside_the_frame_is_clipped_to_it() -> None:
 def test_invalid_config_is_rejected(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         AssociationConfig(**{field: value})
+
+
+def test_readme_documents_every_parameter_with_its_default() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Detector-driven tracking"):]
+    for config_field in dataclasses.fields(AssociationConfig):
+        assert f"| `{config_field.name}` | `{config_field.default!r}` |" in section, config_field.name
 
 
 def test_a_stream_reset_is_noticed_from_the_frame_index() -> None:
