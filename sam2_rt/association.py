@@ -58,7 +58,7 @@ import logging
 import math
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from sam2_rt.tracker import MAX_OBJECT_ID, ObjectState, StreamState, Tracker, TrackerInputError, TrackResult
 
@@ -413,31 +413,13 @@ class DetectionAssociator:
         self, detections: Sequence[Detection], frame_size: Tuple[int, int], decisions: Dict[int, Decision]
     ) -> List[_Candidate]:
         """Valid detections with their boxes clipped to the frame; a decision for each invalid one."""
-        height, width = frame_size
         candidates: List[_Candidate] = []
         for index, detection in enumerate(detections):
-            box, problem = _checked_box(detection.box)
-            try:
-                score = float(detection.score)
-            except (TypeError, ValueError):
-                score = math.nan
-            reason: Optional[Reason] = None
-            if problem or not math.isfinite(score):
-                reason, detail = Reason.INVALID, problem or f"score {detection.score!r} is not a finite number"
-            elif _area(box) <= 0:
-                reason, detail = Reason.EMPTY_BOX, f"box {list(box)} has no area"
+            checked = _check_detection(index, detection, frame_size, self.config.score_threshold)
+            if isinstance(checked, Decision):
+                decisions[index] = checked
             else:
-                clipped = (max(box[0], 0.0), max(box[1], 0.0), min(box[2], float(width)), min(box[3], float(height)))
-                if _area(clipped) <= 0:
-                    reason, detail = Reason.OUTSIDE_FRAME, f"box {list(box)} lies outside the {width}x{height} frame"
-                elif score < self.config.score_threshold:
-                    reason, detail = Reason.LOW_SCORE, f"score {score:.3g} < {self.config.score_threshold}"
-            if reason is not None:
-                decisions[index] = Decision(DecisionKind.IGNORED, index, None, reason, detail=detail)
-                continue
-            label = None if detection.label is None else str(detection.label)
-            track_id = None if detection.track_id is None else str(detection.track_id)
-            candidates.append(_Candidate(index, clipped, score, label, track_id))
+                candidates.append(checked)
         return candidates
 
     def _match_track_ids(
@@ -668,6 +650,32 @@ def _greedy(pairs: List[tuple]) -> List[Tuple[float, _Candidate, _ObjectView]]:
             used_objects.add(object_id)
             chosen.append((key, candidate, view))
     return chosen
+
+
+def _check_detection(
+    index: int, detection: Detection, frame_size: Tuple[int, int], score_threshold: float
+) -> Union[_Candidate, Decision]:
+    """The detection as a candidate (box clipped to the H x W frame), or the decision that ignores it."""
+    height, width = frame_size
+    box, problem = _checked_box(detection.box)
+    try:
+        score = float(detection.score)
+    except (TypeError, ValueError):
+        score = math.nan
+    clipped = (max(box[0], 0.0), max(box[1], 0.0), min(box[2], float(width)), min(box[3], float(height)))
+    if problem or not math.isfinite(score):
+        reason, detail = Reason.INVALID, problem or f"score {detection.score!r} is not a finite number"
+    elif _area(box) <= 0:
+        reason, detail = Reason.EMPTY_BOX, f"box {list(box)} has no area"
+    elif _area(clipped) <= 0:
+        reason, detail = Reason.OUTSIDE_FRAME, f"box {list(box)} lies outside the {width}x{height} frame"
+    elif score < score_threshold:
+        reason, detail = Reason.LOW_SCORE, f"score {score:.3g} < {score_threshold}"
+    else:
+        label = None if detection.label is None else str(detection.label)
+        track_id = None if detection.track_id is None else str(detection.track_id)
+        return _Candidate(index, clipped, score, label, track_id)
+    return Decision(DecisionKind.IGNORED, index, None, reason, detail=detail)
 
 
 def _checked_box(value: Sequence[float]) -> Tuple[Box, str]:
