@@ -187,7 +187,7 @@ class TrackerNode(LifecycleNode):
         self._status = "unconfigured"
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self._diagnostics_timer: Optional[Any] = None
-        self._services: List[Any] = []
+        self._request_services: List[Any] = []
         self._random_weights_timer: Optional[Any] = None
         # Created on configure, destroyed on cleanup.
         self._cameras: Dict[str, Camera] = {}
@@ -243,7 +243,7 @@ class TrackerNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._cameras = {name: Camera(name, self._create_publishers(name))
                          for name in self.get_parameter("cameras").value}
-        self._services = [
+        self._request_services = [
             self.create_service(AddPrompt, "~/add_prompt", self._on_add_prompt, callback_group=self._request_group),
             self.create_service(RemoveObjects, "~/remove_objects", self._on_remove_objects,
                                 callback_group=self._request_group),
@@ -395,9 +395,9 @@ class TrackerNode(LifecycleNode):
             for publisher in camera.publishers.values():
                 self.destroy_lifecycle_publisher(publisher)
         self._cameras = {}
-        for service in self._services:
+        for service in self._request_services:
             self.destroy_service(service)
-        self._services = []
+        self._request_services = []
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
             self._diagnostics_timer = None

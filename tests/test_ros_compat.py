@@ -224,6 +224,21 @@ def installed_rclpy_methods() -> Set[str]:
     return names
 
 
+def installed_node_attributes() -> Set[str]:
+    """Attributes rclpy's own Node and LifecycleNode classes set on self (a subclass must not reuse them)."""
+    spec = importlib.util.find_spec("rclpy")
+    assert spec is not None and spec.origin
+    package = Path(spec.origin).parent
+    names = set()
+    for path in (package / "node.py", *(package / "lifecycle").glob("*.py")):
+        for cls in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(cls, ast.ClassDef) and cls.name in ("Node", "LifecycleNodeMixin", "LifecycleNode"):
+                for node in ast.walk(cls):
+                    if isinstance(node, ast.Attribute) and _is_self(node.value) and isinstance(node.ctx, ast.Store):
+                        names.add(node.attr)
+    return names
+
+
 def source_files() -> List[Path]:
     return sorted({path for pattern in SOURCE_GLOBS for path in REPO.glob(pattern)})
 
@@ -242,6 +257,23 @@ def test_sources_use_only_rclpy_api_of_humble_and_jazzy_outside_the_compat_modul
     assert any(path.name == "node.py" for path in files) and any(path.name == "demo.py" for path in files)
     uses = _check_files(checker, files)
     assert not uses, "rclpy API newer than Humble outside sam2_ros/compat.py:\n" + "\n".join(map(str, uses))
+
+
+def test_node_subclasses_do_not_overwrite_rclpy_node_attributes() -> None:
+    """rclpy keeps e.g. its parameter services in `self._services`: a subclass assigning it loses them."""
+    reserved = installed_node_attributes()
+    assert "_parameter_service" in reserved
+    clashes = []
+    for path in source_files():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        aliases = _aliases(tree)
+        for cls in ast.walk(tree):
+            if isinstance(cls, ast.ClassDef) and any(aliases.get(_dotted(base) or "", "") in NODE_BASES
+                                                     for base in cls.bases):
+                clashes += [f"{path.name}:{node.lineno}: self.{node.attr}" for node in ast.walk(cls)
+                            if isinstance(node, ast.Attribute) and _is_self(node.value)
+                            and isinstance(node.ctx, ast.Store) and node.attr in reserved]
+    assert not clashes, "attributes of rclpy's Node overwritten:\n" + "\n".join(clashes)
 
 
 def test_compat_module_uses_newer_api_only_as_documented(checker: ApiChecker) -> None:
