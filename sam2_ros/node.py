@@ -60,7 +60,6 @@ from sam2_ros.worker import (
     REQUESTS_REJECTED,
     RESOLUTION_CHANGES,
     WORKER_ERRORS,
-    ERROR_WINDOW_S,
     FrameWorker,
     NodeStats,
     total_snapshot,
@@ -179,6 +178,7 @@ class TrackerNode(LifecycleNode):
         add_parameter_callbacks(self, self._validate_parameters, self._apply_parameters)
         self._publish_overlay = bool(self.get_parameter("publish_overlay").value)
         self._overlay_alpha = float(self.get_parameter("overlay_alpha").value)
+        self._diagnostics_window = float(self.get_parameter("diagnostics_window").value)
 
         # Services and prompts share a group; images have their own: neither waits for the other.
         self._request_group = MutuallyExclusiveCallbackGroup()
@@ -209,6 +209,8 @@ class TrackerNode(LifecycleNode):
                 self._publish_overlay = bool(parameter.value)
             elif parameter.name == "overlay_alpha":
                 self._overlay_alpha = float(parameter.value)
+            elif parameter.name == "diagnostics_window":
+                self._diagnostics_window = float(parameter.value)
             elif parameter.name in PARAMETER_SPECS:
                 spec = PARAMETER_SPECS[parameter.name]
                 self.get_logger().info(f"parameter {parameter.name} = {parameter.value!r}: {APPLIES[spec.applies]}")
@@ -568,7 +570,7 @@ class TrackerNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         session = self._session
         snapshots = {name: camera.stats.snapshot() for name, camera in self._cameras.items()}
-        faults = {name: camera.stats.recent_faults() for name, camera in self._cameras.items()}
+        faults = {name: camera.stats.recent_faults(self._diagnostics_window) for name, camera in self._cameras.items()}
         objects = {name: camera.book.object_ids() if camera.book is not None else []
                    for name, camera in self._cameras.items()}
         total_faults = sum((Counter(counts) for counts in faults.values()), Counter())
@@ -583,14 +585,14 @@ class TrackerNode(LifecycleNode):
 
     def _status_of(self, what: str, session: Optional[Session], figures: Dict[str, float],
                    faults: Dict[str, int], objects: List[int]) -> DiagnosticStatus:
-        """One DiagnosticStatus: the level reflects the last ERROR_WINDOW_S seconds; totals are values."""
+        """One DiagnosticStatus: the level reflects the last `diagnostics_window` seconds; totals are values."""
         if session is None:
             level, message = DiagnosticStatus.WARN, self._status
         elif session.random_weights:
             level, message = DiagnosticStatus.WARN, "running with RANDOM weights: masks are meaningless"
         elif faults:
             listed = ", ".join(f"{count} {name}" for name, count in sorted(faults.items()))
-            level, message = DiagnosticStatus.WARN, f"in the last {ERROR_WINDOW_S:g} s: {listed}"
+            level, message = DiagnosticStatus.WARN, f"in the last {self._diagnostics_window:g} s: {listed}"
         else:
             level, message = DiagnosticStatus.OK, f"tracking {len(objects)} object(s) at {figures['rate_hz']:.1f} Hz"
         values = {name: f"{value:.2f}" if isinstance(value, float) else str(value) for name, value in figures.items()}

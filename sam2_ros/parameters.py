@@ -121,6 +121,10 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   applies="at once"),
     ParameterSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", value_range=(0.1, 60.0),
                   applies="configure"),
+    ParameterSpec("diagnostics_window", 10.0,
+                  "Seconds of history behind the /diagnostics level: WARN while inputs were rejected within it, OK "
+                  "again after (the totals stay available as values).", value_range=(1.0, 3600.0),
+                  applies="at once"),
 )
 PARAMETER_SPECS: Dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}
 

@@ -19,7 +19,8 @@ Item = TypeVar("Item")
 
 # Seconds of history behind the rate and latency figures of /diagnostics.
 STATS_WINDOW_S = 5.0
-# Seconds of history behind the diagnostics level: inputs rejected within it make the status WARN.
+# Default seconds of history behind the diagnostics level (parameter diagnostics_window): inputs rejected within
+# it make the status WARN.
 ERROR_WINDOW_S = 10.0
 # Most processed frames and errors remembered for those windows (bounds memory at any frame rate).
 HISTORY_LIMIT = 4096

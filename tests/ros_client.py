@@ -1,0 +1,237 @@
+"""The test side of a tracker node over real DDS: its process, camera, prompts, services and outputs.
+
+Shared by the node tests (tests/test_node*.py). The node runs in its own process (the `sam2-ros-tracker`
+console script) on the private domain conftest.py sets up.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Point32
+from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.srv import DescribeParameters, SetParameters
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from conftest import FASTDDS_PROFILE, ros_env
+from sam2_ros.conversions import numpy_to_image
+from sam2_ros.msg import Prompt, TrackedObjectArray
+from sam2_ros.node import camera_topic
+from sam2_ros.srv import AddPrompt, RemoveObjects, Reset
+
+NODE_SCRIPT = str(Path(sys.executable).with_name("sam2-ros-tracker"))
+WIDTH, HEIGHT = 640, 480
+# Seconds one lock-step frame may take (model + DDS) on a loaded 2-core CPU.
+STEP_TIMEOUT = 60.0
+NODE_PARAMETERS = ("image_size:=128", "device:=cpu", "allow_random_weights:=true", "max_objects:=8",
+                   "diagnostics_period:=0.5")
+
+
+def node_command(*parameters: str, namespace: str = "/") -> List[str]:
+    args = [NODE_SCRIPT, "--ros-args", "-r", f"__ns:={namespace}"]
+    for parameter in parameters:
+        args += ["-p", parameter]
+    return args
+
+
+class OutputReader:
+    """Collects a process's output lines on a thread (a full pipe would block the process)."""
+
+    def __init__(self, proc) -> None:
+        self.lines: List[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc) -> None:
+        for line in proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def count(self, text: str) -> int:
+        return sum(text in line for line in list(self.lines))
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        return wait_until(lambda: self.count(text) > 0, timeout)
+
+    def text(self) -> str:
+        return "\n".join(self.lines[-60:])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, period: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(period)
+    return True
+
+
+def synthetic_frame(index: int, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
+    """(H, W, 3) uint8 RGB: dark background, a bright square moving right by 4 px a frame."""
+    frame = np.full((height, width, 3), 30, dtype=np.uint8)
+    x0 = (width // 4 + 4 * index) % (width - height // 4)
+    frame[height // 3: height // 3 + height // 4, x0: x0 + height // 4] = (230, 200, 40)
+    return frame
+
+
+def stamp_of(index: int) -> Time:
+    return Time(sec=1_000_000 + index, nanosec=index)
+
+
+def index_of(stamp: Time) -> int:
+    return stamp.sec - 1_000_000
+
+
+class Client:
+    """The test's ROS side of one node: camera, prompt publisher, service clients and output subscribers.
+
+    Its executor spins on a background thread; received messages are kept by frame index (header stamp).
+    """
+
+    def __init__(self, context, namespace: str = "", camera: str = "", node_name: str = "sam2_tracker") -> None:
+        self.namespace = namespace
+        self.camera_name = camera
+        self.node = Node(f"node_test_client_{camera or 'default'}", namespace=namespace or "/", context=context)
+        node = self.node
+
+        def topic(name: str) -> str:
+            return camera_topic(camera, name)
+
+        self.camera = node.create_publisher(Image, topic("image"), qos_profile_sensor_data)
+        self.compressed_camera = node.create_publisher(CompressedImage, topic("image/compressed"),
+                                                       qos_profile_sensor_data)
+        self.prompts = node.create_publisher(Prompt, topic("prompts"),
+                                             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        outputs = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.objects: Dict[int, TrackedObjectArray] = {}
+        self.object_arrivals: Dict[int, float] = {}
+        self.masks: Dict[int, Image] = {}
+        self.overlays: Dict[int, Image] = {}
+        self.diagnostics: List[tuple] = []  # (receive time, {key: value}, level, message)
+        node.create_subscription(TrackedObjectArray, topic("objects"), self._on_objects, outputs)
+        node.create_subscription(Image, topic("masks"), lambda m: self.masks.__setitem__(index_of(m.header.stamp), m),
+                                 outputs)
+        node.create_subscription(Image, topic("overlay"),
+                                 lambda m: self.overlays.__setitem__(index_of(m.header.stamp), m), outputs)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        prefix = f"{namespace}/{node_name}" if namespace else f"/{node_name}"
+        # The node's services are private (~/add_prompt): under the node's name.
+        self.add_prompt = node.create_client(AddPrompt, f"{prefix}/add_prompt")
+        self.remove = node.create_client(RemoveObjects, f"{prefix}/remove_objects")
+        self.reset_client = node.create_client(Reset, f"{prefix}/reset")
+        self.set_parameters = node.create_client(SetParameters, f"{prefix}/set_parameters")
+        self.describe_parameters = node.create_client(DescribeParameters, f"{prefix}/describe_parameters")
+        self.get_state = node.create_client(GetState, f"{prefix}/get_state")
+        self.change_state = node.create_client(ChangeState, f"{prefix}/change_state")
+        # The node's own status (totals), or this camera's when the node has named cameras.
+        self._status_name = f"{prefix}: camera {camera}" if camera else f"{prefix}: tracker"
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(node)
+        self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spinner.start()
+
+    def _on_objects(self, msg: TrackedObjectArray) -> None:
+        index = index_of(msg.header.stamp)
+        self.object_arrivals.setdefault(index, time.monotonic())
+        self.objects[index] = msg
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name == self._status_name:
+                values = {kv.key: kv.value for kv in status.values}
+                self.diagnostics.append((time.monotonic(), values, status.level, status.message))
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self._spinner.join(timeout=10.0)
+        self.node.destroy_node()
+
+    # ------------------------------------------------------------------ camera
+
+    def image(self, index: int, width: int = WIDTH, height: int = HEIGHT) -> Image:
+        return numpy_to_image(synthetic_frame(index, width, height), "rgb8",
+                              Header(stamp=stamp_of(index), frame_id="test_camera"))
+
+    def step(self, index: int, width: int = WIDTH, height: int = HEIGHT) -> TrackedObjectArray:
+        """Publish frame `index` and wait for its objects message (lock-step: no frame is dropped)."""
+        msg = self.image(index, width, height)
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while index not in self.objects:
+            assert time.monotonic() < deadline, f"no output for frame {index} within {STEP_TIMEOUT} s"
+            self.camera.publish(msg)  # again after a while, in case a best-effort sample was lost
+            wait_until(lambda: index in self.objects, timeout=10.0)
+        return self.objects[index]
+
+    # ------------------------------------------------------------------ services
+
+    def call(self, client, request, timeout: float = 60.0):
+        assert client.wait_for_service(timeout_sec=30.0), f"service {client.srv_name} not available"
+        future = client.call_async(request)
+        assert wait_until(future.done, timeout), f"no answer from {client.srv_name}"
+        return future.result()
+
+    def prompt(self, object_id: int, mode: int = Prompt.MODE_ADD, points=(), labels=(), box=None) -> AddPrompt.Response:
+        request = AddPrompt.Request(camera=self.camera_name, prompt=make_prompt(object_id, mode, points, labels, box))
+        return self.call(self.add_prompt, request)
+
+    def reset(self) -> None:
+        assert self.call(self.reset_client, Reset.Request(camera=self.camera_name)).success
+
+    def set(self, name: str, value) -> "SetParameters.Response":
+        parameter = Parameter(name, value=value).to_parameter_msg()
+        return self.call(self.set_parameters, SetParameters.Request(parameters=[parameter])).results[0]
+
+    def lifecycle_state(self) -> str:
+        return self.call(self.get_state, GetState.Request()).current_state.label
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def diagnostics_after(self, moment: float, timeout: float = 30.0) -> Dict[str, str]:
+        """The first diagnostics values received after `moment` (time.monotonic())."""
+        assert wait_until(lambda: any(t > moment for t, *_ in self.diagnostics), timeout), "no diagnostics"
+        return next(values for t, values, *_ in self.diagnostics if t > moment)
+
+    def counter(self, name: str) -> int:
+        return int(self.diagnostics_after(time.monotonic())[name])
+
+
+def make_prompt(object_id: int, mode: int = Prompt.MODE_ADD, points=(), labels=(), box=None) -> Prompt:
+    msg = Prompt(object_id=object_id, mode=mode, labels=list(labels),
+                 points=[Point32(x=float(x), y=float(y)) for x, y in points])
+    msg.header.frame_id = "test_camera"
+    if box is not None:
+        msg.has_box, msg.box = True, [float(v) for v in box]
+    return msg
+
+
+def ids(msg: TrackedObjectArray) -> List[int]:
+    return [o.object_id for o in msg.objects]
+
+
+def node_env(tmp_path_factory) -> Dict[str, str]:
+    # An empty checkpoint cache: a checkpoint a developer downloaded must not change what the tests see.
+    return ros_env(FASTDDS_DEFAULT_PROFILES_FILE=str(FASTDDS_PROFILE),
+                   SAM2_RT_CACHE=str(tmp_path_factory.mktemp("sam2_rt_cache")))
+
+
+class RunningNode:
+    def __init__(self, proc, output: OutputReader, client: Client) -> None:
+        self.proc, self.output, self.client = proc, output, client
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+
