@@ -98,9 +98,11 @@ class Client:
     Its executor spins on a background thread; received messages are kept by frame index (header stamp).
     """
 
-    def __init__(self, context, namespace: str = "", camera: str = "", node_name: str = "sam2_tracker") -> None:
+    def __init__(self, context, namespace: str = "", camera: str = "", node_name: str = "sam2_tracker",
+                 frame_id: str = "test_camera") -> None:
         self.namespace = namespace
         self.camera_name = camera
+        self.frame_id = frame_id
         self.node = Node(f"node_test_client_{camera or 'default'}", namespace=namespace or "/", context=context)
         node = self.node
 
@@ -117,7 +119,8 @@ class Client:
         self.object_arrivals: Dict[int, float] = {}
         self.masks: Dict[int, Image] = {}
         self.overlays: Dict[int, Image] = {}
-        self.diagnostics: List[tuple] = []  # (receive time, {key: value}, level, message)
+        self.diagnostics: List[tuple] = []  # (receive time, {key: value}, level, message) of this camera's status
+        self.statuses: Dict[str, Dict[str, str]] = {}  # the node's latest values of every status, by status name
         node.create_subscription(TrackedObjectArray, topic("objects"), self._on_objects, outputs)
         node.create_subscription(Image, topic("masks"), lambda m: self.masks.__setitem__(index_of(m.header.stamp), m),
                                  outputs)
@@ -147,6 +150,7 @@ class Client:
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
+            self.statuses[status.name] = {kv.key: kv.value for kv in status.values}
             if status.name == self._status_name:
                 values = {kv.key: kv.value for kv in status.values}
                 self.diagnostics.append((time.monotonic(), values, status.level, status.message))
@@ -160,7 +164,7 @@ class Client:
 
     def image(self, index: int, width: int = WIDTH, height: int = HEIGHT) -> Image:
         return numpy_to_image(synthetic_frame(index, width, height), "rgb8",
-                              Header(stamp=stamp_of(index), frame_id="test_camera"))
+                              Header(stamp=stamp_of(index), frame_id=self.frame_id))
 
     def step(self, index: int, width: int = WIDTH, height: int = HEIGHT) -> TrackedObjectArray:
         """Publish frame `index` and wait for its objects message (lock-step: no frame is dropped)."""
