@@ -47,12 +47,13 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 
 from sam2_ros.compat import add_parameter_callbacks, rclpy_session
+from sam2_ros.detections import PendingDetections, detections_from_array, detections_from_vision, observed, stamp_ns
 from sam2_ros.conversions import ImageConversionError, compressed_to_rgb, image_to_rgb, numpy_to_image
-from sam2_ros.msg import Prompt, TrackedObjectArray
+from sam2_ros.msg import DetectionArray, Prompt, TrackedObjectArray
 from sam2_ros.outputs import Detection2DArray, FrameOutputs, detections_message, mask_message, objects_message
 from sam2_ros.overlay import draw_overlay
 from sam2_ros.parameters import APPLIES, NODE_NAME, PARAMETER_SPECS, PARAMETERS, NodeSettings, parameter_problem
-from sam2_ros.requests import ObjectBook, PromptRequest, apply_requests
+from sam2_ros.requests import ObjectBook, PromptRequest, QueuedPrompt, QueuedRemoval, QueuedRequest, apply_requests
 from sam2_ros.srv import AddPrompt, RemoveObjects, Reset
 from sam2_ros.worker import (
     IMAGES_REJECTED,
@@ -64,9 +65,10 @@ from sam2_ros.worker import (
     NodeStats,
     total_snapshot,
 )
+from sam2_rt.association import AssociationConfig, DecisionKind, DetectionAssociator, apply_outcome
 from sam2_rt.backends import apply_backend, resolve_device
 from sam2_rt.checkpoint import MissingCheckpointError, build_model
-from sam2_rt.tracker import StreamState, Tracker, TrackerConfig, TrackerInputError
+from sam2_rt.tracker import StreamState, Tracker, TrackerConfig, TrackerInputError, TrackResult
 
 # Seconds between the warnings of a node running with random weights.
 RANDOM_WEIGHTS_WARNING_PERIOD_S = 5.0
@@ -83,6 +85,10 @@ _RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": Reliab
 PROMPT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # Outputs: reliable (also serves best-effort subscribers), a few frames of slack for slow consumers.
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
+# Detector boxes: a few arrays of slack (they are matched to frames by stamp).
+DETECTION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# Object ids travel as uint16: the association policy issues no larger one.
+MAX_OBJECT_ID = 65535
 # /diagnostics, as diagnostic_updater publishes it.
 DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -128,6 +134,11 @@ class Camera:
     book: Optional[ObjectBook] = None
     stream: Optional[StreamState] = None
     subscriptions: List[Any] = field(default_factory=list)
+    # Detector-driven tracking: boxes waiting for their frame, the policy (the worker's alone) and what it
+    # needs of the previous frame.
+    pending_detections: PendingDetections = field(default_factory=PendingDetections)
+    associator: Optional[DetectionAssociator] = None
+    last_result: Optional[TrackResult] = None
 
     @property
     def label(self) -> str:
@@ -278,10 +289,21 @@ class TrackerNode(LifecycleNode):
             self._status = f"refusing to activate: {err}"
             self.get_logger().error(self._status)
             return TransitionCallbackReturn.FAILURE
+        association = AssociationConfig(
+            iou_threshold=settings.detection_iou_threshold, score_threshold=settings.detection_min_score,
+            reacquire_max_distance=settings.detection_reacquire_distance,
+            reacquire_occluded_after_frames=settings.detection_reacquire_after_frames,
+            refresh_every_n_frames=settings.detection_refresh_frames,
+            remove_lost_after_frames=settings.detection_remove_lost_frames,
+            max_objects=settings.max_objects, max_object_id=MAX_OBJECT_ID,
+        )
         for camera in self._cameras.values():
             camera.stats = NodeStats()
             camera.book = ObjectBook(session.tracker)
             camera.stream = session.tracker.create_stream()
+            camera.pending_detections = PendingDetections()
+            camera.associator = DetectionAssociator(association)
+            camera.last_result = None
         self._session = session
         session.worker.start()
         for camera in self._cameras.values():
@@ -347,7 +369,16 @@ class TrackerNode(LifecycleNode):
         prompt_sub = self.create_subscription(Prompt, camera_topic(camera.name, "prompts"),
                                               functools.partial(self._on_prompt, camera), PROMPT_QOS,
                                               callback_group=self._request_group)
-        return [image_sub, prompt_sub]
+        subscriptions = [image_sub, prompt_sub, self.create_subscription(
+            DetectionArray, camera_topic(camera.name, "detection_boxes"),
+            functools.partial(self._on_detections, camera, detections_from_array), DETECTION_QOS,
+            callback_group=self._request_group)]
+        if Detection2DArray is not None:
+            subscriptions.append(self.create_subscription(
+                Detection2DArray, camera_topic(camera.name, "detections_in"),
+                functools.partial(self._on_detections, camera, detections_from_vision), DETECTION_QOS,
+                callback_group=self._request_group))
+        return subscriptions
 
     @_logged_transition
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -387,7 +418,7 @@ class TrackerNode(LifecycleNode):
             return
         session.worker.stop()
         for camera in self._cameras.values():
-            camera.book, camera.stream = None, None
+            camera.book, camera.stream, camera.associator, camera.last_result = None, None, None, None
         if session.tracker.device.type == "cuda":
             del session
             torch.cuda.empty_cache()
@@ -466,13 +497,49 @@ class TrackerNode(LifecycleNode):
                 f"input resolution changed from {previous[1]}x{previous[0]} to {size[1]}x{size[0]}: tracking "
                 f"continues with objects {book.object_ids()}",
             )
-        apply_requests(tracker, stream, book.drain())
+        requests = book.drain()
+        for request, err in apply_requests(tracker, stream, requests):
+            self._report(camera, REQUESTS_REJECTED, f"{type(request).__name__} could not be applied: {err}")
+            if isinstance(request, QueuedPrompt) and request.object_id not in stream.object_ids:
+                book.forget([request.object_id])
+        self._associate(tracker, camera, requests, size, stamp_ns(msg.header.stamp))
         try:
             result = tracker.step(stream, rgb)
         except TrackerInputError as err:
             self._report(camera, IMAGES_REJECTED, f"image rejected by the tracker: {err}")
             return
+        camera.last_result = observed(result)
         self._publish(camera, FrameOutputs.from_result(result), rgb, msg.header, arrival)
+
+    def _associate(self, tracker: Tracker, camera: Camera, requests: Sequence[QueuedRequest],
+                   size: Tuple[int, int], frame_stamp: int) -> None:
+        """Run the detection-association policy on this frame's detector boxes (every frame: it keeps the
+        objects' states current) and apply its decisions to the stream before the frame is tracked."""
+        associator, stream, book = camera.associator, camera.stream, camera.book
+        if associator is None or stream is None or book is None:
+            return
+        for request in requests:  # requests of the user the policy must know about
+            if isinstance(request, QueuedRemoval):
+                for object_id in request.object_ids:
+                    associator.forget(object_id)
+            elif isinstance(request, QueuedPrompt):
+                if request.replace:
+                    associator.forget(request.object_id)
+            else:
+                associator.reset()
+        due = camera.pending_detections.take_for(frame_stamp)
+        if due.late:
+            camera.stats.count_event("detections_late", due.late)
+        known = set(stream.object_ids) | set(book.object_ids())
+        outcome = associator.associate(due.detections or [], size, camera.last_result, known)
+        decisions = apply_outcome(tracker, stream, outcome, associator)
+        started = [d.object_id for d in decisions if d.kind is DecisionKind.STARTED and d.object_id is not None]
+        removed = [d.object_id for d in decisions if d.kind is DecisionKind.REMOVED and d.object_id is not None]
+        book.adopt(started)
+        book.forget(removed)
+        for decision in decisions:
+            camera.stats.count_event(f"detections_{decision.kind.value}")
+            self.get_logger().debug(f"{camera.label}: {decision}")
 
     def _publish(self, camera: Camera, outputs: FrameOutputs, rgb: np.ndarray, header: Any, arrival: float) -> None:
         publishers = camera.publishers
@@ -483,8 +550,9 @@ class TrackerNode(LifecycleNode):
         if "detections" in publishers and publishers["detections"].get_subscription_count() > 0:
             publishers["detections"].publish(detections_message(outputs, header))
         latency = time.monotonic() - arrival
+        labels = camera.associator.labels() if camera.associator is not None else None
         publishers["objects"].publish(
-            objects_message(outputs, header, int(latency * 1e9), camera.stats.frames_dropped)
+            objects_message(outputs, header, int(latency * 1e9), camera.stats.frames_dropped, labels)
         )
         camera.stats.processed(latency)
 
@@ -504,6 +572,13 @@ class TrackerNode(LifecycleNode):
         if self._session is None or book is None:
             raise TrackerInputError(f"the node is not active ({self._status})")
         return book
+
+    def _on_detections(self, camera: Camera, convert: Callable[[Any], list], msg: Any) -> None:
+        if self._session is None:
+            return
+        camera.stats.count_event("detections_received")
+        if camera.pending_detections.put(stamp_ns(msg.header.stamp), convert(msg)):
+            camera.stats.count_event("detections_dropped")
 
     def _on_prompt(self, camera: Camera, msg: Prompt) -> None:
         try:

@@ -7,7 +7,7 @@ header of the INPUT image, so consumers can line the results up with the frame t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from typing import Any, List, Mapping, Optional
 
 import numpy as np
 import torch
@@ -82,7 +82,13 @@ def _roi(box: np.ndarray) -> RegionOfInterest:
     )
 
 
-def objects_message(outputs: FrameOutputs, header: Header, latency_ns: int, dropped_frames: int) -> TrackedObjectArray:
+def objects_message(
+    outputs: FrameOutputs,
+    header: Header,
+    latency_ns: int,
+    dropped_frames: int,
+    labels: Optional[Mapping[int, Optional[str]]] = None,
+) -> TrackedObjectArray:
     """TrackedObjectArray of one frame.
 
     Arguments:
@@ -90,11 +96,14 @@ def objects_message(outputs: FrameOutputs, header: Header, latency_ns: int, drop
       header: the input image's header (copied unchanged).
       latency_ns: time from the image's arrival at the node to this publication.
       dropped_frames: input frames dropped since activation.
+      labels: object id -> the class label of the detection that started it (others: empty label).
     """
+    labels = labels or {}
     objects: List[TrackedObject] = [
         TrackedObject(
             object_id=int(obj_id),
             state=int(state),
+            label=labels.get(int(obj_id)) or "",
             score=float(score),
             presence=float(presence),
             bbox=_roi(box),

@@ -109,6 +109,23 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   value_range=(1, 64, 1)),
     ParameterSpec("lost_after_frames", 30, "An object absent for more than this many frames is reported LOST.",
                   value_range=(0, 1_000_000, 1)),
+    ParameterSpec("detection_min_score", 0.5, "Detector boxes with a lower score are ignored.",
+                  value_range=(0.0, 1.0)),
+    ParameterSpec("detection_iou_threshold", 0.3,
+                  "A detector box overlapping a tracked object's box with at least this IoU is that object "
+                  "(no new object is started for it).", value_range=(0.01, 1.0)),
+    ParameterSpec("detection_reacquire_distance", 2.0,
+                  "A lost object is re-acquired (same id) by a box of its class whose centre lies within this many "
+                  "diagonals of its last known box.", value_range=(0.0, 1000.0)),
+    ParameterSpec("detection_reacquire_after_frames", 15,
+                  "An occluded object may be re-acquired by a box after this many frames absent (LOST ones "
+                  "always).", value_range=(0, 1_000_000, 1)),
+    ParameterSpec("detection_refresh_frames", 0,
+                  "Re-prompt a tracked object with its matching detector box every this many frames (0: never).",
+                  value_range=(0, 1_000_000, 1)),
+    ParameterSpec("detection_remove_lost_frames", 0,
+                  "Remove objects started by the detector once LOST for this many frames (0: never), freeing "
+                  "their slot.", value_range=(0, 1_000_000, 1)),
     ParameterSpec("input_reliability", "best_effort",
                   "Reliability of the image subscription (best_effort also accepts reliable cameras).",
                   choices=RELIABILITIES),
@@ -176,6 +193,12 @@ class NodeSettings:
     max_objects: int
     max_conditioning_frames: int
     lost_after_frames: int
+    detection_min_score: float
+    detection_iou_threshold: float
+    detection_reacquire_distance: float
+    detection_reacquire_after_frames: int
+    detection_refresh_frames: int
+    detection_remove_lost_frames: int
     input_reliability: str
     use_compressed: bool
 

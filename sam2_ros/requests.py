@@ -186,6 +186,11 @@ class ObjectBook:
             requests, self._queue = self._queue, []
         return requests
 
+    def adopt(self, object_ids: Sequence[int]) -> None:
+        """The worker started these objects itself (the detection policy): requests now see them."""
+        with self._lock:
+            self._ids += [obj_id for obj_id in object_ids if obj_id not in self._ids]
+
     def forget(self, object_ids: Sequence[int]) -> None:
         """The worker removed these objects itself (e.g. the detection policy dropped long-lost ones)."""
         with self._lock:
@@ -193,18 +198,25 @@ class ObjectBook:
             self._ids = [obj_id for obj_id in self._ids if obj_id not in gone]
 
 
-def apply_requests(tracker: Tracker, stream: StreamState, requests: Sequence[QueuedRequest]) -> None:
+def apply_requests(
+    tracker: Tracker, stream: StreamState, requests: Sequence[QueuedRequest]
+) -> List[Tuple[QueuedRequest, TrackerInputError]]:
     """Apply drained requests to the stream, in order (the worker, right before stepping its frame).
 
-    Raises:
-      TrackerInputError: only if the book and the stream disagree (a bug): the requests before it are applied.
+    Each request applies on its own. Returns the ones the stream refused, with the reason: only possible when
+    the stream changed between validation and now (the detection policy took the last object slot).
     """
+    refused = []
     for request in requests:
-        if isinstance(request, QueuedPrompt):
-            if request.replace and request.object_id in stream.object_ids:
-                tracker.remove_objects(stream, [request.object_id])
-            tracker.queue_prompt(stream, request.object_id, request.prompt)
-        elif isinstance(request, QueuedRemoval):
-            tracker.remove_objects(stream, request.object_ids)
-        else:
-            tracker.reset(stream)
+        try:
+            if isinstance(request, QueuedPrompt):
+                if request.replace and request.object_id in stream.object_ids:
+                    tracker.remove_objects(stream, [request.object_id])
+                tracker.queue_prompt(stream, request.object_id, request.prompt)
+            elif isinstance(request, QueuedRemoval):
+                tracker.remove_objects(stream, request.object_ids)
+            else:
+                tracker.reset(stream)
+        except TrackerInputError as err:
+            refused.append((request, err))
+    return refused

@@ -34,6 +34,9 @@ RESOLUTION_CHANGES = "resolution_changes"  # input size changed mid-stream (trac
 ERROR_COUNTERS = (IMAGES_REJECTED, PROMPTS_REJECTED, REQUESTS_REJECTED, WORKER_ERRORS, RESOLUTION_CHANGES)
 # The counters that are faults of the inputs or of the node (they make the diagnostics level WARN).
 FAULT_COUNTERS = (IMAGES_REJECTED, PROMPTS_REJECTED, REQUESTS_REJECTED, WORKER_ERRORS)
+# Counters of the detection-association policy (sam2_ros.detections): decisions and timing of detector input.
+DETECTION_EVENTS = ("detections_received", "detections_started", "detections_reacquired", "detections_refreshed", "detections_ignored",
+                    "detections_removed", "detections_late", "detections_dropped")
 
 
 class LatestFrames(Generic[Item]):
@@ -114,6 +117,7 @@ class NodeStats:
         self.frames_processed = 0
         self.frames_dropped = 0
         self.errors: Dict[str, int] = {name: 0 for name in ERROR_COUNTERS}
+        self.events: Dict[str, int] = {name: 0 for name in DETECTION_EVENTS}
         # (clock seconds at publication, latency in seconds) of recently processed frames
         self._recent: Deque[Tuple[float, float]] = deque(maxlen=HISTORY_LIMIT)
         # (clock seconds, counter) of recent errors
@@ -135,6 +139,11 @@ class NodeStats:
             self.errors[name] += 1
             self._recent_errors.append((self._clock(), name))
             return self.errors[name]
+
+    def count_event(self, name: str, count: int = 1) -> None:
+        """Add `count` to an event counter (DETECTION_EVENTS)."""
+        with self._lock:
+            self.events[name] += count
 
     def recent_faults(self, window_s: float = ERROR_WINDOW_S) -> Dict[str, int]:
         """Faults (FAULT_COUNTERS) counted within the last `window_s` seconds, by counter (non-zero only)."""
@@ -159,6 +168,7 @@ class NodeStats:
                 "latency_ms_mean": 1000.0 * float(np.mean(latencies)) if latencies else 0.0,
                 "latency_ms_max": 1000.0 * max(latencies) if latencies else 0.0,
                 **self.errors,
+                **self.events,
             }
 
 
