@@ -32,6 +32,7 @@ def tracker_node(context: LaunchContext) -> list:
     """The node, with the launch arguments that were given as parameters (after the params file)."""
     values = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS}
     image_topic = LaunchConfiguration("image_topic").perform(context)
+    detections_topic = LaunchConfiguration("detections_topic").perform(context)
     return [
         Node(
             package="sam2_ros",
@@ -39,7 +40,8 @@ def tracker_node(context: LaunchContext) -> list:
             name=LaunchConfiguration("node_name").perform(context),
             namespace=LaunchConfiguration("namespace").perform(context),
             parameters=launch_parameters(LaunchConfiguration("params_file").perform(context), values),
-            remappings=[("image", image_topic), ("image/compressed", f"{image_topic}/compressed")],
+            remappings=[("image", image_topic), ("image/compressed", f"{image_topic}/compressed"),
+                        ("detections_in", detections_topic)],
             additional_env={"FASTDDS_DEFAULT_PROFILES_FILE": LaunchConfiguration("fastdds_profile").perform(context)},
             output="screen",
             emulate_tty=True,
@@ -57,6 +59,11 @@ def generate_launch_description() -> LaunchDescription:
             "image_topic", default_value="image",
             description="Camera topic (sensor_msgs/Image), remapped onto the node's `image`; with "
                         "use_compressed:=true the node reads <image_topic>/compressed.",
+        ),
+        DeclareLaunchArgument(
+            "detections_topic", default_value="detections_in",
+            description="A detector's vision_msgs/Detection2DArray topic, remapped onto the node's `detections_in` "
+                        "(boxes start, refresh and re-acquire objects; README 'Detector-driven tracking').",
         ),
         DeclareLaunchArgument(
             "params_file", default_value=PathJoinSubstitution([share, "config", "tracker.yaml"]),

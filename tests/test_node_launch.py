@@ -59,8 +59,8 @@ def test_launch_arguments_are_typed_and_validated_like_the_node_parameters() -> 
 
 def test_tracker_launch_declares_every_argument_with_a_description_and_choices() -> None:
     launched = Launched(TRACKER_LAUNCH)
-    assert set(launched.arguments) == {"namespace", "node_name", "image_topic", "params_file", "fastdds_profile",
-                                       *LAUNCH_ARGUMENTS}
+    assert set(launched.arguments) == {"namespace", "node_name", "image_topic", "detections_topic", "params_file",
+                                       "fastdds_profile", *LAUNCH_ARGUMENTS}
     assert {"allow_random_weights", "image_size", "max_objects", "cpu_threads"} <= set(LAUNCH_ARGUMENTS)
     for name, argument in launched.arguments.items():
         assert len(argument.description or "") > 15, name
@@ -79,7 +79,8 @@ def test_tracker_launch_without_arguments_passes_only_the_params_file() -> None:
     node = Launched(TRACKER_LAUNCH).node("tracker_node")
     assert node["parameters"] == [DEFAULT_PARAMS_FILE]
     assert (node["package"], node["name"], node["namespace"]) == ("sam2_ros", NODE_NAME, "")
-    assert node["remappings"] == [("image", "image"), ("image/compressed", "image/compressed")]
+    assert node["remappings"] == [("image", "image"), ("image/compressed", "image/compressed"),
+                                  ("detections_in", "detections_in")]
     assert node["additional_env"] == {
         "FASTDDS_DEFAULT_PROFILES_FILE": f"{SHARE_PREFIX}/sam2_ros/config/fastdds_large_images.xml"}
 
@@ -87,10 +88,12 @@ def test_tracker_launch_without_arguments_passes_only_the_params_file() -> None:
 def test_tracker_launch_of_the_readme_walkthrough() -> None:
     node = Launched(TRACKER_LAUNCH, {"allow_random_weights": "true", "image_size": "256", "device": "cpu",
                                      "image_topic": "/camera/image_raw", "namespace": "robot",
-                                     "node_name": "tracker"}).node("tracker_node")
+                                     "node_name": "tracker", "detections_topic": "/yolo/detections"}
+                    ).node("tracker_node")
     assert node["parameters"] == [DEFAULT_PARAMS_FILE, {"allow_random_weights": True, "image_size": 256,
                                                         "device": "cpu"}]
-    assert node["remappings"] == [("image", "/camera/image_raw"), ("image/compressed", "/camera/image_raw/compressed")]
+    assert node["remappings"] == [("image", "/camera/image_raw"), ("image/compressed", "/camera/image_raw/compressed"),
+                                  ("detections_in", "/yolo/detections")]
     assert (node["namespace"], node["name"]) == ("robot", "tracker")
 
 
