@@ -101,13 +101,15 @@ class FrameSource(abc.ABC):
     def __iter__(self) -> Iterator[VideoFrame]:
         if self._first is None:
             raise VideoSourceError(f"{self.name}: a source can be iterated only once")
-        first, self._first = self._first, None
-        yield first
-        yield from self._rest()
+        frame: Optional[VideoFrame]
+        frame, self._first = self._first, None
+        while frame is not None:
+            yield frame
+            frame = self._read(frame.index + 1)
 
     @abc.abstractmethod
-    def _rest(self) -> Iterator[VideoFrame]:
-        """The frames after the first one."""
+    def _read(self, index: int) -> Optional[VideoFrame]:
+        """The next frame (it gets `index`), or None at the end of the input."""
 
     def close(self) -> None:
         """Release the device or file (idempotent)."""
@@ -162,15 +164,6 @@ class _OpenCVSource(FrameSource):
             time_s = float(self._capture.get(cv2.CAP_PROP_POS_MSEC) or 0.0) / 1000.0
         return VideoFrame(index, rgb, time_s, int(round(time_s * 1e9)), DEFAULT_FRAME_ID)
 
-    def _rest(self) -> Iterator[VideoFrame]:
-        index = 1
-        while True:
-            frame = self._read(index)
-            if frame is None:
-                return
-            yield frame
-            index += 1
-
     def close(self) -> None:
         self._capture.release()
 
@@ -213,19 +206,19 @@ class _FolderSource(FrameSource):
         if not self._files:
             raise VideoSourceError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
         self._fps = fps
-        super().__init__(str(folder), self._read(0), fps, len(self._files))
+        first = self._read(0)
+        assert first is not None  # there is at least one file
+        super().__init__(str(folder), first, fps, len(self._files))
 
-    def _read(self, index: int) -> VideoFrame:
+    def _read(self, index: int) -> Optional[VideoFrame]:
+        if index >= len(self._files):
+            return None
         path = self._files[index]
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
             raise VideoSourceError(f"cannot read image {path}")
         time_s = index / self._fps
         return VideoFrame(index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time_s, int(round(time_s * 1e9)), DEFAULT_FRAME_ID)
-
-    def _rest(self) -> Iterator[VideoFrame]:
-        for index in range(1, len(self._files)):
-            yield self._read(index)
 
 
 # --------------------------------------------------------------------------- rosbag2
@@ -268,7 +261,7 @@ class _RosbagSource(FrameSource):
             count = sum(connection.msgcount for connection in self._connections)
             duration_s = self._reader.duration / 1e9
             fps = (count - 1) / duration_s if count > 1 and duration_s > 0 else None
-            first = self._next(0)
+            first = self._read(0)
             if first is None:
                 raise VideoSourceError(f"{self._label}: the topic has no messages")
         except BaseException:
@@ -299,7 +292,7 @@ class _RosbagSource(FrameSource):
             )
         return chosen
 
-    def _next(self, index: int) -> Optional[VideoFrame]:
+    def _read(self, index: int) -> Optional[VideoFrame]:
         try:
             connection, log_time_ns, raw = next(self._messages)
         except StopIteration:
@@ -322,15 +315,6 @@ class _RosbagSource(FrameSource):
             frame_id=str(msg.header.frame_id),
             message=BagMessage(connection.topic, connection.msgtype, log_time_ns, bytes(raw)),
         )
-
-    def _rest(self) -> Iterator[VideoFrame]:
-        index = 1
-        while True:
-            frame = self._next(index)
-            if frame is None:
-                return
-            yield frame
-            index += 1
 
     def close(self) -> None:
         if getattr(self, "_reader", None) is not None and self._reader.is_open:

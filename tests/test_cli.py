@@ -232,6 +232,33 @@ def test_bag_output_from_a_video_records_rgb8_images(tmp_path: Path) -> None:
     assert [i.header.stamp.nanosec for i in images] == [0, 100_000_000]
 
 
+def test_bag_output_is_what_ros_reads_type_hashes_and_cdr(tmp_path: Path) -> None:
+    """ROS's own view of the recording: rclpy deserialises its messages with the generated sam2_ros types,
+    and the type hashes in its metadata are the ones the ROS interface build computed."""
+    pytest.importorskip("rclpy", reason="needs the ROS 2 wheels (make setup)")
+    from rclpy.serialization import deserialize_message
+    from sam2_ros.msg import TrackedObjectArray
+    from sensor_msgs.msg import Image
+
+    video = write_video(tmp_path / "clip.avi", clip(2))
+    assert track(str(video), "--point", f"{SQUARE}@5", "--bag", str(tmp_path / "out")) == 0
+    written = read_bag(tmp_path / "out")
+    objects = deserialize_message(written["/objects"][1][2], TrackedObjectArray)
+    assert [o.object_id for o in objects.objects] == [5] and objects.header.stamp.nanosec == 100_000_000
+    mask = deserialize_message(written["/masks"][1][2], Image)
+    assert (mask.encoding, mask.height, mask.width) == ("mono16", HEIGHT, WIDTH)
+
+    generated = Path(sys.prefix) / "share" / "sam2_ros" / "msg" / "TrackedObjectArray.json"
+    if not generated.is_file():
+        pytest.skip(f"no ROS interface build at {generated.parent} to compare type hashes with")
+    ros_hash = json.loads(generated.read_text())["type_hashes"][0]["hash_string"]
+    from rosbags.rosbag2 import Reader
+
+    with Reader(tmp_path / "out") as reader:
+        digests = {c.topic: c.digest for c in reader.connections}
+    assert digests["/objects"] == ros_hash
+
+
 # --------------------------------------------------------------------------- errors
 
 
