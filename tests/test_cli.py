@@ -165,6 +165,21 @@ def test_max_frames_stops_early(tmp_path: Path) -> None:
     assert len(json_lines(tmp_path / "t.jsonl")) == 2
 
 
+def test_ctrl_c_ends_a_run_after_the_current_frame_with_outputs_complete(tmp_path: Path) -> None:
+    """What stops a camera run: the frames tracked so far are all written and the run says it was interrupted."""
+    def camera():
+        yield from cli.synthetic_frames(HEIGHT, WIDTH, 3)
+        raise KeyboardInterrupt
+
+    tracker, _ = cli.make_tracker(cli.build_parser().parse_args(["track", "0", *MODEL_ARGS]))
+    schedule = cli.command_line_schedule(["32,32"], [])
+    output = cli.JsonLines(str(tmp_path / "t.jsonl"))
+    stats = cli.track_frames(tracker, camera(), [schedule], [output])
+    output.close()
+    assert stats.interrupted and stats.frames == 3 and stats.object_ids == [1]
+    assert [r["frame"] for r in json_lines(tmp_path / "t.jsonl")] == [0, 1, 2]
+
+
 # --------------------------------------------------------------------------- rosbag2 in and out
 
 
