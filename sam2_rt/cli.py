@@ -188,10 +188,12 @@ def track_frames(
     Arguments:
       tracker: the tracker (a new stream is created).
       frames: the frames, in order.
-      providers: prompt providers (`sam2_rt.prompts.PromptProvider`), asked once per frame.
+      providers: prompt providers (`sam2_rt.prompts.PromptProvider`), asked once per frame. One that needs
+        the results (e.g. to associate detector boxes with tracked objects) can be in `outputs` too.
       outputs: objects with write(frame, FrameOutputs, seconds).
       progress: a tqdm bar updated once per frame, or None.
-    Ctrl-C ends the run after the current frame (RunStats.interrupted).
+    Ctrl-C ends the run (RunStats.interrupted): the frames finished before it are all written, the one in
+    progress is dropped.
     """
     state = tracker.create_stream()
     stats = RunStats()

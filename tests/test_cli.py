@@ -165,7 +165,7 @@ def test_max_frames_stops_early(tmp_path: Path) -> None:
     assert len(json_lines(tmp_path / "t.jsonl")) == 2
 
 
-def test_ctrl_c_ends_a_run_after_the_current_frame_with_outputs_complete(tmp_path: Path) -> None:
+def test_ctrl_c_ends_a_run_with_every_finished_frame_written(tmp_path: Path) -> None:
     """What stops a camera run: the frames tracked so far are all written and the run says it was interrupted."""
     def camera():
         yield from cli.synthetic_frames(HEIGHT, WIDTH, 3)
