@@ -99,7 +99,8 @@ class PromptSchedule:
 
     def events_for(self, frame: VideoFrame) -> List[PromptEvent]:
         due = [
-            (at_frame is not None and frame.index >= at_frame) or (at_time is not None and frame.time_s >= at_time - 1e-9)
+            (at_frame is not None and frame.index >= at_frame)
+            or (at_time is not None and frame.time_s >= at_time - 1e-9)
             for at_frame, at_time, _ in self._entries
         ]
         events = [entry[2] for entry, is_due in zip(self._entries, due) if is_due]
@@ -218,7 +219,9 @@ def load_prompt_file(path: Path) -> PromptSchedule:
     if isinstance(content, Mapping) and set(content) == {"prompts"}:
         content = content["prompts"]
     if not isinstance(content, list):
-        raise PromptError(f"{path}: expected a list of prompts (or {{\"prompts\": [...]}}), got {type(content).__name__}")
+        raise PromptError(
+            f"{path}: expected a list of prompts (or {{\"prompts\": [...]}}), got {type(content).__name__}"
+        )
     schedule = PromptSchedule()
     for number, item in enumerate(content, start=1):
         origin = f"{path}: prompt {number}"
@@ -311,7 +314,9 @@ def _array(value: Any, shape: Tuple[int, ...], name: str, origin: str) -> Option
 # --------------------------------------------------------------------------- applying
 
 
-def apply_events(tracker: Tracker, state: StreamState, events: Sequence[PromptEvent], frame_size: Tuple[int, int]) -> None:
+def apply_events(
+    tracker: Tracker, state: StreamState, events: Sequence[PromptEvent], frame_size: Tuple[int, int]
+) -> None:
     """Hand a frame's events to the tracker, in order (before the frame is stepped).
 
     Raises:

@@ -218,7 +218,8 @@ class _FolderSource(FrameSource):
         if bgr is None:
             raise VideoSourceError(f"cannot read image {path}")
         time_s = index / self._fps
-        return VideoFrame(index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time_s, int(round(time_s * 1e9)), DEFAULT_FRAME_ID)
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return VideoFrame(index, rgb, time_s, int(round(time_s * 1e9)), DEFAULT_FRAME_ID)
 
 
 # --------------------------------------------------------------------------- rosbag2

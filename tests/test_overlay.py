@@ -101,9 +101,9 @@ def test_banner_is_opaque_readable_and_drawing_it_twice_changes_nothing() -> Non
 def test_overlay_without_objects_is_the_frame_in_bgr_plus_the_banner() -> None:
     rgb = np.zeros((40, 60, 3), dtype=np.uint8)
     rgb[..., 0] = 255
-    empty = FrameOutputs.from_result(TrackResult(0, [], torch.zeros(0, 40, 60, dtype=torch.bool), torch.zeros(0, 40, 60),
-                                                 torch.zeros(0, 1, 4, 4), torch.zeros(0), torch.zeros(0), [],
-                                                 torch.zeros(0, 4)))
+    empty = FrameOutputs.from_result(TrackResult(
+        0, [], torch.zeros(0, 40, 60, dtype=torch.bool), torch.zeros(0, 40, 60), torch.zeros(0, 1, 4, 4),
+        torch.zeros(0), torch.zeros(0), [], torch.zeros(0, 4)))
     plain = draw_overlay(rgb, empty)
     assert (plain[..., 2] == 255).all() and (plain[..., :2] == 0).all()
     assert not np.array_equal(draw_overlay(rgb, empty, banner="x"), plain)

@@ -38,7 +38,8 @@ def scene() -> tuple:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "overlay_example.png")
+    default = Path(__file__).resolve().parents[1] / "docs" / "overlay_example.png"
+    parser.add_argument("--output", type=Path, default=default, help=f"PNG file to write (default {default})")
     args = parser.parse_args()
     rgb, masks = scene()
     mask_tensor = torch.from_numpy(masks)
