@@ -35,6 +35,7 @@ from std_msgs.msg import Header
 from sam2_ros.compat import rclpy_session
 from sam2_ros.conversions import image_to_numpy, numpy_to_image
 from sam2_ros.msg import Prompt, TrackedObjectArray
+from sam2_ros.parameters import NODE_NAME
 from sam2_ros.srv import AddPrompt
 from sam2_rt.overlay import draw_banner
 from sam2_rt.video import open_source
@@ -117,7 +118,8 @@ class DemoPlayer(Node):
         reliable = QoSProfile(depth=30, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(Image, "overlay", self._on_overlay, reliable)
         self.create_subscription(TrackedObjectArray, "objects", self._on_objects, reliable)
-        self._add_prompt = self.create_client(AddPrompt, "add_prompt")
+        # The tracker's services are private (~/add_prompt): under the tracker's node name in our namespace.
+        self._add_prompt = self.create_client(AddPrompt, f"{NODE_NAME}/add_prompt")
         self._output, self._fps, self._banner = output, fps, banner
         self._lock = threading.Lock()
         self._index_of_stamp: Dict[Tuple[int, int], int] = {}
