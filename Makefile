@@ -19,7 +19,8 @@ INTERFACES := $(wildcard msg/*.msg srv/*.srv) CMakeLists.txt package.xml
 
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
-# make demo CHECKPOINT=path/to/sam2.1_hiera_tiny.pt runs the demo with real weights (default: random).
+# make demo downloads sam2.1_hiera_tiny first (resumable, sha256-checked; without network it falls back to
+# random weights within seconds and says so on every overlay frame); CHECKPOINT=path/to/file.pt skips that.
 CHECKPOINT ?=
 
 .PHONY: setup test demo interfaces clean

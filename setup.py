@@ -31,6 +31,11 @@ setup(
         "torch==2.14.1",
         "numpy>=1.24",
         "opencv-python-headless>=4.8",
+        # Pure Python (no ROS install): rosbag2 input and output of `sam2-rt track`.
+        "rosbags>=0.10",
+        # Progress bar of `sam2-rt track` and `sam2-rt download`; prompt files in YAML.
+        "tqdm>=4.60",
+        "PyYAML>=5.4",
     ],
     extras_require={
         "test": TEST_REQUIRES,

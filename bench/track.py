@@ -21,6 +21,7 @@ reduced precision).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -40,6 +41,7 @@ if str(REPO) not in sys.path:
 
 from sam2_rt.tracker import Tracker, TrackerConfig  # noqa: E402
 from sam2_rt.transforms import preprocess  # noqa: E402
+from sam2_rt.video import open_source  # noqa: E402
 
 
 # --------------------------------------------------------------------------- synthetic video
@@ -107,21 +109,6 @@ def synthetic_video(num_frames: int, height: int = 240, width: int = 320, seed: 
             velocity[out, axis] *= -1
             position[:, axis] = np.clip(position[:, axis], 0, limit - 1)
     return SyntheticVideo(frames=frames, centers=centers, boxes=boxes)
-
-
-def read_video(path: str, num_frames: int) -> List[np.ndarray]:
-    """The first num_frames frames of a video file OpenCV can read, as (H, W, 3) uint8 RGB."""
-    capture = cv2.VideoCapture(path)
-    frames = []
-    while len(frames) < num_frames:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    capture.release()
-    if not frames:
-        raise SystemExit(f"cannot read frames from {path!r}")
-    return frames
 
 
 # With tests/oracle.py's random weights every object scores about -0.5 on every frame ("absent"), so all
@@ -317,7 +304,8 @@ def rss_mib() -> float:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--video", default="synthetic", help="a video file OpenCV reads, or 'synthetic'")
+    parser.add_argument("--video", default="synthetic",
+                        help="'synthetic', or any input of sam2_rt.video.open_source (file, folder, rosbag2, camera)")
     parser.add_argument("--frames", type=int, default=60, help="number of frames to track")
     parser.add_argument("--image-size", type=int, default=1024, help="model input side S")
     parser.add_argument("--model", default="sam2.1_hiera_tiny", help="model name (sam2_rt.config.MODEL_NAMES)")
@@ -334,7 +322,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.video == "synthetic":
         frames = synthetic_video(args.frames, height=480, width=640, seed=args.seed).frames
     else:
-        frames = read_video(args.video, args.frames)
+        with open_source(args.video) as source:
+            frames = [frame.rgb for frame in itertools.islice(source, args.frames)]
     height, width = frames[0].shape[:2]
     meta = build_meta(args.model, image_size=args.image_size, seed=args.seed)
     if args.checkpoint is not None:

