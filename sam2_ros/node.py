@@ -66,8 +66,8 @@ from sam2_ros.worker import (
     total_snapshot,
 )
 from sam2_rt.association import AssociationConfig, DecisionKind, DetectionAssociator, apply_outcome
-from sam2_rt.backends import apply_backend, resolve_device
-from sam2_rt.checkpoint import MissingCheckpointError, build_model
+from sam2_rt.backends import apply_backend
+from sam2_rt.runtime import RANDOM_WEIGHTS_BANNER, MissingCheckpointError, build_model, resolve_checkpoint, resolve_device
 from sam2_rt.tracker import StreamState, Tracker, TrackerConfig, TrackerInputError, TrackResult
 
 # Seconds between the warnings of a node running with random weights.
@@ -327,18 +327,20 @@ class TrackerNode(LifecycleNode):
         if device.type == "cpu":
             torch.set_num_threads(resolve_cpu_threads(settings.cpu_threads))
             cpu_note = f" (torch threads: {torch.get_num_threads()})"
+        # Random weights only as a fallback: a checkpoint that exists is always used.
+        random_weights = settings.allow_random_weights and resolve_checkpoint(settings.model, settings.checkpoint) is None
         try:
-            built = build_model(settings.model, settings.checkpoint, settings.image_size, device,
-                                settings.allow_random_weights)
+            model, weights = build_model(settings.model, settings.checkpoint, settings.image_size, device,
+                                         random_weights)
         except MissingCheckpointError as err:
             raise ActivationError(
-                f"{err}; set the parameter 'checkpoint', or allow_random_weights:=true to run without one "
+                f"{err}; or set the parameter 'checkpoint', or allow_random_weights:=true to run without one "
                 "(demos and tests only)"
             ) from None
         # Falls back (tensorrt -> compile -> eager) with a warning naming the reason.
-        backend = apply_backend(built.model, settings.backend, precision=settings.precision)
+        backend = apply_backend(model, settings.backend, precision=settings.precision)
         tracker = Tracker(
-            built.model,
+            model,
             TrackerConfig(
                 max_objects=settings.max_objects,
                 max_conditioning_frames=settings.max_conditioning_frames,
@@ -349,10 +351,10 @@ class TrackerNode(LifecycleNode):
         description = (
             f"model {settings.model} at {settings.image_size} px on {device}{cpu_note}, {settings.precision}, "
             f"backend {backend.used}{'' if backend.used == backend.requested else f' (asked: {backend.requested})'}, "
-            f"weights: {built.weights}"
+            f"weights: {weights}"
         )
         session = Session(
-            tracker=tracker, description=description, device=str(device), random_weights=built.checkpoint is None,
+            tracker=tracker, description=description, device=str(device), random_weights=random_weights,
             worker=FrameWorker(process=self._process, on_error=self._on_worker_error),
         )
         return session, settings
@@ -545,7 +547,8 @@ class TrackerNode(LifecycleNode):
         publishers = camera.publishers
         publishers["masks"].publish(mask_message(outputs, header))
         if self._publish_overlay and publishers["overlay"].get_subscription_count() > 0:
-            overlay = draw_overlay(rgb, outputs, self._overlay_alpha)
+            banner = RANDOM_WEIGHTS_BANNER if self._session is not None and self._session.random_weights else None
+            overlay = draw_overlay(rgb, outputs, self._overlay_alpha, banner=banner)
             publishers["overlay"].publish(numpy_to_image(overlay, "bgr8", header))
         if "detections" in publishers and publishers["detections"].get_subscription_count() > 0:
             publishers["detections"].publish(detections_message(outputs, header))

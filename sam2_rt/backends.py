@@ -140,19 +140,3 @@ def apply_backend(
     LOG.info("compiled %s with backend %s (%s)", ", ".join(COMPILED_COMPONENTS), choice.used, compiler)
     return choice
 
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device of a device choice (sam2_rt.config.DEVICE_NAMES, or any torch device string).
-
-    "auto" is cuda when torch sees a GPU, else cpu. Raises ValueError for cuda without a GPU and for a name
-    torch does not know.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"unknown device {name!r}; choose one of auto, cuda, cpu") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but torch sees no CUDA device (use auto or cpu)")
-    return device

@@ -326,61 +326,6 @@ def random_model(
     return model.to(device=device, dtype=dtype).eval()
 
 
-class MissingCheckpointError(CheckpointError):
-    """No checkpoint was given nor downloaded, and random weights were not allowed."""
-
-
-@dataclass(frozen=True)
-class BuiltModel:
-    """What `build_model` made: the model and where its weights came from (None: seeded random weights)."""
-
-    model: SAM2Model
-    checkpoint: Optional[Path]
-
-    @property
-    def weights(self) -> str:
-        """A description of the weights for logs and diagnostics."""
-        return str(self.checkpoint) if self.checkpoint is not None else "RANDOM (no checkpoint)"
-
-
-def resolve_checkpoint(name: str, checkpoint: Optional[PathLike]) -> Optional[Path]:
-    """The checkpoint to load: `checkpoint` when given, else the file `download` stores for `name` if present."""
-    if checkpoint:
-        return Path(checkpoint).expanduser()
-    cached = default_checkpoint_path(name)
-    return cached if cached.is_file() else None
-
-
-def build_model(
-    name: str,
-    checkpoint: Optional[PathLike],
-    image_size: int,
-    device: Union[str, torch.device],
-    allow_random_weights: bool = False,
-) -> BuiltModel:
-    """The model every front end runs (node, CLI, tools): Meta's checkpoint, or random weights when allowed.
-
-    Arguments:
-      name: one of MODEL_NAMES.
-      checkpoint: Meta's .pt file; empty or None: the downloaded file of `name`, if any.
-      image_size, device: as for `load_model`.
-      allow_random_weights: without any checkpoint, use `random_model` (seeded; masks are meaningless).
-    Raises:
-      MissingCheckpointError: no checkpoint and random weights not allowed (the message names the download).
-      CheckpointError: the checkpoint is unusable.
-    """
-    path = resolve_checkpoint(name, checkpoint)
-    if path is not None:
-        return BuiltModel(load_model(name, path, image_size, device), path)
-    if not allow_random_weights:
-        raise MissingCheckpointError(
-            f"no checkpoint for {name}: give Meta's .pt file, or run `sam2-rt download {name}`, which stores it "
-            f"at {default_checkpoint_path(name)}"
-        )
-    logger.warning("running %s with RANDOM weights: the masks are meaningless (demos, tests, timing)", name)
-    return BuiltModel(random_model(name, image_size, device), None)
-
-
 # --- download -----------------------------------------------------------------------------------------
 
 

@@ -11,11 +11,13 @@ from typing import Optional, Tuple
 import torch
 
 from sam2_rt.checkpoint import CheckpointError, default_checkpoint_path, load_model, random_model
+from sam2_rt.config import DEVICE_NAMES
 from sam2_rt.modeling.sam2 import SAM2Model
 
 logger = logging.getLogger(__name__)
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
+# Device names accepted by resolve_device: the shared choices, plus a numbered GPU.
+DEVICE_CHOICES = (*DEVICE_NAMES, "cuda:N")
 # What a run with random weights says on its overlay and in its logs.
 RANDOM_WEIGHTS_BANNER = "RANDOM WEIGHTS - masks are meaningless"
 

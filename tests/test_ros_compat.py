@@ -376,23 +376,23 @@ def test_vermin_rejects_python_3_11_code(tmp_path: Path) -> None:
     assert _vermin(str(sample)).returncode != 0
 
 
-# Third-party modules imported by the node, the library and the launch files -> their rosdep key. torch is
+# Third-party modules imported by the node, the library and the launch files -> their rosdep key. torch
 # and torch-tensorrt (optional, GPU) are installed with pip (README: "Supported ROS 2 distributions"): no key.
 ROSDEP_KEYS = {
     "rclpy": "rclpy", "rcl_interfaces": "rcl_interfaces", "lifecycle_msgs": "lifecycle_msgs",
     "diagnostic_msgs": "diagnostic_msgs", "sensor_msgs": "sensor_msgs", "std_msgs": "std_msgs",
     "geometry_msgs": "geometry_msgs", "builtin_interfaces": "builtin_interfaces", "vision_msgs": "vision_msgs",
     "launch": "launch", "launch_ros": "launch_ros", "numpy": "python3-numpy", "cv2": "python3-opencv",
+    "yaml": "python3-yaml", "tqdm": "python3-tqdm",
 }
-PIP_ONLY = {"torch", "torch_tensorrt"}
+# rosbags (the CLI's rosbag2 reader/writer, pure Python) has no rosdep key either.
+PIP_ONLY = {"torch", "torch_tensorrt", "rosbags"}
 OWN = {"sam2_ros", "sam2_rt"}
 
 
 def runtime_imports() -> Set[str]:
     """Top-level third-party modules imported anywhere by the node, sam2_rt's core and the launch files."""
-    files = [*REPO.glob("sam2_ros/*.py"), *REPO.glob("launch/*.py"),
-             *(REPO / "sam2_rt" / name for name in ("tracker.py", "memory.py", "transforms.py", "checkpoint.py",
-                                                    "config.py", "backends.py")),
+    files = [*REPO.glob("sam2_ros/*.py"), *REPO.glob("launch/*.py"), *REPO.glob("sam2_rt/*.py"),
              *REPO.glob("sam2_rt/modeling/*.py")]
     modules = set()
     for path in files:
