@@ -19,7 +19,6 @@ from typing import Any, List, Optional, Tuple
 
 from sam2_ros.msg import DetectionArray
 from sam2_rt.association import Detection
-from sam2_rt.tracker import TrackResult
 
 # Detection arrays waiting for their camera frame, per camera (a detector far ahead of the tracker, or stamps
 # that never match, cannot grow memory).
@@ -96,13 +95,3 @@ class PendingDetections:
         late = sum(stamp < frame_stamp for stamp, _ in due)
         return FrameDetections(due[-1][1], late)
 
-
-def observed(result: TrackResult) -> TrackResult:
-    """The part of a result the association policy reads (ids, states, boxes), without the per-pixel tensors,
-    so that keeping it until the next frame costs no image-sized memory."""
-    empty = result.boxes.new_zeros((len(result.object_ids), 0, 0))
-    return TrackResult(
-        frame_index=result.frame_index, object_ids=list(result.object_ids), masks=empty.bool(), logits=empty,
-        low_res_logits=empty[:, None], ious=result.ious, presence=result.presence, states=list(result.states),
-        boxes=result.boxes,
-    )

@@ -47,7 +47,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 
 from sam2_ros.compat import add_parameter_callbacks, rclpy_session
-from sam2_ros.detections import PendingDetections, detections_from_array, detections_from_vision, observed, stamp_ns
+from sam2_ros.detections import PendingDetections, detections_from_array, detections_from_vision, stamp_ns
 from sam2_ros.conversions import ImageConversionError, compressed_to_rgb, image_to_rgb, numpy_to_image
 from sam2_ros.msg import DetectionArray, Prompt, TrackedObjectArray
 from sam2_ros.outputs import Detection2DArray, FrameOutputs, detections_message, mask_message, objects_message
@@ -65,10 +65,11 @@ from sam2_ros.worker import (
     NodeStats,
     total_snapshot,
 )
-from sam2_rt.association import AssociationConfig, DecisionKind, DetectionAssociator, apply_outcome
+from sam2_rt.association import AssociationConfig
+from sam2_rt.detection_driver import DetectionDriver, started_and_removed
 from sam2_rt.backends import apply_backend
 from sam2_rt.runtime import RANDOM_WEIGHTS_BANNER, MissingCheckpointError, build_model, resolve_checkpoint, resolve_device
-from sam2_rt.tracker import StreamState, Tracker, TrackerConfig, TrackerInputError, TrackResult
+from sam2_rt.tracker import StreamState, Tracker, TrackerConfig, TrackerInputError
 
 # Seconds between the warnings of a node running with random weights.
 RANDOM_WEIGHTS_WARNING_PERIOD_S = 5.0
@@ -134,11 +135,9 @@ class Camera:
     book: Optional[ObjectBook] = None
     stream: Optional[StreamState] = None
     subscriptions: List[Any] = field(default_factory=list)
-    # Detector-driven tracking: boxes waiting for their frame, the policy (the worker's alone) and what it
-    # needs of the previous frame.
+    # Detector-driven tracking: boxes waiting for their frame, and the policy (the worker's alone).
     pending_detections: PendingDetections = field(default_factory=PendingDetections)
-    associator: Optional[DetectionAssociator] = None
-    last_result: Optional[TrackResult] = None
+    detector: Optional[DetectionDriver] = None
 
     @property
     def label(self) -> str:
@@ -302,8 +301,7 @@ class TrackerNode(LifecycleNode):
             camera.book = ObjectBook(session.tracker)
             camera.stream = session.tracker.create_stream()
             camera.pending_detections = PendingDetections()
-            camera.associator = DetectionAssociator(association)
-            camera.last_result = None
+            camera.detector = DetectionDriver(association)
         self._session = session
         session.worker.start()
         for camera in self._cameras.values():
@@ -420,7 +418,7 @@ class TrackerNode(LifecycleNode):
             return
         session.worker.stop()
         for camera in self._cameras.values():
-            camera.book, camera.stream, camera.associator, camera.last_result = None, None, None, None
+            camera.book, camera.stream, camera.detector = None, None, None
         if session.tracker.device.type == "cuda":
             del session
             torch.cuda.empty_cache()
@@ -510,33 +508,32 @@ class TrackerNode(LifecycleNode):
         except TrackerInputError as err:
             self._report(camera, IMAGES_REJECTED, f"image rejected by the tracker: {err}")
             return
-        camera.last_result = observed(result)
-        self._publish(camera, FrameOutputs.from_result(result), rgb, msg.header, arrival)
+        outputs = FrameOutputs.from_result(result)
+        if camera.detector is not None:
+            camera.detector.after_step(result)
+            outputs = outputs.with_classes(camera.detector.labels())
+        self._publish(camera, outputs, rgb, msg.header, arrival)
 
     def _associate(self, tracker: Tracker, camera: Camera, requests: Sequence[QueuedRequest],
                    size: Tuple[int, int], frame_stamp: int) -> None:
         """Run the detection-association policy on this frame's detector boxes (every frame: it keeps the
         objects' states current) and apply its decisions to the stream before the frame is tracked."""
-        associator, stream, book = camera.associator, camera.stream, camera.book
-        if associator is None or stream is None or book is None:
+        detector, stream, book = camera.detector, camera.stream, camera.book
+        if detector is None or stream is None or book is None:
             return
-        for request in requests:  # requests of the user the policy must know about
+        for request in requests:  # what the user changed by hand, the policy must know
             if isinstance(request, QueuedRemoval):
-                for object_id in request.object_ids:
-                    associator.forget(object_id)
+                detector.forget(request.object_ids)
             elif isinstance(request, QueuedPrompt):
                 if request.replace:
-                    associator.forget(request.object_id)
+                    detector.forget([request.object_id])
             else:
-                associator.reset()
+                detector.reset()
         due = camera.pending_detections.take_for(frame_stamp)
         if due.late:
             camera.stats.count_event("detections_late", due.late)
-        known = set(stream.object_ids) | set(book.object_ids())
-        outcome = associator.associate(due.detections or [], size, camera.last_result, known)
-        decisions = apply_outcome(tracker, stream, outcome, associator)
-        started = [d.object_id for d in decisions if d.kind is DecisionKind.STARTED and d.object_id is not None]
-        removed = [d.object_id for d in decisions if d.kind is DecisionKind.REMOVED and d.object_id is not None]
+        decisions = detector.before_step(tracker, stream, due.detections or [], size, book.object_ids())
+        started, removed = started_and_removed(decisions)
         book.adopt(started)
         book.forget(removed)
         for decision in decisions:
@@ -553,9 +550,8 @@ class TrackerNode(LifecycleNode):
         if "detections" in publishers and publishers["detections"].get_subscription_count() > 0:
             publishers["detections"].publish(detections_message(outputs, header))
         latency = time.monotonic() - arrival
-        labels = camera.associator.labels() if camera.associator is not None else None
         publishers["objects"].publish(
-            objects_message(outputs, header, int(latency * 1e9), camera.stats.frames_dropped, labels)
+            objects_message(outputs, header, int(latency * 1e9), camera.stats.frames_dropped)
         )
         camera.stats.processed(latency)
 

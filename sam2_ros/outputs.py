@@ -6,7 +6,7 @@ consumers can line the results up with the frame they were computed on.
 """
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 from builtin_interfaces.msg import Duration
@@ -43,13 +43,7 @@ def _roi(box: np.ndarray) -> RegionOfInterest:
     return RegionOfInterest(x_offset=x_offset, y_offset=y_offset, width=width, height=height, do_rectify=False)
 
 
-def objects_message(
-    outputs: FrameOutputs,
-    header: Header,
-    latency_ns: int,
-    dropped_frames: int,
-    labels: Optional[Mapping[int, Optional[str]]] = None,
-) -> TrackedObjectArray:
+def objects_message(outputs: FrameOutputs, header: Header, latency_ns: int, dropped_frames: int) -> TrackedObjectArray:
     """TrackedObjectArray of one frame.
 
     Arguments:
@@ -57,21 +51,20 @@ def objects_message(
       header: the input image's header (copied unchanged).
       latency_ns: time from the image's arrival at the node to this publication.
       dropped_frames: input frames dropped since activation.
-      labels: object id -> the class label of the detection that started it (others: empty label).
     """
-    labels = labels or {}
     objects: List[TrackedObject] = [
         TrackedObject(
             object_id=int(obj_id),
             state=int(state),
-            label=labels.get(int(obj_id)) or "",
+            label=label,
             score=float(score),
             presence=float(presence),
             bbox=_roi(box),
             mask_area=int(area),
         )
-        for obj_id, state, score, presence, box, area in zip(
-            outputs.object_ids, outputs.states, outputs.scores, outputs.presence, outputs.boxes, outputs.areas
+        for obj_id, state, label, score, presence, box, area in zip(
+            outputs.object_ids, outputs.states, outputs.class_names(), outputs.scores, outputs.presence,
+            outputs.boxes, outputs.areas,
         )
     ]
     return TrackedObjectArray(

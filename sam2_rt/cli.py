@@ -29,13 +29,15 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, List, NoReturn, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
 import numpy as np
 from sam2_rt.backends import apply_backend
 from sam2_rt.checkpoint import CHECKPOINTS, CheckpointError, default_cache_dir, download
+from sam2_rt.association import AssociationConfig, Detection
 from sam2_rt.config import BACKEND_NAMES, DEVICE_NAMES, IMAGE_SIZE_MULTIPLE, MODEL_NAMES, PRECISION_NAMES
-from sam2_rt.frame_outputs import FrameOutputs
+from sam2_rt.detection_driver import DetectionDriver, DetectionFileError, load_detections_file
+from sam2_rt.frame_outputs import MAX_OUTPUT_OBJECT_ID, FrameOutputs
 from sam2_rt.prompts import (
     USER_GUIDE,
     PromptError,
@@ -71,7 +73,8 @@ class UsageError(Exception):
 
 
 # The errors reported as one line without a traceback: everything a user can cause and fix.
-USER_ERRORS = (CliError, CheckpointError, VideoSourceError, PromptError, OutputError, TrackerInputError)
+USER_ERRORS = (CliError, CheckpointError, VideoSourceError, PromptError, OutputError, TrackerInputError,
+               DetectionFileError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -114,6 +117,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise ValueError(f"expected a whole number >= 1, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected an integer >= 0, got {text}")
     return value
 
 
@@ -171,6 +181,7 @@ class RunStats:
     step_seconds: List[float] = field(default_factory=list)  # tracker time per frame (host copy included)
     object_ids: List[int] = field(default_factory=list)  # every id tracked at some point, ascending
     state_bytes: int = 0  # memory the stream held after the last frame
+    decisions: Dict[str, int] = field(default_factory=dict)  # detection-policy decisions by kind (--detections)
     wall_seconds: float = 0.0
     interrupted: bool = False  # stopped by Ctrl-C
 
@@ -181,6 +192,7 @@ def track_frames(
     providers: Sequence[PromptProvider],
     outputs: Sequence[Any],
     progress: Any = None,
+    detector: Optional[Tuple[DetectionDriver, Mapping[int, Sequence[Detection]]]] = None,
 ) -> RunStats:
     """Track a stream of frames: before each frame, every provider's prompts for it are applied (in the
     order of `providers`); after it, every output gets the frame and its result.
@@ -192,6 +204,8 @@ def track_frames(
         the results (e.g. to associate detector boxes with tracked objects) can be in `outputs` too.
       outputs: objects with write(frame, FrameOutputs, seconds).
       progress: a tqdm bar updated once per frame, or None.
+      detector: detector-driven tracking (`--detections`): the policy's driver and the detections by frame
+        index; it runs before every frame (after the prompts) and the outputs carry each object's class.
     Ctrl-C ends the run (RunStats.interrupted): the frames finished before it are all written, the one in
     progress is dropped.
     """
@@ -203,10 +217,19 @@ def track_frames(
         for frame in frames:
             events: List[PromptEvent] = [event for provider in providers for event in provider.events_for(frame)]
             apply_events(tracker, state, events, frame.rgb.shape[:2])
+            if detector is not None:
+                driver, detections = detector
+                for decision in driver.before_step(tracker, state, detections.get(frame.index, ()),
+                                                   frame.rgb.shape[:2]):
+                    LOG.debug("frame %d: %s", frame.index, decision)
+                    stats.decisions[decision.kind.value] = stats.decisions.get(decision.kind.value, 0) + 1
             start = time.perf_counter()
             result = tracker.step(state, frame.rgb)
             host = FrameOutputs.from_result(result)  # the copy to the host waits for the device
             seconds = time.perf_counter() - start
+            if detector is not None:
+                driver.after_step(result)
+                host = host.with_classes(driver.labels())
             for output in outputs:
                 output.write(frame, host, seconds)
             stats.frames += 1
@@ -261,12 +284,25 @@ def _open_outputs(args: argparse.Namespace, source: FrameSource, stack: contextl
     return outputs
 
 
+def _detector(args: argparse.Namespace) -> Optional[Tuple[DetectionDriver, Mapping[int, Sequence[Detection]]]]:
+    """The detection policy and the detections of --detections, or None without it."""
+    if args.detections is None:
+        return None
+    config = AssociationConfig(
+        score_threshold=args.detection_min_score, refresh_every_n_frames=args.refresh_every,
+        remove_lost_after_frames=args.remove_lost_after, max_objects=args.max_objects,
+        max_object_id=MAX_OUTPUT_OBJECT_ID,
+    )
+    return DetectionDriver(config), load_detections_file(args.detections)
+
+
 def run_track(args: argparse.Namespace) -> int:
     schedules: List[PromptSchedule] = [command_line_schedule(args.point, args.box)]
     if args.prompts is not None:
         schedules.append(load_prompt_file(args.prompts))
-    if not any(len(schedule) for schedule in schedules):
-        raise UsageError("sam2-rt track", "no prompts: give --point, --box or --prompts")
+    detector = _detector(args)
+    if not any(len(schedule) for schedule in schedules) and detector is None:
+        raise UsageError("sam2-rt track", "no prompts: give --point, --box, --prompts or --detections")
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(open_source(args.input, topic=args.topic, fps=args.fps))
         LOG.info("%s", source.describe())
@@ -281,12 +317,14 @@ def run_track(args: argparse.Namespace) -> int:
             total = args.max_frames if total is None else min(total, args.max_frames)
         progress = _progress_bar(total, source.live, args.quiet)
         stack.callback(progress.close)
-        stats = track_frames(tracker, frames, schedules, outputs, progress)
+        stats = track_frames(tracker, frames, schedules, outputs, progress, detector)
     left = sum(len(schedule) for schedule in schedules)
     if left:
         LOG.warning("%d prompt(s) were never applied: their frame or time comes after the last frame tracked", left)
     summary = _summary(stats, tracker, input=source.name, weights=weights, interrupted=stats.interrupted,
                        outputs=[output.summary for output in outputs])
+    if detector is not None:
+        summary["detection_decisions"] = dict(sorted(stats.decisions.items()))
     emit(json.dumps(summary))
     if stats.interrupted and not source.live:
         return 130
@@ -433,17 +471,27 @@ outputs:
   --masks DIR        DIR/NNNNNN.png per frame: 16-bit label images, pixel = object id, 0 = background
   --json FILE        JSON Lines, one record per frame ("-": stdout):
                      {{"frame": N, "time": s, "stamp_ns": ..., "frame_id": ..., "seconds": tracker time,
-                      "objects": [{{"id", "state", "iou", "presence", "box": [x0, y0, x1, y1], "area"}}]}}
+                      "objects": [{{"id", "state", "label", "iou", "presence", "box": [x0, y0, x1, y1],
+                      "area"}}]}}
   --bag OUT          a rosbag2 recording (ros2 bag play OUT): the input images (a bag's own messages, else
                      /image rgb8), /masks (mono16 label image) and /objects (sam2_ros/msg/TrackedObjectArray),
                      with the input's header (stamp, frame_id)
   A summary line (JSON) goes to stdout at the end; a progress bar (frames/s, ETA) or, for cameras and
   streams, a live rate line to stderr.
 
+detector-driven tracking (--detections FILE.json):
+  {{"frames": {{"<frame number>": [{{"box": [x0, y0, x1, y1], "score": 0.9, "label": "person", "track_id": "7"}},
+   ...]}}}}   frame numbers from 0, boxes in pixels; score (default 1), label and track_id optional.
+  A box over no tracked object starts one (new id); a box of a LOST object's class near its last box
+  re-acquires it under its old id; boxes over tracked objects do nothing (or refresh them, --refresh-every);
+  a detector track id always maps to the same object id. Each JSON record lists the object's label.
+  README "Detector-driven tracking" has the rules and every parameter.
+
 examples:
   sam2-rt track clip.mp4 --point 320,200@1 --point 340,120,0@1 --box 420,150,560,330@2 --output o.mp4
   sam2-rt track rec/ --topic /camera/image_raw/compressed --prompts prompts.yaml --output o.mp4 --bag out/
   sam2-rt track frames/ --fps 15 --point 100,80 --masks masks/ --json tracks.jsonl
+  sam2-rt track clip.mp4 --detections yolo.json --output o.mp4 --json tracks.jsonl
 """
 
 
@@ -469,6 +517,15 @@ def build_parser() -> argparse.ArgumentParser:
                          metavar="X0,Y0,X1,Y1[@OBJ]", help="a box on the first frame (repeatable)")
     prompts.add_argument("--prompts", type=Path, metavar="FILE", help="prompt file (.json, .yaml): prompts at "
                          "frame numbers or times; objects added, refined, removed")
+    detections = track.add_argument_group("detector-driven tracking (see below)")
+    detections.add_argument("--detections", type=Path, metavar="FILE.json",
+                            help="detector boxes by frame: they start, refresh and re-acquire objects")
+    detections.add_argument("--detection-min-score", type=float, default=0.5, metavar="S",
+                            help="ignore boxes scored below S (default 0.5)")
+    detections.add_argument("--refresh-every", type=_argument_type(_non_negative_int), default=0, metavar="N",
+                            help="re-prompt a tracked object with its matching box every N frames (default 0: never)")
+    detections.add_argument("--remove-lost-after", type=_argument_type(_non_negative_int), default=0, metavar="N",
+                            help="remove detector-started objects LOST for N frames (default 0: never)")
     outputs = track.add_argument_group("outputs (see below)")
     outputs.add_argument("--output", type=Path, metavar="FILE.mp4", help="overlay video")
     outputs.add_argument("--masks", type=Path, metavar="DIR", help="16-bit label PNGs")

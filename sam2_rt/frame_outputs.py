@@ -6,8 +6,8 @@ downstream works on numpy only.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Tuple
+from dataclasses import dataclass, replace
+from typing import Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -31,6 +31,8 @@ class FrameOutputs:
       presence: (N,) float32 probability that the object is visible.
       states: (N,) uint8 ObjectState values (equal to TrackedObject.STATE_*).
       areas: (N,) int64 mask pixels at the input resolution (masks may overlap: not from `labels`).
+      classes: N class labels, the detector class each object was started with ("" = none); empty when
+        nothing gave classes (see `with_classes`, `class_names`).
     """
 
     object_ids: np.ndarray
@@ -40,6 +42,15 @@ class FrameOutputs:
     presence: np.ndarray
     states: np.ndarray
     areas: np.ndarray
+    classes: Tuple[str, ...] = ()
+
+    def with_classes(self, classes: Mapping[int, Optional[str]]) -> "FrameOutputs":
+        """These outputs with each object's class label from `classes` (object id -> label; others "")."""
+        return replace(self, classes=tuple(classes.get(int(obj_id)) or "" for obj_id in self.object_ids))
+
+    def class_names(self) -> Tuple[str, ...]:
+        """The N class labels, in object order ("" where none is known)."""
+        return self.classes or ("",) * len(self.object_ids)
 
     @classmethod
     def from_result(cls, result: TrackResult) -> "FrameOutputs":

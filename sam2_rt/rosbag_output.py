@@ -126,12 +126,13 @@ class BagOutput:
         types = self._types
         roi_type, object_type = types["sensor_msgs/msg/RegionOfInterest"], types["sam2_ros/msg/TrackedObject"]
         objects = []
-        for obj_id, state, score, presence, box, area in zip(
-            outputs.object_ids, outputs.states, outputs.scores, outputs.presence, outputs.boxes, outputs.areas
+        for obj_id, state, label, score, presence, box, area in zip(
+            outputs.object_ids, outputs.states, outputs.class_names(), outputs.scores, outputs.presence,
+            outputs.boxes, outputs.areas,
         ):
             x_offset, y_offset, width, height = box_to_roi(box)
             roi = roi_type(x_offset=x_offset, y_offset=y_offset, height=height, width=width, do_rectify=False)
-            objects.append(object_type(object_id=int(obj_id), state=int(state), label="", score=float(score),
+            objects.append(object_type(object_id=int(obj_id), state=int(state), label=label, score=float(score),
                                        presence=float(presence), bbox=roi, mask_area=int(area)))
         latency_ns = max(0, int(latency_ns))
         latency = types["builtin_interfaces/msg/Duration"](sec=latency_ns // 10**9, nanosec=latency_ns % 10**9)

@@ -33,8 +33,9 @@ def frame_record(frame: VideoFrame, outputs: FrameOutputs, seconds: float) -> Di
 
     Keys: frame (index), time (seconds since the first frame), stamp_ns and frame_id (the input's header
     for rosbag2 inputs), seconds (tracker time for the frame), objects: per object, ascending ids, id,
-    state ("tracking" / "occluded" / "lost"), iou (predicted), presence, box [x0, y0, x1, y1] (pixels, x1 / y1
-    exclusive; zeros for an empty mask), area (mask pixels).
+    state ("tracking" / "occluded" / "lost"), label (the detector class it was started with, "" = none), iou
+    (predicted), presence, box [x0, y0, x1, y1] (pixels, x1 / y1 exclusive; zeros for an empty mask), area
+    (mask pixels).
     """
     return {
         "frame": frame.index,
@@ -46,13 +47,15 @@ def frame_record(frame: VideoFrame, outputs: FrameOutputs, seconds: float) -> Di
             {
                 "id": int(obj_id),
                 "state": ObjectState(int(state)).name.lower(),
+                "label": label,
                 "iou": round(float(iou), 4),
                 "presence": round(float(presence), 4),
                 "box": [round(float(v), 1) for v in box],
                 "area": int(area),
             }
-            for obj_id, state, iou, presence, box, area in zip(
-                outputs.object_ids, outputs.states, outputs.scores, outputs.presence, outputs.boxes, outputs.areas
+            for obj_id, state, label, iou, presence, box, area in zip(
+                outputs.object_ids, outputs.states, outputs.class_names(), outputs.scores, outputs.presence,
+                outputs.boxes, outputs.areas,
             )
         ],
     }

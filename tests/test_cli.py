@@ -22,7 +22,18 @@ import numpy as np
 import pytest
 import torch
 
-from media import BAG_FRAME_ID, HEIGHT, WIDTH, clip, stamp_ns, write_bag, write_folder, write_video
+from media import (
+    BAG_FRAME_ID,
+    HEIGHT,
+    WIDTH,
+    clip,
+    disc_centre,
+    square_centre,
+    stamp_ns,
+    write_bag,
+    write_folder,
+    write_video,
+)
 from sam2_rt import cli, runtime
 from sam2_rt.checkpoint import CHECKPOINTS, Manifest, sha256_file
 
@@ -414,3 +425,41 @@ def test_bench_reports_a_summary(capsys: pytest.CaptureFixture) -> None:
     assert [line["frame"] for line in lines[:-1]] == [0, 1]
     summary = lines[-1]
     assert summary["frames"] == 2 and summary["objects"] == [1, 2] and summary["state_bytes"] > 0
+
+
+def test_detections_file_starts_objects_with_labels_and_ignores_duplicates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Plain random weights here: every object is absent, so each keeps the box it was started with as its last
+    known box, which makes the policy's matching exact (no dependence on random masks)."""
+    from sam2_rt.checkpoint import random_model
+
+    monkeypatch.setattr(runtime, "random_model", random_model)
+
+    def box_of_square(index: int) -> list:
+        x, y = square_centre(index)
+        return [x - 12, y - 12, x + 12, y + 12]
+
+    x, y = disc_centre(3)
+    detections = {"frames": {
+        "0": [{"box": box_of_square(0), "score": 0.9, "label": "cube", "track_id": 7},
+              {"box": [x - 12, 58, x + 12, 82], "score": 0.2, "label": "ball"}],
+        "2": [{"box": box_of_square(2), "score": 0.9, "label": "cube", "track_id": "7"}],
+        "3": [{"box": [x - 12, y - 12, x + 12, y + 12], "score": 0.8, "label": "ball"}],
+    }}
+    (tmp_path / "det.json").write_text(json.dumps(detections))
+    video = write_video(tmp_path / "clip.avi", clip(5))
+    assert track(str(video), "--detections", str(tmp_path / "det.json"), "--json", str(tmp_path / "t.jsonl")) == 0
+    records = json_lines(tmp_path / "t.jsonl")
+    assert ids_per_frame(records) == [[1], [1], [1], [1, 2], [1, 2]]
+    assert [o["label"] for o in records[0]["objects"]] == ["cube"]
+    assert [o["label"] for o in records[4]["objects"]] == ["cube", "ball"]
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["detection_decisions"] == {"ignored": 2, "started": 2}
+
+
+def test_a_bad_detections_file_is_one_line_with_status_1(tmp_path: Path, video: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "det.json").write_text(json.dumps({"frames": {"0": [{"box": [1, 2, 3]}]}}))
+    assert track(str(video), "--detections", str(tmp_path / "det.json")) == 1
+    assert re.search(r"det.json: frame 0, detection 0: 'box' must be 4 numbers", error_line(capsys))
