@@ -53,7 +53,7 @@ from sam2_ros.msg import DetectionArray, Prompt, TrackedObjectArray
 from sam2_ros.outputs import Detection2DArray, FrameOutputs, detections_message, mask_message, objects_message
 from sam2_ros.overlay import draw_overlay
 from sam2_ros.parameters import APPLIES, NODE_NAME, PARAMETER_SPECS, PARAMETERS, NodeSettings, parameter_problem
-from sam2_ros.requests import ObjectBook, PromptRequest, QueuedPrompt, QueuedRemoval, QueuedRequest, apply_requests
+from sam2_ros.requests import RESET_MESSAGE, ObjectBook, PromptRequest, QueuedPrompt, QueuedRemoval, QueuedRequest, apply_requests, removal_message
 from sam2_ros.srv import AddPrompt, RemoveObjects, Reset
 from sam2_ros.worker import (
     IMAGES_REJECTED,
@@ -611,7 +611,7 @@ class TrackerNode(LifecycleNode):
             return self._reject(response, REQUESTS_REJECTED, f"remove_objects {ids} rejected: {err}")
         try:
             response.remaining_ids = book.submit_removal(ids)
-            response.success, response.message = True, f"removed objects {ids}"
+            response.success, response.message = True, removal_message(ids)
             self.get_logger().info(f"{camera.label}: {response.message}")
         except TrackerInputError as err:
             response.success, response.message = False, str(err)
@@ -625,7 +625,7 @@ class TrackerNode(LifecycleNode):
             self._active_book(camera).submit_reset()
         except TrackerInputError as err:
             return self._reject(response, REQUESTS_REJECTED, f"reset rejected: {err}")
-        response.success, response.message = True, "all objects forgotten"
+        response.success, response.message = True, RESET_MESSAGE
         self.get_logger().info(f"{camera.label}: reset: {response.message}")
         return response
 

@@ -23,6 +23,25 @@ from sam2_rt.tracker import PreparedPrompt, StreamState, Tracker, TrackerInputEr
 # prompts (an operator clicking wildly, a runaway client) cannot grow memory while no frame arrives.
 MAX_QUEUED_REQUESTS = 64
 
+# The answers of the services (tests/ros_peer.py serves the same ones).
+RESET_MESSAGE = "all objects forgotten"
+
+
+def prompt_accepted_message(object_id: int, action: str) -> str:
+    """The answer to an accepted prompt; action: "added", "refined" or "replaced"."""
+    return f"object {object_id} {action}; the prompt applies to the next frame"
+
+
+def removal_message(object_ids: Sequence[int]) -> str:
+    """The answer to an accepted removal."""
+    return f"removed objects {list(object_ids)}"
+
+
+def unknown_ids_message(unknown: Sequence[int], known: Sequence[int]) -> str:
+    """Why a removal of ids the stream does not track is refused."""
+    return f"cannot remove unknown object ids {list(unknown)}; known ids: {list(known)}"
+
+
 _MODE_NAMES = {Prompt.MODE_ADD: "MODE_ADD", Prompt.MODE_REFINE: "MODE_REFINE", Prompt.MODE_REPLACE: "MODE_REPLACE"}
 
 
@@ -132,7 +151,7 @@ class ObjectBook:
             if not known:
                 self._ids.append(request.object_id)
         action = "replaced" if replace else "refined" if known else "added"
-        return f"object {request.object_id} {action}; the prompt applies to the next frame"
+        return prompt_accepted_message(request.object_id, action)
 
     def submit_removal(self, object_ids: Sequence[int]) -> List[int]:
         """Queue the removal of `object_ids`; returns the ids that remain.
@@ -144,7 +163,7 @@ class ObjectBook:
             self._check_room()
             unknown = [obj_id for obj_id in object_ids if obj_id not in self._ids]
             if unknown:
-                raise TrackerInputError(f"cannot remove unknown object ids {unknown}; known ids: {self._ids}")
+                raise TrackerInputError(unknown_ids_message(unknown, self._ids))
             removed = set(object_ids)
             self._ids = [obj_id for obj_id in self._ids if obj_id not in removed]
             self._queue.append(QueuedRemoval(tuple(object_ids)))

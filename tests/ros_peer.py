@@ -1,7 +1,8 @@
 """A second ROS 2 process for the DDS tests: `python tests/ros_peer.py talker|services|camera [args]`.
 
 talker    publishes a known Prompt and TrackedObjectArray at 10 Hz until terminated.
-services  serves AddPrompt / RemoveObjects / Reset with deterministic answers until terminated.
+services  serves AddPrompt / RemoveObjects / Reset until terminated, with the node's own answer texts
+          (sam2_ros.requests) over a fixed set of ids {1, 2, 3}.
 camera N RATE  waits for a subscriber on `image`, publishes N 640x480 rgb8 frames at RATE Hz (frame_id = index),
           then exits.
 It prints READY once its endpoints exist.
@@ -21,8 +22,10 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Header
 
+from sam2_ros.compat import rclpy_session
 from sam2_ros.conversions import numpy_to_image
 from sam2_ros.msg import Prompt, TrackedObject, TrackedObjectArray
+from sam2_ros.requests import RESET_MESSAGE, prompt_accepted_message, removal_message, unknown_ids_message
 from sam2_ros.srv import AddPrompt, RemoveObjects, Reset
 
 HEADER = Header(stamp=Time(sec=1700000000, nanosec=123456789), frame_id="peer_camera")
@@ -79,23 +82,24 @@ def run_services(node: Node) -> None:
         prompt = request.prompt
         response.object_id = prompt.object_id
         response.success = len(prompt.points) == len(prompt.labels) and prompt.object_id > 0
-        response.message = f"queued {len(prompt.points)} point(s)" if response.success else "rejected"
+        action = "refined" if prompt.object_id in tracked else "added"
+        response.message = prompt_accepted_message(prompt.object_id, action) if response.success else "rejected"
         return response
 
     def remove_objects(request: RemoveObjects.Request, response: RemoveObjects.Response):
         unknown = sorted(set(request.object_ids) - tracked)
         response.success = not unknown
         if unknown:
-            response.message = f"unknown object ids: {unknown}"
+            response.message = unknown_ids_message(unknown, sorted(tracked))
         else:
             tracked.difference_update(request.object_ids)
-            response.message = "removed"
+            response.message = removal_message(request.object_ids)
         response.remaining_ids = sorted(tracked)
         return response
 
     def reset(request: Reset.Request, response: Reset.Response) -> Reset.Response:
         tracked.clear()
-        response.success, response.message = True, "reset"
+        response.success, response.message = True, RESET_MESSAGE
         return response
 
     node.create_service(AddPrompt, "add_prompt", add_prompt)
@@ -127,7 +131,7 @@ def run_camera(node: Node, count: int, rate_hz: float) -> None:
 def main() -> int:
     mode = sys.argv[1]
     try:
-        with rclpy.init():
+        with rclpy_session():
             node = Node(f"ros_peer_{mode}")
             if mode == "talker":
                 run_talker(node)

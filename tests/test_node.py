@@ -95,7 +95,7 @@ def test_every_processed_frame_gives_a_label_image_and_objects_with_the_input_he
         objects = client.step(index)
         assert ids(objects) == [1, 2]
         assert objects.header.stamp == stamp_of(index) and objects.header.frame_id == "test_camera"
-        assert objects.latency.sec < 60
+        assert objects.latency.sec > 0 or objects.latency.nanosec > 0  # measured: the step takes time
         assert wait_until(lambda: index in client.masks and index in client.overlays, timeout=10.0)
         mask, overlay = client.masks[index], client.overlays[index]
         assert mask.header == objects.header and overlay.header == objects.header
@@ -106,7 +106,7 @@ def test_every_processed_frame_gives_a_label_image_and_objects_with_the_input_he
         for obj in objects.objects:
             # The label image gives overlapping pixels to one object; mask_area counts the whole mask.
             assert obj.mask_area >= int((labels == obj.object_id).sum())
-            assert 0.0 <= obj.presence <= 1.0
+            assert obj.state in (obj.STATE_TRACKING, obj.STATE_OCCLUDED, obj.STATE_LOST)
     # Lock-step: nothing was dropped, and each frame was processed exactly once.
     diagnostics = client.diagnostics_after(time.monotonic())
     assert int(diagnostics["frames_processed"]) >= len(frames) + 1
