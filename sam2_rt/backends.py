@@ -39,7 +39,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from sam2_rt.export import COMPONENTS, component_module
+from sam2_rt.export import COMPONENTS, component_module, tracking_prompt
 from sam2_rt.memory import MemoryReadout
 from sam2_rt.modeling.sam2 import DecodeOutput, SAM2Model
 
@@ -266,7 +266,9 @@ class FixedShapeRunner(EagerRunner):
         return out
 
     def decode_tracked(self, feat_mem: torch.Tensor, feat_s0: torch.Tensor, feat_s1: torch.Tensor) -> DecodeOutput:
-        return DecodeOutput(*self._run("mask_decoder", feat_mem.shape[0], feat_mem, feat_s0, feat_s1))
+        batch = feat_mem.shape[0]
+        prompt = tracking_prompt(batch, feat_mem.device)
+        return DecodeOutput(*self._run("mask_decoder", batch, feat_mem, feat_s0, feat_s1, *prompt))
 
     def encode_memory(
         self, feat: torch.Tensor, high_res_masks: torch.Tensor, object_score_logits: torch.Tensor

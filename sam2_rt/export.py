@@ -37,10 +37,13 @@ class ImageEncoderExport(nn.Module):
 
 
 class PromptDecoderExport(nn.Module):
-    """(feat_with_mem, feat_s0, feat_s1, point_coords (B, N, 2), point_labels (B, N)[, mask_inputs
-    (B, 1, S/4, S/4)]) -> DecodeOutput fields as a tuple; see SAM2Model.decode.
+    """(feat_with_mem (B, C, h, w), feat_s0 (1 or B, ...), feat_s1 (1 or B, ...), point_coords (B, N, 2),
+    point_labels (B, N)[, mask_inputs (B, 1, S/4, S/4)]) -> DecodeOutput fields as a tuple; see
+    SAM2Model.decode.
 
-    Unused point slots are padding (label -1), so one N serves every prompt with at most N points.
+    Objects tracked from memory have no prompt: one padding point (coordinates 0, label -1), as
+    SAM2Model.decode adds itself. It is an input, not a constant: a constant prompt would be folded into
+    the first attention's inputs, which torch-tensorrt's attention converter rejects.
     """
 
     def __init__(self, model: SAM2Model, multimask_output: bool) -> None:
@@ -57,36 +60,12 @@ class PromptDecoderExport(nn.Module):
         point_labels: torch.Tensor,
         mask_inputs: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, ...]:
+        batch = feat_with_mem.shape[0]
+        feat_s0 = feat_s0.expand(batch, -1, -1, -1)
+        feat_s1 = feat_s1.expand(batch, -1, -1, -1)
         return tuple(
             self.model.decode(
                 feat_with_mem, feat_s0, feat_s1, point_coords, point_labels, mask_inputs, self.multimask_output
-            )
-        )
-
-
-class TrackedDecoderExport(nn.Module):
-    """(feat_with_mem (B, C, h, w), feat_s0 (1 or B, C/8, 4h, 4w), feat_s1 (1 or B, C/4, 2h, 2w)) ->
-    DecodeOutput fields as a tuple: the decoder of objects tracked from memory (no prompt; SAM2Model.decode
-    with one padding point and the tracking multimask choice)."""
-
-    def __init__(self, model: SAM2Model) -> None:
-        super().__init__()
-        self.model = model
-        self.multimask_output = model.use_multimask(False, 0)
-
-    def forward(
-        self, feat_with_mem: torch.Tensor, feat_s0: torch.Tensor, feat_s1: torch.Tensor
-    ) -> Tuple[torch.Tensor, ...]:
-        batch = feat_with_mem.shape[0]
-        return tuple(
-            self.model.decode(
-                feat_with_mem,
-                feat_s0.expand(batch, -1, -1, -1),
-                feat_s1.expand(batch, -1, -1, -1),
-                None,
-                None,
-                None,
-                self.multimask_output,
             )
         )
 
@@ -162,12 +141,18 @@ def component_module(model: SAM2Model, component: str) -> nn.Module:
     wrappers: Dict[str, nn.Module] = {
         "image_encoder": ImageEncoderExport(model),
         "memory_attention": MemoryAttentionExport(model),
-        "mask_decoder": TrackedDecoderExport(model),
+        "mask_decoder": PromptDecoderExport(model, model.use_multimask(False, 0)),
         "memory_encoder": MemoryEncoderExport(model, is_mask_from_pts=False),
     }
     if component not in wrappers:
         raise ValueError(f"unknown component {component!r}; choose one of {', '.join(COMPONENTS)}")
     return wrappers[component]
+
+
+def tracking_prompt(batch: int, device: torch.device = torch.device("cpu")) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The prompt of objects tracked from memory: one padding point each, coords (B, 1, 2) zeros and
+    labels (B, 1) int32 -1 (what SAM2Model.decode uses when given no points)."""
+    return torch.zeros(batch, 1, 2, device=device), torch.full((batch, 1), -1, dtype=torch.int32, device=device)
 
 
 def _randn(generator: torch.Generator, *shape: int) -> torch.Tensor:
@@ -272,6 +257,7 @@ def component_inputs(
             _randn(generator, batch, hidden, size, size),
             _randn(generator, 1, hidden // 8, 4 * size, 4 * size),
             _randn(generator, 1, hidden // 4, 2 * size, 2 * size),
+            *tracking_prompt(batch),
         )
     elif component == "memory_encoder":
         feat, masks, scores = memory_encoder_inputs(config, batch, seed=seed)
