@@ -132,7 +132,8 @@ class EagerRunner:
 
     The interface of every runner (Tracker calls only these):
       batch_for(count) -> rows to run for `count` objects (a bucket on fixed-shape runners);
-      begin_frame(); encode_image; attend_memory; decode_tracked; encode_memory (see each method).
+      prepare(buckets) before a stream; begin_frame(); encode_image; attend_memory; decode_tracked;
+      encode_memory (see each method).
     Attributes:
       fixed_shapes: True when shapes are fixed (all memory slots, bucketed object counts).
       compilations: per component, graphs compiled or engines built / loaded so far.

@@ -111,6 +111,20 @@ class MemoryAttentionExport(nn.Module):
         )
 
 
+class MaskAsOutputExport(nn.Module):
+    """(feat, feat_s0, feat_s1, mask (B, 1, S, S)) -> DecodeOutput fields as a tuple; see
+    SAM2Model.mask_as_output (mask prompts; the tracker runs it eager)."""
+
+    def __init__(self, model: SAM2Model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, feat: torch.Tensor, feat_s0: torch.Tensor, feat_s1: torch.Tensor, mask: torch.Tensor
+    ) -> Tuple[torch.Tensor, ...]:
+        return tuple(self.model.mask_as_output(feat, feat_s0, feat_s1, mask))
+
+
 class AutocastExport(nn.Module):
     """Runs `module` under autocast to `dtype` (none for float32) and returns a tuple, floating outputs
     as float32.
@@ -181,6 +195,14 @@ def decoder_inputs(
     if with_mask_input:
         inputs.append(_randn(generator, batch, 1, low, low))
     return tuple(inputs)
+
+
+def mask_as_output_inputs(config: ModelConfig, batch: int = 1, seed: int = 0) -> Tuple[torch.Tensor, ...]:
+    """Random (feat, feat_s0, feat_s1, 0/1 mask (B, 1, S, S)) for MaskAsOutputExport."""
+    generator = torch.Generator().manual_seed(seed)
+    feat, feat_s0, feat_s1 = decoder_inputs(config, batch, seed=seed)[:3]
+    mask = (torch.rand((batch, 1, config.image_size, config.image_size), generator=generator) > 0.5).float()
+    return feat, feat_s0, feat_s1, mask
 
 
 def memory_encoder_inputs(config: ModelConfig, batch: int = 1, seed: int = 0) -> Tuple[torch.Tensor, ...]:

@@ -25,7 +25,11 @@ equal Meta's predictor; beyond the cap, the evicted prompted frames are no longe
 Batching: the image is encoded once per frame; memory attention runs once for all tracked objects, the
 mask decoder once for all of them, the memory encoder once for every object. Only prompted objects need
 extra decoder calls on the frame of their prompt (one per distinct number of prompt points, since SAM's
-prompt encoder cannot pad point lists without changing the result).
+prompt encoder cannot pad point lists without changing the result); these always run eager.
+
+Backends (`TrackerConfig.backend`, sam2_rt.backends): the four per-frame calls above run eager, or at fixed
+shapes (every memory slot, objects padded to buckets) through torch.compile graphs or TensorRT engines that
+`Tracker.warmup` builds before the first frame; `Tracker.compilations` counts them.
 
 Frame size changes mid-stream are allowed: memory lives at the model resolution, so tracking continues;
 a warning is logged, pending point prompts (kept in model coordinates) keep their relative position, and

@@ -17,7 +17,7 @@ import torch
 from oracle import randomize_parameters
 from sam2_rt import engines
 from sam2_rt.config import get_config
-from sam2_rt.export import COMPONENTS
+from sam2_rt.export import COMPONENTS, MaskAsOutputExport, mask_as_output_inputs
 from sam2_rt.modeling.sam2 import SAM2Model
 
 IMAGE_SIZE = 128
@@ -88,20 +88,9 @@ def test_autocast_puts_reduced_precision_in_the_graph(
 @pytest.mark.trt_build
 def test_mask_as_output_converts_entirely(model: SAM2Model) -> None:
     """Mask prompts run eager, but their graph would convert too (no antialiased resize left)."""
-
-    class MaskAsOutput(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, feat, feat_s0, feat_s1, mask):  # type: ignore[no-untyped-def]
-            return tuple(self.model.mask_as_output(feat, feat_s0, feat_s1, mask))
-
-    size = model.config.feat_size
-    inputs = (torch.randn(1, 256, size, size), torch.randn(1, 32, 4 * size, 4 * size),
-              torch.randn(1, 64, 2 * size, 2 * size), (torch.rand(1, 1, IMAGE_SIZE, IMAGE_SIZE) > 0.5).float())
+    inputs = mask_as_output_inputs(model.config)
     with torch.no_grad():
-        program = torch.export.export(MaskAsOutput(), inputs)
+        program = torch.export.export(MaskAsOutputExport(model), inputs)
     coverage = engines.dry_run_coverage(program, inputs)
     assert coverage.supported_ops == coverage.total_ops and coverage.tensorrt_engines == 1
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from oracle import randomize_parameters
 from sam2_rt.config import get_config
-from sam2_rt.export import MemoryAttentionExport, memory_attention_inputs
+from sam2_rt.export import MaskAsOutputExport, MemoryAttentionExport, mask_as_output_inputs, memory_attention_inputs
 from sam2_rt.modeling.common import downsample_antialiased
 from sam2_rt.modeling.sam2 import SAM2Model
 
@@ -35,18 +35,8 @@ def test_downsample_rejects_sides_that_are_not_multiples() -> None:
 
 def test_mask_as_output_graph_has_no_antialiased_resize() -> None:
     model = SAM2Model(get_config("sam2.1_hiera_tiny", 128)).eval()
-
-    class MaskAsOutput(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, feat, feat_s0, feat_s1, mask):  # type: ignore[no-untyped-def]
-            return tuple(self.model.mask_as_output(feat, feat_s0, feat_s1, mask))
-
-    inputs = (torch.randn(1, 256, 8, 8), torch.randn(1, 32, 32, 32), torch.randn(1, 64, 16, 16),
-              (torch.rand(1, 1, 128, 128) > 0.5).float())
-    program = torch.export.export(MaskAsOutput(), inputs).run_decompositions({})
+    inputs = mask_as_output_inputs(model.config)
+    program = torch.export.export(MaskAsOutputExport(model), inputs).run_decompositions({})
     targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
     assert not [t for t in targets if "_aa" in t], targets
 
