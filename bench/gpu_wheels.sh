@@ -4,7 +4,8 @@
 # working tree (the device tool's carry: ["gpu_wheels"]); the total carried must stay under 64 MiB (~25 MiB).
 #   - Meta's side (DESIGN.md "The GPU path"): sam2==1.1.0 built without its CUDA extension, antlr4, iopath
 #     (pure Python, built here), hydra-core, omegaconf;
-#   - what the GPU machine may lack: PyYAML, Pillow, numpy, tqdm, portalocker (cp312 manylinux wheels).
+#   - what the GPU machine may lack: PyYAML, Pillow, numpy, tqdm, portalocker, packaging (cp312 manylinux
+#     wheels), and pytest with pluggy and iniconfig, to run the tests marked gpu there.
 # gpu_run.sh installs only those whose module does not import there.
 #   bash bench/gpu_wheels.sh            # uses .venv/bin/python (PY=... to choose another)
 set -euo pipefail
@@ -16,5 +17,5 @@ SAM2_BUILD_CUDA=0 "$PY" -m pip wheel --quiet --no-deps --no-build-isolation -w g
 "$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform any -d gpu_wheels \
-    hydra-core==1.3.2 omegaconf==2.3.0 PyYAML pillow numpy tqdm portalocker
+    hydra-core==1.3.2 omegaconf==2.3.0 PyYAML pillow numpy tqdm portalocker packaging pytest pluggy iniconfig
 ls -l gpu_wheels && du -sh gpu_wheels

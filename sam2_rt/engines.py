@@ -261,7 +261,8 @@ class EngineKey:
         return hashlib.sha256(json.dumps(self.as_json(), sort_keys=True).encode()).hexdigest()
 
     def file_name(self) -> str:
-        return f"{self.model}-{self.image_size}-{self.precision}-{self.component}-b{self.bucket}-{self.digest()[:16]}.engine"
+        prefix = f"{self.model}-{self.image_size}-{self.precision}-{self.component}-b{self.bucket}"
+        return f"{prefix}-{self.digest()[:16]}.engine"
 
 
 class CacheEntryError(Exception):

@@ -312,9 +312,10 @@ class Tracker:
         """Build (or load) every shape the per-frame path can need, before the first frame.
 
         compile: compiles each component's graph for every object bucket; tensorrt: builds or loads every
-        engine (see sam2_rt.engines), then runs them once. Both step a scratch stream of blank frames with
-        one click per object, twice per bucket (a prompted frame, then a tracked one), so the calls are those
-        of real frames. eager: nothing to build (returns at once). Progress and the total time are logged.
+        engine (see sam2_rt.engines). Both then step a scratch stream of blank frames with one click per
+        object, three frames per bucket (a prompted frame, then two tracked ones: a CUDA graph is recorded
+        on a graph's second call), so the calls are those of real frames. eager: nothing to build (returns
+        at once). Progress and the total time are logged.
 
         Arguments:
           object_counts: only the buckets holding these object counts (default: every bucket up to
@@ -345,15 +346,15 @@ class Tracker:
         return report
 
     def _scratch_frames(self, num_objects: int) -> None:
-        """Step a throw-away stream with `num_objects` clicked objects through a prompted and a tracked frame."""
+        """Step a throw-away stream with `num_objects` clicked objects through a prompted and two tracked frames."""
         size = self.image_size
         frame = np.full((size, size, 3), 128, dtype=np.uint8)
         stream = self.create_stream()
         for obj_id in range(1, num_objects + 1):
             point = [[size * obj_id / (num_objects + 1), size / 2]]
             self.add_prompt(stream, obj_id, points=point, labels=[1], frame_size=(size, size))
-        self.step(stream, frame)
-        self.step(stream, frame)
+        for _ in range(3):
+            self.step(stream, frame)
 
     # ------------------------------------------------------------------ streams
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pytest
@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.track import Prompt, Schedule, ours_stream, synthetic_video  # noqa: E402
+from bench.gpu import synthetic_frames  # noqa: E402  (numpy only: these tests also run on the GPU machine)
 from oracle import randomize_parameters, set_object_score_bias  # noqa: E402
 from sam2_rt import backends  # noqa: E402
 from sam2_rt.config import get_config  # noqa: E402
@@ -26,9 +26,11 @@ from sam2_rt.modeling.sam2 import SAM2Model  # noqa: E402
 from sam2_rt.tracker import ObjectState, Tracker, TrackerConfig, TrackResult  # noqa: E402
 
 IMAGE_SIZE = 128
-FRAME_SIZE = (96, 128)  # H, W
+FRAME_SIZE = (96, 128)  # H, W: frames are cropped from 128 x 128 synthetic ones
 NUM_FRAMES = 100
 COMPARED_FRAMES = 20
+# (object id, prompt) events per frame; prompt None removes the object.
+Events = Dict[int, List[Tuple[int, Optional[dict]]]]
 
 
 @pytest.fixture(scope="module")
@@ -39,32 +41,51 @@ def model() -> SAM2Model:
     return model.eval()
 
 
-def objects_1_3_2_5() -> Schedule:
+def video(num_frames: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(T, 96, 128, 3) frames of four moving discs and the discs' first centres (4, 2) x, y."""
+    frames, centres = synthetic_frames(num_frames, 128, num_shapes=4, seed=1)
+    return frames[:, 16:112], centres - np.array([0.0, 16.0])
+
+
+def objects_1_3_2_5() -> Events:
     """1 object, then 3 (click, box, two clicks), refined (click, mask), 2 after a removal, then 5."""
-    video = synthetic_video(1, *FRAME_SIZE, seed=3)
-    centers, boxes = video.centers[0], video.boxes[0]
+    _, centres = video(1)
     height, width = FRAME_SIZE
     ys, xs = np.mgrid[0:height, 0:width]
-    disc = (xs - centers[1, 0]) ** 2 + (ys - centers[1, 1]) ** 2 <= 12**2
+    disc = (xs - centres[1, 0]) ** 2 + (ys - centres[1, 1]) ** 2 <= 12**2
 
     def click(shape: int) -> dict:
-        return dict(points=centers[shape:shape + 1], labels=np.array([1]))
+        return dict(points=centres[shape:shape + 1], labels=np.array([1]))
 
-    return (
-        Schedule()
-        .on(0, Prompt(1, **click(0)))
-        .on(3, Prompt(2, box=boxes[1]), Prompt(3, points=centers[2:4], labels=np.array([1, 0])))
-        .on(6, Prompt(1, **click(3)), Prompt(2, mask=disc))
-        .on(9, Prompt(3, remove=True))
-        .on(12, Prompt(4, **click(2)), Prompt(5, box=boxes[3]), Prompt(6, mask=disc))
-        .on(40, Prompt(5, **click(1)))
-        .on(60, Prompt(4, remove=True), Prompt(7, box=boxes[2]))
-    )
+    def box(shape: int) -> dict:
+        (x, y), r = centres[shape], 20.0
+        return dict(box=np.array([max(x - r, 0), max(y - r, 0), min(x + r, width), min(y + r, height)]))
+
+    return {
+        0: [(1, click(0))],
+        3: [(2, box(1)), (3, dict(points=centres[2:4], labels=np.array([1, 0])))],
+        6: [(1, click(3)), (2, dict(mask=disc))],
+        9: [(3, None)],
+        12: [(4, click(2)), (5, box(3)), (6, dict(mask=disc))],
+        40: [(5, click(1))],
+        60: [(4, None), (7, box(2))],
+    }
 
 
-def run(tracker: Tracker, num_frames: int) -> List[TrackResult]:
-    video = synthetic_video(num_frames, *FRAME_SIZE, seed=1)
-    return [result for _, result, _, _ in ours_stream(tracker, video.frames, objects_1_3_2_5())]
+def run(tracker: Tracker, num_frames: int, events: Optional[Events] = None) -> List[TrackResult]:
+    """Step one stream through the frames, applying the events (default objects_1_3_2_5) first."""
+    events = objects_1_3_2_5() if events is None else events
+    frames, _ = video(num_frames)
+    stream = tracker.create_stream()
+    results = []
+    for index, frame in enumerate(frames):
+        for obj_id, prompt in events.get(index, []):
+            if prompt is None:
+                tracker.remove_objects(stream, [obj_id])
+            else:
+                tracker.add_prompt(stream, obj_id, frame_size=FRAME_SIZE, **prompt)
+        results.append(tracker.step(stream, frame))
+    return results
 
 
 @pytest.fixture(scope="module")
@@ -176,18 +197,22 @@ def test_unknown_backend_in_the_config_is_rejected() -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("cuda_graphs", [False, True], ids=["compile", "compile_cuda_graphs"])
-def test_compiled_on_cuda_equals_eager(model: SAM2Model, cuda_graphs: bool) -> None:
+def test_compiled_with_cuda_graphs_on_cuda_equals_eager(model: SAM2Model) -> None:
+    """Real inductor, CUDA graphs: two objects (buckets 1 and 2), no compilation after warm-up."""
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     import copy
 
     gpu_model = copy.deepcopy(model).cuda()
-    eager = run(Tracker(gpu_model, TrackerConfig(max_objects=5)), COMPARED_FRAMES)
-    tracker = Tracker(gpu_model, TrackerConfig(max_objects=5, backend="compile", cuda_graphs=cuda_graphs))
+    _, centres = video(1)
+    events: Events = {0: [(1, dict(points=centres[:1], labels=np.array([1])))],
+                      4: [(2, dict(points=centres[1:2], labels=np.array([1])))]}
+    eager = run(Tracker(gpu_model, TrackerConfig(max_objects=2)), COMPARED_FRAMES, events)
+    tracker = Tracker(gpu_model, TrackerConfig(max_objects=2, backend="compile", cuda_graphs=True))
+    assert tracker.runner.cuda_graphs
     tracker.warmup()
-    counts: Dict[str, int] = tracker.compilations
-    results = run(tracker, COMPARED_FRAMES)
+    counts = tracker.compilations
+    results = run(tracker, COMPARED_FRAMES, events)
     assert tracker.compilations == counts
     for want, got in zip(eager, results):
         assert got.object_ids == want.object_ids
