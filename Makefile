@@ -49,7 +49,8 @@ $(STAMPS)/interfaces: $(STAMPS)/deps $(INTERFACES) $(wildcard scripts/* launch/*
 	touch $@
 
 # The test extra pulls Meta's sam2==1.1.0 (an sdist): no build isolation, so it builds against our torch
-# instead of downloading another one, and SAM2_BUILD_CUDA=0 skips its CUDA extension.
+# instead of downloading another one, and SAM2_BUILD_CUDA=0 skips its CUDA extension. It also pulls
+# torch-tensorrt-rtx (TensorRT-RTX wheels from PyPI), with which tests build TensorRT engines on the CPU.
 $(STAMPS)/editable: $(STAMPS)/interfaces setup.py
 	SAM2_BUILD_CUDA=0 $(PIP) install --quiet --no-build-isolation -e ".[test]"
 	$(PY) -c "from sam2_ros.msg import Prompt, TrackedObjectArray; import sam2_rt"

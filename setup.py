@@ -16,6 +16,10 @@ TEST_REQUIRES = [
     "hydra-core>=1.3.2",
     "iopath>=0.1.10",
     "torchvision==0.29.1",
+    # TensorRT-RTX build of torch-tensorrt: real TensorRT libraries on PyPI (~100 MB) that BUILD engines on a
+    # CPU-only machine, so CI proves every per-frame component converts (tests/test_engines.py). It provides
+    # the same module `torch_tensorrt` as the `tensorrt` extra: never install both in one environment.
+    "torch-tensorrt-rtx==2.14.0",
 ]
 
 setup(
@@ -39,7 +43,8 @@ setup(
     ],
     extras_require={
         "test": TEST_REQUIRES,
-        # GPU machines only: its TensorRT libraries come from NVIDIA's index, not PyPI.
+        # GPU machines only: its TensorRT libraries come from NVIDIA's index, not PyPI. Not with `test`
+        # (which brings torch-tensorrt-rtx, the same module).
         "tensorrt": ["torch-tensorrt==2.14.0"],
     },
     entry_points={

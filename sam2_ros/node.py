@@ -67,7 +67,6 @@ from sam2_ros.worker import (
 )
 from sam2_rt.association import AssociationConfig
 from sam2_rt.detection_driver import DetectionDriver, started_and_removed
-from sam2_rt.backends import apply_backend
 from sam2_rt.runtime import RANDOM_WEIGHTS_BANNER, MissingCheckpointError, build_model, resolve_checkpoint, resolve_device
 from sam2_rt.tracker import StreamState, Tracker, TrackerConfig, TrackerInputError
 
@@ -335,8 +334,7 @@ class TrackerNode(LifecycleNode):
                 f"{err}; or set the parameter 'checkpoint', or allow_random_weights:=true to run without one "
                 "(demos and tests only)"
             ) from None
-        # Falls back (tensorrt -> compile -> eager) with a warning naming the reason.
-        backend = apply_backend(model, settings.backend, precision=settings.precision)
+        # An unavailable backend falls back (tensorrt -> compile -> eager) with a warning naming the reason.
         tracker = Tracker(
             model,
             TrackerConfig(
@@ -344,12 +342,19 @@ class TrackerNode(LifecycleNode):
                 max_conditioning_frames=settings.max_conditioning_frames,
                 lost_after_frames=settings.lost_after_frames,
                 precision=settings.precision,
+                backend=settings.backend,
             ),
         )
+        backend = tracker.backend
+        warmup = ""
+        if settings.warmup:
+            # Compiled backends build (or load) every shape now: a live stream never waits for a build.
+            report = tracker.warmup()
+            warmup = f", warm-up {report.seconds:.1f} s" if report.events else ""
         description = (
             f"model {settings.model} at {settings.image_size} px on {device}{cpu_note}, {settings.precision}, "
-            f"backend {backend.used}{'' if backend.used == backend.requested else f' (asked: {backend.requested})'}, "
-            f"weights: {weights}"
+            f"backend {backend.used}{'' if backend.used == backend.requested else f' (asked: {backend.requested})'}"
+            f"{warmup}, weights: {weights}"
         )
         session = Session(
             tracker=tracker, description=description, device=str(device), random_weights=random_weights,
@@ -673,6 +678,10 @@ class TrackerNode(LifecycleNode):
         values.update(objects=str(len(objects)), object_ids=" ".join(map(str, objects)), state=self._status,
                       configuration=session.description if session is not None else "",
                       recent_faults=str(sum(faults.values())))
+        if session is not None:
+            # Graphs compiled / engines built per component: after the warm-up they never move.
+            values.update({f"compilations_{name}": str(count)
+                           for name, count in session.tracker.compilations.items()})
         return DiagnosticStatus(
             level=level,
             name=f"{self.get_fully_qualified_name()}: {what}",

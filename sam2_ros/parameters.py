@@ -94,6 +94,12 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
     ParameterSpec("backend", "eager",
                   "Model execution backend; an unavailable one falls back (tensorrt -> compile -> eager) with a warning.",
                   choices=BACKEND_NAMES),
+    ParameterSpec(
+        "warmup", True,
+        "Build (compile) or load (TensorRT engine cache) every shape of the per-frame path on activation, "
+        "before subscribing, so a live stream never waits for a build (no-op for the eager backend). False: "
+        "shapes are built on the frames that first need them.",
+    ),
     ParameterSpec("image_size", 1024, "Square model input side in pixels (multiple of 32; 1024 is Meta's).",
                   value_range=(64, 4096, IMAGE_SIZE_MULTIPLE)),
     ParameterSpec(
@@ -188,6 +194,7 @@ class NodeSettings:
     device: str
     precision: str
     backend: str
+    warmup: bool
     image_size: int
     cpu_threads: int
     max_objects: int
@@ -208,7 +215,7 @@ class NodeSettings:
 # Node parameters that tracker.launch.py also offers as launch arguments (the ones users reach for). Each is
 # passed to the node only when given: left empty, the params file's value (or the node's default) applies.
 LAUNCH_ARGUMENTS: Tuple[str, ...] = (
-    "model", "checkpoint", "allow_random_weights", "device", "backend", "precision", "image_size",
+    "model", "checkpoint", "allow_random_weights", "device", "backend", "precision", "warmup", "image_size",
     "max_objects", "cpu_threads", "use_compressed", "cameras",
 )
 

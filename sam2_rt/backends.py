@@ -1,17 +1,24 @@
-"""Execution backends for SAM2Model: eager, torch.compile, torch-tensorrt.
+"""Execution backends of the tracker's per-frame components: eager, torch.compile, TensorRT.
 
-A backend replaces how the heavy components run; it never changes what they compute or the model's
-parameter names. The components compiled are the four that carry nearly all of the per-frame cost:
+A backend changes how the four per-frame components run (``sam2_rt.export.COMPONENTS``), never what they
+compute or the model's parameter names:
 
 - ``image_encoder``    (1, 3, S, S) -> FPN levels, once per frame
-- ``memory_attention`` all objects of a frame in one call, fixed memory slots + key mask
-- ``sam_mask_decoder`` all objects of a frame in one call
+- ``memory_attention`` all tracked objects of a frame in one call, every memory slot + key mask
+- ``mask_decoder``     all tracked objects of a frame in one call (no prompt)
 - ``memory_encoder``   all objects of a frame in one call
 
-``tensorrt`` uses torch-tensorrt's dynamo backend through ``torch.compile(backend="tensorrt")``: each
-distinct input shape (number of objects) is compiled once into a TensorRT engine, kept in an on-disk
-engine cache so a restart reuses it. Its shapes are static per engine, which the fixed memory slots make
-possible (no shape depends on how many frames were seen).
+``eager`` calls the model's methods at whatever shapes come (compact memory, any number of objects).
+``compile`` and ``tensorrt`` run FIXED shapes: every memory slot always, and the number of objects padded up
+to a bucket (``object_buckets``: 1, 2, 4, 8, ... and max_objects). Padding rows repeat a real object; their
+outputs are dropped before anything reads them, so they never reach results or memory. Each component
+therefore has one graph per bucket, built before the first frame by ``Tracker.warmup`` and never again:
+``compile`` compiles one torch.compile graph per bucket (optionally with CUDA graphs), ``tensorrt`` builds
+or loads one TensorRT engine per bucket (``sam2_rt.engines``, with an on-disk cache).
+
+Prompt frames: the decoder calls of prompted objects (clicks, boxes, masks) run eager on every backend, one
+call per distinct number of prompt points (SAM's prompt encoder cannot pad point lists without changing the
+result), so a prompt never triggers a build; the other components of that frame use the fixed shapes.
 
 Availability is checked up front; an unavailable backend falls back (tensorrt -> compile -> eager) with a
 warning that names the reason. torch-tensorrt is an optional extra (``pip install sam2-rt[tensorrt]``)
@@ -19,42 +26,41 @@ for CUDA machines: its TensorRT libraries come from NVIDIA's index, not PyPI.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from torch import nn
 
-from sam2_rt.config import BACKEND_NAMES
+from sam2_rt.config import BACKEND_NAMES, PRECISION_NAMES
+from sam2_rt.export import COMPONENTS, component_module, tracking_prompt
+from sam2_rt.memory import MemoryReadout
+from sam2_rt.modeling.sam2 import DecodeOutput, SAM2Model
 
 LOG = logging.getLogger(__name__)
 
 BACKENDS = BACKEND_NAMES
-# Submodules of SAM2Model that a backend compiles (Meta's names, so state_dict keys do not change).
-COMPILED_COMPONENTS = ("image_encoder", "memory_attention", "sam_mask_decoder", "memory_encoder")
 # Fallback order when a backend is unavailable.
 _FALLBACK = {"tensorrt": "compile", "compile": "eager"}
-_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Compute precisions: fp32, or autocast to bf16 / fp16 (the weights stay float32).
+PRECISIONS: Dict[str, torch.dtype] = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
+
+Tensors = Tuple[torch.Tensor, ...]
 
 
 @dataclass(frozen=True)
 class BackendChoice:
-    """What ``apply_backend`` did."""
+    """What was asked for and what runs."""
 
     requested: str  # the backend asked for
     used: str  # the backend actually applied (after fallbacks)
     reasons: tuple[str, ...]  # why each fallback happened (empty when requested == used)
-
-
-def default_engine_cache_dir() -> Path:
-    """Where TensorRT engines are cached: $SAM2_RT_ENGINE_CACHE or ~/.cache/sam2_rt/trt_engines."""
-    env = os.environ.get("SAM2_RT_ENGINE_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "sam2_rt" / "trt_engines"
 
 
 def unavailable_reason(backend: str, device: torch.device) -> Optional[str]:
@@ -86,57 +92,303 @@ def resolve_backend(backend: str, device: torch.device) -> BackendChoice:
     return BackendChoice(requested=backend, used=current, reasons=tuple(reasons))
 
 
-def _compile_options(backend: str, precision: str, cache_dir: Path) -> tuple[str, dict]:
-    if backend == "compile":
-        return "inductor", {}
-    import torch_tensorrt  # noqa: F401  (registers the "tensorrt" torch.compile backend)
-
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    options = {
-        "enabled_precisions": {torch.float32, _PRECISIONS[precision]},
-        "min_block_size": 1,
-        "cache_built_engines": True,
-        "reuse_cached_engines": True,
-        "engine_cache_dir": str(cache_dir),
-    }
-    return "tensorrt", options
+def object_buckets(max_objects: int) -> Tuple[int, ...]:
+    """Object counts the fixed-shape backends compile for: powers of two below max_objects, then max_objects."""
+    if max_objects < 1:
+        raise ValueError(f"max_objects must be >= 1, got {max_objects}")
+    buckets = []
+    size = 1
+    while size < max_objects:
+        buckets.append(size)
+        size *= 2
+    return tuple(buckets) + (max_objects,)
 
 
-def apply_backend(
-    model: nn.Module,
-    backend: str,
-    *,
-    precision: str = "fp32",
-    engine_cache_dir: Optional[Path] = None,
-) -> BackendChoice:
-    """Compile the heavy components of ``model`` in place with ``backend`` (or its fallback).
+def bucket_for(count: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket that holds `count` objects."""
+    for bucket in buckets:
+        if bucket >= count:
+            return bucket
+    raise ValueError(f"{count} objects exceed the largest bucket {buckets[-1]}")
+
+
+# --------------------------------------------------------------------------- runners
+
+
+@dataclass
+class CompileEvent:
+    """One graph compiled, engine built or engine loaded."""
+
+    component: str
+    bucket: int
+    action: str  # "compiled", "built", "rebuilt" or "loaded"
+    seconds: float
+
+
+class EagerRunner:
+    """Runs the per-frame components as SAM2Model's eager methods, at whatever shapes come.
+
+    The interface of every runner (Tracker calls only these):
+      batch_for(count) -> rows to run for `count` objects (a bucket on fixed-shape runners);
+      prepare(buckets) before a stream; begin_frame(); encode_image; attend_memory; decode_tracked;
+      encode_memory (see each method).
+    Attributes:
+      fixed_shapes: True when shapes are fixed (all memory slots, bucketed object counts).
+      compilations: per component, graphs compiled or engines built / loaded so far.
+      events: every compilation, in order (CompileEvent).
+    """
+
+    fixed_shapes = False
+
+    def __init__(self, model: SAM2Model) -> None:
+        self.model = model
+        self.compilations: Dict[str, int] = {name: 0 for name in COMPONENTS}
+        self.events: List[CompileEvent] = []
+
+    def batch_for(self, count: int) -> int:
+        """Rows the components run for `count` objects."""
+        return count
+
+    def prepare(self, buckets: Sequence[int]) -> List[CompileEvent]:
+        """Build or load what can be built ahead of a frame for `buckets` (TensorRT engines); returns what
+        was done. Graphs that compile on first call (torch.compile) compile in Tracker.warmup's frames."""
+        return []
+
+    def begin_frame(self) -> None:
+        """Called once before each frame's first component."""
+
+    def encode_image(self, image: torch.Tensor) -> Tensors:
+        """(1, 3, S, S) -> (feat_s0, feat_s1, feat, pos); see SAM2Model.forward_image."""
+        return self.model.forward_image(image)
+
+    def attend_memory(
+        self, feat: torch.Tensor, pos: torch.Tensor, memory: MemoryReadout, batch_chunk: Optional[int]
+    ) -> torch.Tensor:
+        """(1, C, h, w) feature and position + a readout of B rows -> (B, C, h, w); see SAM2Model.attend_memory."""
+        return self.model.attend_memory(
+            feat,
+            pos,
+            memory.mem_feats,
+            memory.mem_pos,
+            memory.mem_tpos_index,
+            memory.mem_valid,
+            memory.ptrs,
+            memory.ptr_tpos,
+            memory.ptr_valid,
+            batch_chunk=batch_chunk,
+        )
+
+    def decode_tracked(self, feat_mem: torch.Tensor, feat_s0: torch.Tensor, feat_s1: torch.Tensor) -> DecodeOutput:
+        """Decoder of B objects tracked from memory (feat_mem (B, C, h, w); feat_s0 / feat_s1 batch 1)."""
+        batch = feat_mem.shape[0]
+        return self.model.decode(
+            feat_mem,
+            feat_s0.expand(batch, *feat_s0.shape[1:]),
+            feat_s1.expand(batch, *feat_s1.shape[1:]),
+            None,
+            None,
+            None,
+            self.model.use_multimask(False, 0),
+        )
+
+    def encode_memory(
+        self, feat: torch.Tensor, high_res_masks: torch.Tensor, object_score_logits: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Memories of N objects: feat (1, C, h, w), masks (N, 1, S, S), scores (N, 1) -> (N, D, h, w) x 2."""
+        count = high_res_masks.shape[0]
+        return self.model.encode_memory(
+            feat.expand(count, *feat.shape[1:]), high_res_masks, object_score_logits, False
+        )
+
+
+# A compiled program of one component: called with the component's inputs and its bucket.
+Program = Callable[..., Tensors]
+
+
+class FixedShapeRunner(EagerRunner):
+    """Runs each component through `programs` at fixed shapes: objects padded to buckets, all memory slots.
 
     Arguments:
-      model: a SAM2Model, already on its device and in its dtype.
-      backend: "eager", "compile" or "tensorrt".
-      precision: "fp32", "fp16" or "bf16"; for tensorrt, the precision TensorRT may use besides fp32.
-      engine_cache_dir: TensorRT engine cache (default :func:`default_engine_cache_dir`).
-    Returns:
-      The choice made. Fallbacks are logged as warnings. Compilation itself is lazy: the first call of
-      each component with a new shape compiles it (seconds to minutes), later calls reuse it.
+      model: the model (its eager methods are not called here).
+      buckets: object counts compiled for (object_buckets).
+      programs: component -> callable(bucket, *inputs) -> tuple of tensors (compiled functions or engines).
+      cuda_graphs: the programs replay CUDA graphs; their outputs live in static buffers that the next replay
+        overwrites, so they are cloned, and each frame starts a new CUDA-graph step.
     """
-    if precision not in _PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(_PRECISIONS)}")
-    device = next(model.parameters()).device
-    choice = resolve_backend(backend, device)
-    for reason in choice.reasons:
-        LOG.warning("backend %r unavailable, falling back: %s", backend, reason)
-    if choice.used == "eager":
-        return choice
-    compiler, options = _compile_options(choice.used, precision, engine_cache_dir or default_engine_cache_dir())
-    # Each number of objects is its own static shape: allow one graph per count up to a generous limit
-    # instead of dynamo's default of 8, past which it would silently run eager.
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-    for name in COMPILED_COMPONENTS:
-        component = getattr(model, name)
-        # nn.Module.compile compiles the module's forward in place: parameter names, state_dict and
-        # hooks stay those of the eager module.
-        component.compile(backend=compiler, options=options or None, dynamic=False)
-    LOG.info("compiled %s with backend %s (%s)", ", ".join(COMPILED_COMPONENTS), choice.used, compiler)
-    return choice
 
+    fixed_shapes = True
+
+    def __init__(
+        self,
+        model: SAM2Model,
+        buckets: Sequence[int],
+        programs: Dict[str, Callable[..., Tensors]],
+        cuda_graphs: bool = False,
+    ) -> None:
+        super().__init__(model)
+        self.buckets = tuple(buckets)
+        self.programs = programs
+        self.cuda_graphs = cuda_graphs
+
+    def batch_for(self, count: int) -> int:
+        return bucket_for(count, self.buckets)
+
+    def begin_frame(self) -> None:
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+
+    def _run(self, component: str, bucket: int, *inputs: torch.Tensor) -> Tensors:
+        outputs = self.programs[component](bucket, *inputs)
+        if self.cuda_graphs:
+            outputs = tuple(out.clone() for out in outputs)
+        return outputs
+
+    def encode_image(self, image: torch.Tensor) -> Tensors:
+        return self._run("image_encoder", 1, image)
+
+    def attend_memory(
+        self, feat: torch.Tensor, pos: torch.Tensor, memory: MemoryReadout, batch_chunk: Optional[int]
+    ) -> torch.Tensor:
+        (out,) = self._run(
+            "memory_attention",
+            memory.mem_feats.shape[0],
+            feat,
+            pos,
+            memory.mem_feats,
+            memory.mem_pos[:1, :1],  # one encoding shared by every slot: batch 1, expanded in the graph
+            memory.mem_tpos_index,
+            memory.mem_valid,
+            memory.ptrs,
+            memory.ptr_tpos,
+            memory.ptr_valid,
+        )
+        return out
+
+    def decode_tracked(self, feat_mem: torch.Tensor, feat_s0: torch.Tensor, feat_s1: torch.Tensor) -> DecodeOutput:
+        batch = feat_mem.shape[0]
+        prompt = tracking_prompt(batch, feat_mem.device)
+        return DecodeOutput(*self._run("mask_decoder", batch, feat_mem, feat_s0, feat_s1, *prompt))
+
+    def encode_memory(
+        self, feat: torch.Tensor, high_res_masks: torch.Tensor, object_score_logits: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        count = high_res_masks.shape[0]
+        bucket = self.batch_for(count)
+        masks, scores = (pad_rows(t, bucket) for t in (high_res_masks, object_score_logits))
+        mem_feat, mem_pos = self._run("memory_encoder", bucket, feat, masks, scores)
+        return mem_feat[:count], mem_pos[:count]
+
+
+def pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
+    """`tensor` (N, ...) with its last row repeated up to `rows` rows (a real object's data: no NaN, no
+    special case; padding outputs are dropped)."""
+    missing = rows - tensor.shape[0]
+    if missing <= 0:
+        return tensor
+    return torch.cat((tensor, tensor[-1:].expand(missing, *tensor.shape[1:])), dim=0)
+
+
+# --------------------------------------------------------------------------- torch.compile
+
+
+def compile_backend(name: str, cuda_graphs: bool) -> Callable:
+    """The torch.compile backend callable for a registered backend name; CUDA graphs only with "inductor"."""
+    if name == "inductor":
+        from torch._inductor.compile_fx import compile_fx
+
+        patches = {"triton.cudagraphs": True} if cuda_graphs else {}
+        return functools.partial(compile_fx, config_patches=patches)
+    if cuda_graphs:
+        raise ValueError(f"CUDA graphs need the inductor compiler, not {name!r}")
+    return torch._dynamo.lookup_backend(name)
+
+
+class _CountingCompiler:
+    """A torch.compile backend that counts (and times) each graph it is handed, then delegates."""
+
+    def __init__(self, runner: EagerRunner, component: str, inner: Callable) -> None:
+        self.runner = runner
+        self.component = component
+        self.inner = inner
+        self.bucket = 0  # set by the caller before each call: the bucket a new graph is compiled for
+
+    def __call__(self, graph: torch.fx.GraphModule, example_inputs: List[torch.Tensor]) -> Callable:
+        start = time.perf_counter()
+        compiled = self.inner(graph, example_inputs)
+        seconds = time.perf_counter() - start
+        self.runner.compilations[self.component] += 1
+        self.runner.events.append(CompileEvent(self.component, self.bucket, "compiled", seconds))
+        LOG.info("compiled %s for %d object(s) in %.1f s", self.component, self.bucket, seconds)
+        return compiled
+
+
+def compiled_runner(
+    model: SAM2Model, buckets: Sequence[int], compiler: str = "inductor", cuda_graphs: bool = False
+) -> FixedShapeRunner:
+    """A fixed-shape runner whose programs are torch.compile'd component wrappers (one graph per bucket).
+
+    Arguments:
+      compiler: torch.compile backend: "inductor", or any registered name ("eager", "aot_eager": no code
+        generation, for tests).
+      cuda_graphs: replay each graph as a CUDA graph (inductor on CUDA only).
+    """
+    inner = compile_backend(compiler, cuda_graphs)
+    runner = FixedShapeRunner(model, buckets, {}, cuda_graphs=cuda_graphs)
+    # One graph per bucket of each component, instead of dynamo's default limit of 8 per function, past
+    # which it would silently run eager.
+    limit = len(runner.buckets) + 1
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+    for component in COMPONENTS:
+        counter = _CountingCompiler(runner, component, inner)
+        function = torch.compile(component_module(model, component), backend=counter, dynamic=False)
+        runner.programs[component] = functools.partial(_call_compiled, counter, function)
+    return runner
+
+
+def _call_compiled(counter: _CountingCompiler, function: Callable[..., Tensors], bucket: int,
+                   *inputs: torch.Tensor) -> Tensors:
+    counter.bucket = bucket
+    outputs = function(*inputs)
+    return outputs if isinstance(outputs, tuple) else (outputs,)
+
+
+# --------------------------------------------------------------------------- choosing a runner
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """How the tracker's per-frame components run (the backend fields of TrackerConfig)."""
+
+    backend: str = "eager"
+    precision: str = "fp32"
+    max_objects: int = 16
+    num_conditioning: int = 4  # conditioning slots per object (memory attention's input shapes)
+    compiler: str = "inductor"
+    cuda_graphs: bool = False
+    engine_cache_dir: Optional[Path] = None
+
+
+def make_runner(model: SAM2Model, options: RunnerOptions) -> Tuple[EagerRunner, BackendChoice]:
+    """The runner of `options.backend` (or its fallback, logged as a warning with the reason).
+
+    Nothing is compiled here: Tracker.warmup builds (or loads) every bucket before the first frame.
+    """
+    if options.precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {options.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    device = next(model.parameters()).device
+    choice = resolve_backend(options.backend, device)
+    for reason in choice.reasons:
+        LOG.warning("backend %r unavailable, falling back: %s", options.backend, reason)
+    buckets = object_buckets(options.max_objects)
+    cuda_graphs = options.cuda_graphs
+    if cuda_graphs and (choice.used != "compile" or device.type != "cuda"):
+        LOG.warning("CUDA graphs need the compile backend on a CUDA device (running %s on %s): not used",
+                    choice.used, device)
+        cuda_graphs = False
+    if choice.used == "eager":
+        return EagerRunner(model), choice
+    if choice.used == "compile":
+        return compiled_runner(model, buckets, options.compiler, cuda_graphs), choice
+    from sam2_rt.engines import engine_runner
+
+    return engine_runner(model, buckets, options), choice

@@ -285,7 +285,8 @@ def load_model(
       name: one of MODEL_NAMES.
       checkpoint_path: Meta-format .pt file; None = default_checkpoint_path(name) (see ``download``).
       image_size: model input side (multiple of 32); the weights fit any size.
-      device, dtype: where and in which floating dtype the model lives.
+      device, dtype: where the model lives, and float32 (the only dtype SAM2Model accepts: reduced precision is
+        autocast, TrackerConfig.precision).
       manifest_path: sha256 manifest (default default_manifest_path()).
       verify_sha256: compare the file with the sha256 recorded at its first download, if any.
     Returns:

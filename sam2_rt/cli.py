@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
 import numpy as np
-from sam2_rt.backends import apply_backend
 from sam2_rt.checkpoint import CHECKPOINTS, CheckpointError, default_cache_dir, download
 from sam2_rt.association import AssociationConfig, Detection
 from sam2_rt.config import BACKEND_NAMES, DEVICE_NAMES, IMAGE_SIZE_MULTIPLE, MODEL_NAMES, PRECISION_NAMES
@@ -165,9 +164,13 @@ def make_tracker(args: argparse.Namespace) -> Tuple[Tracker, str]:
     except MissingCheckpointError as error:
         raise CliError(f"{error}; or pass --checkpoint FILE, or --random-weights to try the pipeline with "
                        "meaningless masks") from None
-    apply_backend(model, args.backend, precision=args.precision)
-    config = TrackerConfig(max_objects=args.max_objects, precision=args.precision)
-    return Tracker(model, config), weights
+    config = TrackerConfig(max_objects=args.max_objects, precision=args.precision, backend=args.backend)
+    tracker = Tracker(model, config)
+    # Compiled backends build (or load) every shape now, never in the middle of a video.
+    report = tracker.warmup()
+    if report.events:
+        LOG.info("warm-up: %s in %.1f s", report.summary(), report.seconds)
+    return tracker, weights
 
 
 # --------------------------------------------------------------------------- the tracking loop

@@ -25,7 +25,11 @@ equal Meta's predictor; beyond the cap, the evicted prompted frames are no longe
 Batching: the image is encoded once per frame; memory attention runs once for all tracked objects, the
 mask decoder once for all of them, the memory encoder once for every object. Only prompted objects need
 extra decoder calls on the frame of their prompt (one per distinct number of prompt points, since SAM's
-prompt encoder cannot pad point lists without changing the result).
+prompt encoder cannot pad point lists without changing the result); these always run eager.
+
+Backends (`TrackerConfig.backend`, sam2_rt.backends): the four per-frame calls above run eager, or at fixed
+shapes (every memory slot, objects padded to buckets) through torch.compile graphs or TensorRT engines that
+`Tracker.warmup` builds before the first frame; `Tracker.compilations` counts them.
 
 Frame size changes mid-stream are allowed: memory lives at the model resolution, so tracking continues;
 a warning is logged, pending point prompts (kept in model coordinates) keep their relative position, and
@@ -37,21 +41,22 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam2_rt.config import PRECISION_NAMES
+from sam2_rt.backends import BACKENDS, PRECISIONS, CompileEvent, RunnerOptions, make_runner, object_buckets
 from sam2_rt.memory import EMPTY, MemoryBank
 from sam2_rt.modeling.sam2 import DecodeOutput, SAM2Model
 from sam2_rt.transforms import Frame, boxes_from_masks, label_image, preprocess, resize_mask_prompt, upsample_logits
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS: Dict[str, torch.dtype] = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 # Meta clamps the previous mask logits it feeds back with a correction click (rare numerical issues).
 PREV_MASK_LOGIT_LIMIT = 32.0
 # Largest object id (the label image is int32; 0 is background).
@@ -84,13 +89,23 @@ class TrackerConfig:
     lost_after_frames: int = 30
     # Compute precision of the model calls: "fp32", or "bf16" / "fp16" autocast (memory stays bfloat16).
     precision: str = "fp32"
-    # Skip conditioning-memory slots no object uses (less attention work; up to max_conditioning_frames
-    # memory shapes). False: every slot always, one fixed shape (for compiled / TensorRT backends).
+    # Eager backend: skip memory slots no object uses (less attention work, shapes vary from frame to
+    # frame). False: every slot always. The compile and tensorrt backends always read every slot.
     compact_memory: bool = True
     # Objects per memory-attention call. None: all objects in one call on CUDA, one at a time elsewhere (on
     # CPU one call over 8 objects is ~15% slower than 8 calls: its element-wise ops fall out of cache).
     # The results do not depend on it; compiled graphs always take all objects at once.
     memory_attention_batch: Optional[int] = None
+    # How the per-frame components run (sam2_rt.backends): "eager"; "compile" (torch.compile) or
+    # "tensorrt" (TensorRT engines, CUDA only) at fixed shapes, built by Tracker.warmup() before the first
+    # frame. An unavailable backend falls back (tensorrt -> compile -> eager) with a warning.
+    backend: str = "eager"
+    # torch.compile backend of backend="compile": "inductor", or a registered name such as "eager" (tests).
+    compiler: str = "inductor"
+    # backend="compile" on CUDA: replay each compiled graph as a CUDA graph (less launch overhead).
+    cuda_graphs: bool = False
+    # Where backend="tensorrt" caches its engines (None: sam2_rt.engines.default_engine_cache_dir()).
+    engine_cache_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.max_objects < 1:
@@ -103,6 +118,8 @@ class TrackerConfig:
             raise ValueError(f"memory_attention_batch must be >= 1 or None, got {self.memory_attention_batch}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
 
 
 def _cpu_has_native(precision: str) -> bool:
@@ -193,6 +210,39 @@ class StreamState:
         return self._bank.nbytes() + pending
 
 
+@dataclass(frozen=True)
+class WarmupReport:
+    """What `Tracker.warmup` did.
+
+    Attributes:
+      backend: the backend that runs (after fallbacks).
+      precision: "fp32", "bf16" or "fp16".
+      buckets: object buckets warmed up (empty for eager).
+      events: each graph compiled or engine built / loaded, with its seconds.
+      seconds: wall time of the whole warm-up.
+    """
+
+    backend: str
+    precision: str
+    buckets: Tuple[int, ...]
+    events: Tuple[CompileEvent, ...]
+    seconds: float
+
+    def summary(self) -> str:
+        """One line: how many graphs / engines per action, per component."""
+        if not self.events:
+            return f"backend {self.backend}: nothing to build"
+        counts: Dict[str, Dict[str, int]] = {}
+        for event in self.events:
+            per_action = counts.setdefault(event.component, {})
+            per_action[event.action] = per_action.get(event.action, 0) + 1
+        parts = [
+            f"{component} " + "/".join(f"{n} {action}" for action, n in actions.items())
+            for component, actions in counts.items()
+        ]
+        return f"backend {self.backend} ({self.precision}), buckets {list(self.buckets)}: " + ", ".join(parts)
+
+
 class _FrameOutputs(NamedTuple):
     """Per-object model outputs of one frame, in row order (N objects)."""
 
@@ -234,6 +284,77 @@ class Tracker:
                 "times slower than fp32 (bf16 ran 5.6x slower on an AVX2 CPU); use fp32 here",
                 config.precision, config.precision, torch.backends.cpu.get_cpu_capability(),
             )
+        # How the per-frame components run; `backend` says what was asked for and what runs.
+        self.runner, self.backend = make_runner(
+            model,
+            RunnerOptions(
+                backend=config.backend,
+                precision=config.precision,
+                max_objects=config.max_objects,
+                num_conditioning=config.max_conditioning_frames,
+                compiler=config.compiler,
+                cuda_graphs=config.cuda_graphs,
+                engine_cache_dir=Path(config.engine_cache_dir) if config.engine_cache_dir else None,
+            ),
+        )
+
+    @property
+    def compilations(self) -> Dict[str, int]:
+        """Per per-frame component: graphs compiled or engines built / loaded so far (0 on eager).
+
+        After `warmup` these never move: every shape a frame can need was built.
+        """
+        return dict(self.runner.compilations)
+
+    # ------------------------------------------------------------------ warm-up
+
+    def warmup(self, object_counts: Optional[Sequence[int]] = None) -> WarmupReport:
+        """Build (or load) every shape the per-frame path can need, before the first frame.
+
+        compile: compiles each component's graph for every object bucket; tensorrt: builds or loads every
+        engine (see sam2_rt.engines). Both then step a scratch stream of blank frames with one click per
+        object, three frames per bucket (a prompted frame, then two tracked ones: a CUDA graph is recorded
+        on a graph's second call), so the calls are those of real frames. eager: nothing to build (returns
+        at once). Progress and the total time are logged.
+
+        Arguments:
+          object_counts: only the buckets holding these object counts (default: every bucket up to
+            max_objects); a stream with another count then compiles on its first frame.
+        Returns:
+          A WarmupReport (what was built or loaded, in how long).
+        """
+        start = time.perf_counter()
+        first_event = len(self.runner.events)
+        buckets: Tuple[int, ...] = ()
+        if self.runner.fixed_shapes:
+            counts = object_buckets(self.config.max_objects) if object_counts is None else object_counts
+            buckets = tuple(sorted({self.runner.batch_for(count) for count in counts}))
+            logger.info("warm-up of backend %s (%s) for %s object(s)", self.backend.used, self.config.precision,
+                        ", ".join(map(str, buckets)))
+            self.runner.prepare(buckets)
+            for index, bucket in enumerate(buckets):
+                logger.info("warm-up: %d object(s) (%d/%d)", bucket, index + 1, len(buckets))
+                self._scratch_frames(bucket)
+        report = WarmupReport(
+            backend=self.backend.used,
+            precision=self.config.precision,
+            buckets=buckets,
+            events=tuple(self.runner.events[first_event:]),
+            seconds=time.perf_counter() - start,
+        )
+        logger.info("warm-up done in %.1f s: %s", report.seconds, report.summary())
+        return report
+
+    def _scratch_frames(self, num_objects: int) -> None:
+        """Step a throw-away stream with `num_objects` clicked objects through a prompted and two tracked frames."""
+        size = self.image_size
+        frame = np.full((size, size, 3), 128, dtype=np.uint8)
+        stream = self.create_stream()
+        for obj_id in range(1, num_objects + 1):
+            point = [[size * obj_id / (num_objects + 1), size / 2]]
+            self.add_prompt(stream, obj_id, points=point, labels=[1], frame_size=(size, size))
+        for _ in range(3):
+            self.step(stream, frame)
 
     # ------------------------------------------------------------------ streams
 
@@ -490,7 +611,9 @@ class Tracker:
         """Run the model for all objects (bank rows in the order of object_ids) on one frame and write
         their memories into the bank."""
         model = self.model
-        feat_s0, feat_s1, feat, pos = model.forward_image(image)
+        runner = self.runner
+        runner.begin_frame()
+        feat_s0, feat_s1, feat, pos = runner.encode_image(image)
         num_objects = len(object_ids)
         prompt_of_row = {row: pending.get(obj_id) for row, obj_id in enumerate(object_ids)}
         known_rows = bank.cond_frames[:num_objects].ne(EMPTY).any(dim=1).tolist()
@@ -502,31 +625,15 @@ class Tracker:
         # Known objects without a mask prompt are tracked from memory (refined ones too, first).
         tracked_rows = [r for r in range(num_objects) if known_rows[r] and not _is_mask(prompt_of_row[r])]
         if tracked_rows:
-            memory = bank.read(
-                tracked_rows, frame_index, self.model_config.num_maskmem, feat.dtype, self.config.compact_memory
-            )
             batch = len(tracked_rows)
-            feat_mem = model.attend_memory(
-                feat,  # batch 1: shared by all objects
-                pos,
-                memory.mem_feats,
-                memory.mem_pos,
-                memory.mem_tpos_index,
-                memory.mem_valid,
-                memory.ptrs,
-                memory.ptr_tpos,
-                memory.ptr_valid,
-                batch_chunk=self._memory_attention_batch,
-            )
-            tracked = model.decode(
-                feat_mem,
-                expand(feat_s0, batch),
-                expand(feat_s1, batch),
-                None,
-                None,
-                None,
-                model.use_multimask(False, 0),
-            )
+            # Fixed-shape backends run a bucket of rows: the padding repeats the last object and is dropped.
+            read_rows = tracked_rows + tracked_rows[-1:] * (runner.batch_for(batch) - batch)
+            compact = self.config.compact_memory and not runner.fixed_shapes
+            memory = bank.read(read_rows, frame_index, self.model_config.num_maskmem, feat.dtype, compact)
+            # feat, pos: batch 1, shared by all objects
+            feat_mem = runner.attend_memory(feat, pos, memory, self._memory_attention_batch)
+            decoded_rows = runner.decode_tracked(feat_mem, feat_s0, feat_s1)
+            tracked = DecodeOutput(*(values[:batch] for values in decoded_rows))
             for i, row in enumerate(tracked_rows):
                 decoded[row] = (tracked, i)
             # Refinement clicks on known objects: memory features + clicks + the tracked mask logits.
@@ -622,9 +729,7 @@ class Tracker:
             is_prompted[prompted_rows] = True
             hard = torch.where(high_res > 0, math.inf, -math.inf)
             high_res = torch.where(is_prompted, hard, high_res)
-        mem_feat, mem_pos = self.model.encode_memory(
-            feat.expand(num_objects, *feat.shape[1:]), high_res, outputs.object_score_logits, False
-        )
+        mem_feat, mem_pos = self.runner.encode_memory(feat, high_res, outputs.object_score_logits)
         bank.mem_pos.copy_(mem_pos[0])
         prompted = set(prompted_rows)
         tracked_rows = [r for r in range(num_objects) if r not in prompted]

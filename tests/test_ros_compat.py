@@ -386,7 +386,7 @@ ROSDEP_KEYS = {
     "yaml": "python3-yaml", "tqdm": "python3-tqdm",
 }
 # rosbags (the CLI's rosbag2 reader/writer, pure Python) has no rosdep key either.
-PIP_ONLY = {"torch", "torch_tensorrt", "rosbags"}
+PIP_ONLY = {"torch", "torch_tensorrt", "tensorrt", "rosbags"}
 OWN = {"sam2_ros", "sam2_rt"}
 
 

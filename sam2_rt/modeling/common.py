@@ -3,7 +3,7 @@
 Parameter names follow Meta's `sam2==1.1.0` state_dict layout (`layers.{i}.weight`, `weight`/`bias`),
 so checkpoints load with `strict=True`.
 """
-from typing import Callable, Type
+from typing import Callable, List, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -89,3 +89,48 @@ def activation_from_name(name: str) -> Callable[[Tensor], Tensor]:
     if name not in table:
         raise ValueError(f"unknown activation {name!r}; expected one of {sorted(table)}")
     return table[name]
+
+
+def antialiased_bilinear_taps(factor: int) -> Tuple[List[float], int]:
+    """1-D weights of torch's antialiased bilinear resize (``F.interpolate(..., mode="bilinear",
+    antialias=True, align_corners=False)``) when it shrinks by the integer `factor`.
+
+    Output i reads inputs factor * i - pad + t with the triangle weight 1 - |t - pad + 0.5 - factor / 2| / factor
+    (torch's filter of support `factor` around the output's centre); taps of weight 0 are dropped.
+    Plain Python numbers, so traced graphs hold them as constants.
+    Returns: (K unnormalised taps, pad = the inputs read before factor * i).
+    """
+    if factor < 1:
+        raise ValueError(f"factor must be a positive integer, got {factor}")
+    pad = factor // 2
+    taps = [max(0.0, 1.0 - abs(t - pad + 0.5 - factor / 2) / factor) for t in range(2 * factor)]
+    while taps[-1] == 0.0:
+        taps.pop()
+    return taps, pad
+
+
+def downsample_antialiased(x: Tensor, factor: int) -> Tensor:
+    """Shrink an NCHW map by an integer factor exactly as the antialiased bilinear resize does, as one
+    strided convolution (TensorRT has no converter for ``aten._upsample_bilinear2d_aa``).
+
+    Near the borders torch renormalises the weights of the taps that fall inside the image; zero padding
+    and a division by the padded convolution of ones (the product of two 1-D sums) give the same.
+    Shapes: (B, C, H, W) float, H and W multiples of factor -> (B, C, H / factor, W / factor).
+    """
+    batch, channels, height, width = x.shape
+    if height % factor or width % factor:
+        raise ValueError(f"a {height}x{width} map cannot shrink by {factor}: sides must be multiples of it")
+    tap_values, pad = antialiased_bilinear_taps(factor)
+    taps = torch.tensor(tap_values, device=x.device, dtype=x.dtype)
+    pad_end = len(tap_values) - factor - pad
+    padding = (pad, pad_end, pad, pad_end)
+    kernel = torch.outer(taps, taps)[None, None]
+    flat = F.pad(x.reshape(batch * channels, 1, height, width), padding)
+    summed = F.conv2d(flat, kernel, stride=factor)
+
+    def weight_sums(length: int) -> Tensor:
+        ones = F.pad(x.new_ones(1, 1, length), padding[:2])
+        return F.conv1d(ones, taps[None, None], stride=factor)[0, 0]
+
+    norm = torch.outer(weight_sums(height), weight_sums(width))
+    return (summed / norm).reshape(batch, channels, height // factor, width // factor)

@@ -10,14 +10,14 @@ Point coordinates are pixels (x, y) of the S x S model input. Labels (int32): 1 
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Callable, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sam2_rt.config import ModelConfig
-from sam2_rt.modeling.common import MLP
+from sam2_rt.modeling.common import MLP, downsample_antialiased
 from sam2_rt.modeling.hiera import Hiera
 from sam2_rt.modeling.mask_decoder import MaskDecoder
 from sam2_rt.modeling.memory_attention import MemoryAttention, MemoryAttentionLayer
@@ -71,7 +71,12 @@ class ImageEncoder(nn.Module):
 
 
 class SAM2Model(nn.Module):
-    """SAM 2 / SAM 2.1 weights (Meta's state_dict keys) and the functional steps of tracking."""
+    """SAM 2 / SAM 2.1 weights (Meta's state_dict keys) and the functional steps of tracking.
+
+    The weights stay float32: reduced precision comes from autocast (``TrackerConfig.precision``, and the
+    TensorRT engines of ``sam2_rt.engines``), which keeps LayerNorm, softmax and the position encodings in
+    float32. ``model.half()`` / ``.to(torch.bfloat16)`` are refused with a TypeError.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -195,6 +200,17 @@ class SAM2Model(nn.Module):
         self.obj_ptr_tpos_proj: nn.Module = (
             nn.Linear(hidden, mem_dim) if config.proj_tpos_enc_in_obj_ptrs else nn.Identity()
         )
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "SAM2Model":
+        """nn.Module's conversion hook (``.to``, ``.cuda``, ``.half`` ...), refusing a change of float dtype."""
+        probe = fn(torch.zeros((), dtype=torch.float32))
+        if probe.dtype != torch.float32:
+            raise TypeError(
+                f"SAM2Model keeps float32 weights (asked for {probe.dtype}): its position encodings and memory "
+                "stay float32, so a cast model mixes dtypes. Use TrackerConfig(precision='fp16' or 'bf16'), "
+                "which runs the model under autocast"
+            )
+        return super()._apply(fn, recurse)
 
     # --- image -------------------------------------------------------------------------------------
 
@@ -439,13 +455,9 @@ class SAM2Model(nn.Module):
         """
         mask = mask.float()
         high_res = mask * MASK_AS_OUTPUT_SCALE + MASK_AS_OUTPUT_BIAS
-        low_res = F.interpolate(
-            high_res,
-            size=(high_res.shape[-2] // 4, high_res.shape[-1] // 4),
-            mode="bilinear",
-            align_corners=False,
-            antialias=True,
-        )
+        # Meta's antialiased bilinear resize to S/4, written as a strided convolution (the same numbers)
+        # so the graph builds in TensorRT.
+        low_res = downsample_antialiased(high_res, 4)
         ious = mask.new_ones(mask.shape[0], 1)
         pointer_source = self.decode(
             feat, feat_s0, feat_s1, None, None, self.mask_downsample(mask.to(feat.dtype)), multimask_output=False

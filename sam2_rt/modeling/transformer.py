@@ -52,7 +52,9 @@ def rotate_half_split(x: Tensor, cos_table: Tensor, sin: Tensor, out: Optional[T
     half = x.shape[-1] // 2
     out = x * cos_table if out is None else torch.mul(x, cos_table, out=out)
     out[..., :half].addcmul_(second, sin, value=-1.0)
-    out[..., half:].addcmul_(first, sin)
+    # An explicit end: an open slice exports as slice_scatter with end=INT64_MAX, which torch-tensorrt's
+    # converter does not clamp (memory attention then fails to build an engine).
+    out[..., half : 2 * half].addcmul_(first, sin)
     return out
 
 

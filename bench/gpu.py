@@ -1,0 +1,516 @@
+"""One prepared GPU benchmark: our tracker on every backend and precision against Meta's SAM2VideoPredictor,
+on the same frames and weights, in one run.
+
+    PYTHONPATH=. python bench/gpu.py --out out/gpu.json            # on a GPU machine (bench/gpu_run.sh)
+    PYTHONPATH=. python bench/gpu.py --device cpu --smoke --out x.json   # end to end at CI size
+
+What runs (defaults: tiny at 1024, 60 frames, 1 / 4 / 16 objects, a time budget of 400 s):
+  - ours: backends eager, compile, compile + CUDA graphs, tensorrt (when torch_tensorrt imports), each in
+    fp32 and bf16; every variant is warmed up first (Tracker.warmup, timed) and must compile nothing after;
+  - Meta's SAM2VideoPredictor (when `sam2` imports), plain and vos_optimized (torch.compile max-autotune),
+    bf16 autocast as Meta's own VOS benchmark runs it, and fp32; each in a child process with a timeout.
+Variants run in order of importance (reference, Meta, our best candidates, the rest); a variant that needs
+more than the budget has left (MIN_SECONDS) is recorded as skipped, never silently dropped.
+
+Per variant and object count, after an untimed pass over the first WARM_FRAMES frames (library set-up;
+Meta's lazy compilations): FPS over frames 1..T-1 (frame 0 carries the prompts and is reported apart),
+per-component milliseconds per frame (CUDA events around each per-frame component), peak GPU memory during
+the stream, and the IoU of its masks against ours in fp32 eager (mean and min over frames and objects).
+
+Weights: seeded random (no checkpoint on the GPU machine), with the object-score head shifted so that
+objects are present; Meta gets exactly our state_dict. Frames: a synthetic clip of moving discs at the
+model's resolution (no resize on either side), written as JPEG (quality 100) for Meta's loader and read
+back, so both see the same pixels. Meta preloads and normalises its frames in init_state (not timed);
+our timing includes preprocessing from the uint8 frame.
+
+Writes a JSON file; prints one JSON line per run as it goes and a table last.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import math
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from sam2_rt.checkpoint import random_model  # noqa: E402
+from sam2_rt.tracker import Tracker, TrackerConfig  # noqa: E402
+
+LOG = logging.getLogger("bench.gpu")
+COMPONENT_METHODS = ("encode_image", "attend_memory", "decode_tracked", "encode_memory")
+# Meta's config file per model name (within the installed sam2 package).
+META_CONFIGS = {
+    "sam2.1_hiera_tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "sam2.1_hiera_small": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "sam2.1_hiera_base_plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "sam2.1_hiera_large": "configs/sam2.1/sam2.1_hiera_l.yaml",
+}
+# Seconds a variant needs at least (warm-up included) before it is started: past the budget it is skipped.
+MIN_SECONDS = {"eager": 20.0, "compile": 150.0, "tensorrt": 300.0, "plain": 30.0, "vos": 120.0}
+# Untimed frames streamed before each timed stream (cuDNN / cuBLAS set-up; Meta's lazy compilations, which
+# recompile while its memory grows over the first max_obj_ptrs_in_encoder frames).
+WARM_FRAMES = 17
+# Random weights score every object about 0 ("absent": every mask the constant -1024); shifted, they are present.
+OBJECT_SCORE_SHIFT = 4.0
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One thing to measure."""
+
+    name: str  # e.g. "ours compile+cudagraphs"
+    side: str  # "ours" or "meta"
+    precision: str  # "fp32" or "bf16"
+    backend: str = "eager"  # ours: eager / compile / tensorrt; meta: plain / vos
+    cuda_graphs: bool = False
+
+
+# Every mask IoU is against this variant's masks; it runs first.
+REFERENCE = Variant("ours eager", "ours", "fp32")
+
+
+@dataclass
+class Run:
+    """The measurements of one variant at one object count (one JSON line)."""
+
+    variant: str
+    side: str
+    backend: str
+    precision: str
+    objects: int
+    status: str = "ok"
+    fps: Optional[float] = None
+    ms_per_frame: Optional[float] = None
+    first_frame_ms: Optional[float] = None
+    component_ms: Dict[str, float] = field(default_factory=dict)
+    peak_gpu_mib: Optional[float] = None
+    iou_mean: Optional[float] = None
+    iou_min: Optional[float] = None
+    warmup_s: Optional[float] = None  # ours: Tracker.warmup
+    total_s: Optional[float] = None  # the whole variant: build, warm-up (Meta: compilation) and every stream
+    compiled_after_warmup: Optional[int] = None  # ours: graphs / engines built after warm-up (must be 0)
+
+
+# --------------------------------------------------------------------------- frames and prompts
+
+
+def synthetic_frames(num_frames: int, size: int, num_shapes: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """Discs of distinct colours bouncing over a striped gradient (numpy only: the GPU machine may lack OpenCV).
+
+    Returns: frames (T, size, size, 3) uint8 RGB, and the first frame's disc centres (K, 2) float x, y.
+    """
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    channels = (80 + 60 * np.sin(xs / 23.0), 90 + 50 * np.cos(ys / 31.0), 100 + 40 * np.sin((xs + ys) / 17.0))
+    background = np.stack(channels, axis=-1)
+    side = math.ceil(math.sqrt(num_shapes))
+    grid = (np.arange(num_shapes)[:, None] // side, np.arange(num_shapes)[:, None] % side)
+    centres = (np.concatenate([grid[1], grid[0]], axis=1) + 0.5) * size / side
+    velocity = rng.uniform(-1.0, 1.0, size=(num_shapes, 2)) * size / 200.0
+    radius = 0.3 * size / side
+    colours = rng.uniform(0, 255, size=(num_shapes, 3))
+    first = centres.copy()
+    frames = np.empty((num_frames, size, size, 3), dtype=np.uint8)
+    for t in range(num_frames):
+        frame = background.copy()
+        for (cx, cy), colour in zip(centres, colours):
+            frame[(xs - cx) ** 2 + (ys - cy) ** 2 <= radius**2] = colour
+        frames[t] = np.clip(frame, 0, 255).astype(np.uint8)
+        centres = centres + velocity
+        out = (centres < radius) | (centres > size - radius)
+        velocity[out] *= -1
+    return frames, first
+
+
+def jpeg_roundtrip(frames: np.ndarray, folder: Path) -> np.ndarray:
+    """Write frames as 00000.jpg ... (quality 100) for Meta's loader; return them as decoded (what both see)."""
+    from PIL import Image
+
+    decoded = []
+    for index, frame in enumerate(frames):
+        path = folder / f"{index:05d}.jpg"
+        Image.fromarray(frame).save(path, quality=100)
+        decoded.append(np.asarray(Image.open(path).convert("RGB")))
+    return np.stack(decoded)
+
+
+def packed(masks: torch.Tensor) -> np.ndarray:
+    """(N, H, W) bool masks as packed bits (N, H, W / 8) uint8 on the CPU."""
+    return np.packbits(masks.cpu().numpy(), axis=-1)
+
+
+def mask_ious(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU per object of two packed (N, H, W/8) mask stacks; 1 where both are empty."""
+    inter = np.unpackbits(a & b, axis=-1).reshape(a.shape[0], -1).sum(1)
+    union = np.unpackbits(a | b, axis=-1).reshape(a.shape[0], -1).sum(1)
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+# --------------------------------------------------------------------------- timing
+
+
+class Clock:
+    """Wall time of a section that ends with every device kernel done (CUDA synchronised)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+
+class TimedRunner:
+    """Wraps a Tracker's runner and times its four per-frame components (CUDA events on CUDA)."""
+
+    def __init__(self, runner: Any, device: torch.device) -> None:
+        self._runner = runner
+        self._cuda = device.type == "cuda"
+        self._pending: List[Tuple[str, Any, Any]] = []
+        self.totals: Dict[str, float] = {name: 0.0 for name in COMPONENT_METHODS}
+        for name in COMPONENT_METHODS:
+            setattr(self, name, self._timed(name, getattr(runner, name)))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runner, name)
+
+    def _timed(self, name: str, method: Callable) -> Callable:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self._cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                out = method(*args, **kwargs)
+                end.record()
+                self._pending.append((name, start, end))
+                return out
+            begin = time.perf_counter()
+            out = method(*args, **kwargs)
+            self.totals[name] += (time.perf_counter() - begin) * 1e3
+            return out
+
+        return call
+
+    def collect(self) -> None:
+        """Add the finished CUDA events' times to the totals (after a synchronisation)."""
+        for name, start, end in self._pending:
+            self.totals[name] += start.elapsed_time(end)
+        self._pending.clear()
+
+    def reset(self) -> None:
+        self._pending.clear()
+        self.totals = {name: 0.0 for name in COMPONENT_METHODS}
+
+
+def peak_mib(device: torch.device) -> Optional[float]:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+# --------------------------------------------------------------------------- ours
+
+
+def run_ours(
+    variant: Variant, model: torch.nn.Module, frames: np.ndarray, clicks: np.ndarray, counts: Sequence[int],
+    device: torch.device, compiler: str,
+) -> Tuple[List[Run], Dict[int, List[np.ndarray]]]:
+    """Warm up one of our variants, then stream the frames with each object count; returns runs and masks."""
+    config = TrackerConfig(max_objects=max(counts), precision=variant.precision, backend=variant.backend,
+                           compiler=compiler, cuda_graphs=variant.cuda_graphs)
+    tracker = Tracker(model, config)
+    if tracker.backend.used != variant.backend:
+        reason = "; ".join(tracker.backend.reasons)
+        return [Run(variant.name, "ours", variant.backend, variant.precision, n, status=f"unavailable: {reason}")
+                for n in counts], {}
+    start = time.perf_counter()
+    tracker.warmup(object_counts=counts)
+    warmup_s = time.perf_counter() - start
+    after_warmup = sum(tracker.compilations.values())
+    timed = TimedRunner(tracker.runner, device)
+    tracker.runner = timed
+    clock = Clock(device)
+    runs, masks = [], {}
+    size = frames.shape[1]
+    for count in counts:
+        for timed_pass, pass_frames in ((False, frames[:WARM_FRAMES]), (True, frames)):
+            reset_peak(device)
+            stream = tracker.create_stream()
+            seconds, frame_masks = [], []
+            for index, frame in enumerate(pass_frames):
+                begin = clock.now()
+                if index == 0:
+                    for obj in range(count):
+                        tracker.add_prompt(stream, obj + 1, points=clicks[obj:obj + 1], labels=[1],
+                                           frame_size=(size, size))
+                    timed.reset()
+                result = tracker.step(stream, frame)
+                seconds.append(clock.now() - begin)
+                timed.collect()
+                if timed_pass:
+                    frame_masks.append(packed(result.masks))
+        tracked = len(frames) - 1
+        runs.append(Run(
+            variant.name, "ours", variant.backend, variant.precision, count,
+            fps=tracked / sum(seconds[1:]),
+            ms_per_frame=1e3 * sum(seconds[1:]) / tracked,
+            first_frame_ms=1e3 * seconds[0],
+            component_ms={name: total / len(frames) for name, total in timed.totals.items()},
+            peak_gpu_mib=peak_mib(device),
+            warmup_s=warmup_s,
+            compiled_after_warmup=sum(tracker.compilations.values()) - after_warmup,
+        ))
+        masks[count] = frame_masks
+    for run in runs:
+        run.total_s = time.perf_counter() - start
+    return runs, masks
+
+
+# --------------------------------------------------------------------------- Meta, in a child process
+
+
+def meta_worker(spec_path: Path) -> None:
+    """Run Meta's predictor as the spec says; write its runs (JSON) and masks (npz) where the spec says."""
+    spec = json.loads(spec_path.read_text())
+    from sam2.build_sam import build_sam2_video_predictor
+
+    device = torch.device(spec["device"])
+    overrides = [f"++model.image_size={spec['image_size']}", "++model.fill_hole_area=0"]
+    predictor = build_sam2_video_predictor(META_CONFIGS[spec["model"]], ckpt_path=None, device=str(device),
+                                           hydra_overrides_extra=overrides, vos_optimized=spec["vos"])
+    predictor.load_state_dict(torch.load(spec["weights"], map_location=device, weights_only=True), strict=True)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[spec["precision"]]
+    clock = Clock(device)
+    clicks = np.asarray(spec["clicks"], dtype=np.float32)
+    runs, masks = [], {}
+    state = predictor.init_state(spec["frames"])
+    for count in spec["counts"]:
+        for last_frame in (min(WARM_FRAMES, spec["num_frames"]) - 1, None):  # an untimed pass, then the timed one
+            predictor.reset_state(state)
+            reset_peak(device)
+            seconds, frame_masks = [], []
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                begin = clock.now()
+                for obj in range(count):
+                    predictor.add_new_points_or_box(state, 0, obj + 1, points=clicks[obj:obj + 1],
+                                                    labels=np.array([1], dtype=np.int32))
+                for _, _, logits in predictor.propagate_in_video(state, max_frame_num_to_track=last_frame):
+                    seconds.append(clock.now() - begin)
+                    frame_masks.append(packed(logits[:, 0] > 0))
+                    begin = clock.now()
+        tracked = len(seconds) - 1
+        runs.append(dict(fps=tracked / sum(seconds[1:]), ms_per_frame=1e3 * sum(seconds[1:]) / tracked,
+                         first_frame_ms=1e3 * seconds[0], peak_gpu_mib=peak_mib(device), objects=count))
+        masks[str(count)] = np.stack(frame_masks)
+    np.savez(spec["masks_out"], **masks)
+    Path(spec["runs_out"]).write_text(json.dumps(runs))
+
+
+def run_meta(
+    variant: Variant, workdir: Path, spec: Dict[str, Any], counts: Sequence[int], timeout_s: float
+) -> Tuple[List[Run], Dict[int, List[np.ndarray]]]:
+    """Meta's predictor in a child process (a hard timeout; Meta's Hydra and compile state stay out of ours)."""
+    tag = variant.name.replace(" ", "_").replace("+", "_")
+    spec = dict(spec, vos=variant.backend == "vos", precision=variant.precision, counts=list(counts),
+                runs_out=str(workdir / f"{tag}.json"), masks_out=str(workdir / f"{tag}.npz"))
+    spec_path = workdir / f"{tag}_spec.json"
+    spec_path.write_text(json.dumps(spec))
+
+    def failed(status: str) -> Tuple[List[Run], Dict[int, List[np.ndarray]]]:
+        return [Run(variant.name, "meta", variant.backend, variant.precision, n, status=status) for n in counts], {}
+
+    start = time.perf_counter()
+    try:
+        done = subprocess.run([sys.executable, __file__, "--meta-worker", str(spec_path)], capture_output=True,
+                              text=True, timeout=timeout_s, cwd=REPO)
+    except subprocess.TimeoutExpired:
+        return failed(f"skipped: over its {timeout_s:.0f} s time budget")
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-3:]
+        return failed(f"failed: {' | '.join(tail)}")
+    runs = [Run(variant.name, "meta", variant.backend, variant.precision, total_s=seconds, **values)
+            for values in json.loads(Path(spec["runs_out"]).read_text())]
+    with np.load(spec["masks_out"]) as archive:
+        masks = {int(count): list(archive[count]) for count in archive.files}
+    return runs, masks
+
+
+# --------------------------------------------------------------------------- the whole benchmark
+
+
+def variants(smoke: bool, meta_available: bool, trt_available: bool) -> List[Variant]:
+    """What to measure, most important first (the reference must come first)."""
+    if smoke:
+        chosen = [REFERENCE, Variant("ours compile", "ours", "fp32", "compile")]
+        return chosen + ([Variant("meta", "meta", "fp32", "plain")] if meta_available else [])
+    chosen = [
+        REFERENCE,
+        Variant("meta", "meta", "bf16", "plain"),
+        Variant("ours compile+cudagraphs", "ours", "bf16", "compile", cuda_graphs=True),
+        Variant("meta vos_optimized", "meta", "bf16", "vos"),
+        Variant("ours eager", "ours", "bf16"),
+        Variant("ours compile+cudagraphs", "ours", "fp32", "compile", cuda_graphs=True),
+        Variant("ours compile", "ours", "bf16", "compile"),
+        Variant("ours compile", "ours", "fp32", "compile"),
+        Variant("ours tensorrt", "ours", "bf16", "tensorrt"),
+        Variant("ours tensorrt", "ours", "fp32", "tensorrt"),
+        Variant("meta", "meta", "fp32", "plain"),
+    ]
+    return [v for v in chosen if (v.side != "meta" or meta_available) and (v.backend != "tensorrt" or trt_available)]
+
+
+def environment(device: torch.device) -> Dict[str, Any]:
+    info: Dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpu": platform.processor() or platform.machine(),
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+    }
+    for module in ("sam2", "torch_tensorrt", "triton"):
+        info[module] = importable(module)
+    return info
+
+
+def importable(module: str) -> Optional[str]:
+    """The module's version (or "yes") when it imports, None when it does not."""
+    try:
+        if module == "torch_tensorrt":
+            from sam2_rt.engines import import_torch_tensorrt
+
+            imported = import_torch_tensorrt()
+        else:
+            imported = __import__(module)
+    except Exception:  # noqa: BLE001 - any failure means: not usable here
+        return None
+    return str(getattr(imported, "__version__", "yes"))
+
+
+def goals(runs: List[Run]) -> Dict[str, Any]:
+    """Issue 8's goals: our best FPS over Meta's vos_optimized (>= 1.3 with 1 object, >= 4 with 16)."""
+    result: Dict[str, Any] = {}
+    for count, target in ((1, 1.3), (16, 4.0)):
+        ours = [r for r in runs if r.side == "ours" and r.objects == count and r.fps]
+        meta = [r for r in runs if r.variant == "meta vos_optimized" and r.objects == count and r.fps]
+        if ours and meta:
+            best = max(ours, key=lambda r: r.fps or 0.0)
+            ratio = (best.fps or 0.0) / (meta[0].fps or 1.0)
+            result[f"{count}_objects"] = dict(best=f"{best.variant} {best.precision}", ratio=round(ratio, 2),
+                                              target=target, met=ratio >= target)
+        else:
+            result[f"{count}_objects"] = "not measured (needs our runs and Meta's vos_optimized)"
+    return result
+
+
+def table(runs: List[Run]) -> str:
+    header = ("| variant | precision | objects | FPS | ms/frame | frame 0 ms | image_enc | mem_attn | decoder | "
+              "mem_enc | peak MiB | IoU mean / min | warm-up s | total s | status |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+
+    def number(value: Optional[float], digits: int = 1) -> str:
+        return "" if value is None else f"{value:.{digits}f}"
+
+    for r in runs:
+        parts = [number(r.component_ms.get(name), 2) for name in COMPONENT_METHODS]
+        iou = "" if r.iou_mean is None else f"{r.iou_mean:.4f} / {r.iou_min:.4f}"
+        lines.append(f"| {r.variant} | {r.precision} | {r.objects} | {number(r.fps)} | {number(r.ms_per_frame, 2)} | "
+                     f"{number(r.first_frame_ms)} | " + " | ".join(parts) + f" | {number(r.peak_gpu_mib, 0)} | {iou} | "
+                     f"{number(r.warmup_s)} | {number(r.total_s)} | {r.status} |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--smoke", action="store_true",
+                        help="CI size: image 128, 4 frames, 1 / 2 objects, fp32, compile with dynamo's eager compiler")
+    parser.add_argument("--model", default="sam2.1_hiera_tiny", choices=sorted(META_CONFIGS))
+    parser.add_argument("--image-size", type=int, default=1024)
+    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--objects", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--budget-s", type=float, default=400.0,
+                        help="seconds: a variant is skipped when less than it needs (MIN_SECONDS) is left")
+    parser.add_argument("--compiler", default="inductor", help="torch.compile backend of the compile variants")
+    parser.add_argument("--out", type=Path, default=Path("out/gpu_bench.json"))
+    parser.add_argument("--meta-worker", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.meta_worker:
+        meta_worker(args.meta_worker)
+        return
+    if args.smoke:
+        args.image_size, args.frames, args.objects, args.compiler = 128, 4, [1, 2], "eager"
+    started = time.perf_counter()
+    device = torch.device(args.device)
+    env = environment(device)
+    LOG.info("environment: %s", env)
+
+    model = random_model(args.model, args.image_size, device)
+    with torch.no_grad():
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += OBJECT_SCORE_SHIFT
+    frames, clicks = synthetic_frames(args.frames, args.image_size, max(args.objects))
+    runs: List[Run] = []
+    reference: Dict[int, List[np.ndarray]] = {}
+    with tempfile.TemporaryDirectory(prefix="sam2_gpu_bench_") as tmp:
+        workdir = Path(tmp)
+        if env["sam2"]:
+            (workdir / "frames").mkdir()
+            frames = jpeg_roundtrip(frames, workdir / "frames")
+            torch.save(model.state_dict(), workdir / "weights.pt")
+        meta_spec = dict(device=args.device, model=args.model, image_size=args.image_size, num_frames=args.frames,
+                         frames=str(workdir / "frames"),
+                         weights=str(workdir / "weights.pt"), clicks=clicks.tolist())
+        for variant in variants(args.smoke, bool(env["sam2"]), bool(env["torch_tensorrt"])):
+            remaining = args.budget_s - (time.perf_counter() - started)
+            needed = MIN_SECONDS[variant.backend]
+            if remaining < needed and not args.smoke:
+                status = f"skipped: {remaining:.0f} s of the budget left, needs ~{needed:.0f}"
+                new = [Run(variant.name, variant.side, variant.backend, variant.precision, n, status=status)
+                       for n in args.objects]
+                masks: Dict[int, List[np.ndarray]] = {}
+            elif variant.side == "meta":
+                new, masks = run_meta(variant, workdir, meta_spec, args.objects, remaining)
+            else:
+                new, masks = run_ours(variant, model, frames, clicks, args.objects, device, args.compiler)
+                torch._dynamo.reset()
+            if variant == REFERENCE:
+                reference = masks
+            for run in new:
+                if run.objects in masks and run.objects in reference:
+                    ious = np.concatenate([mask_ious(a, b) for a, b in zip(masks[run.objects], reference[run.objects])])
+                    run.iou_mean, run.iou_min = float(ious.mean()), float(ious.min())
+                print(json.dumps(asdict(run)), flush=True)
+            runs.extend(new)
+    report = dict(env=env, args={k: str(v) for k, v in vars(args).items()}, runs=[asdict(r) for r in runs],
+                  goals=goals(runs), seconds=round(time.perf_counter() - started, 1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    sys.stdout.write(f"\n{args.model} at {args.image_size}, {args.frames} frames, {env['gpu'] or env['device']}, "
+                     f"torch {env['torch']}, {env['date']}; {report['seconds']} s in all; JSON: {args.out}\n")
+    sys.stdout.write(f"goals: {json.dumps(report['goals'])}\n{table(runs)}\n")
+
+
+if __name__ == "__main__":
+    main()

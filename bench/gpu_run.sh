@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The GPU benchmark as one command on the GPU machine (no internet: nothing is downloaded).
+#   bash bench/gpu_run.sh                  # bench/gpu.py with its defaults (<= 8 min on an H100 / H200)
+#   bash bench/gpu_run.sh --objects 1 16   # any bench/gpu.py arguments
+# Then the tests marked gpu (at most 4 min) when pytest imports. Writes $OUT/gpu.json, $OUT/gpu.log and
+# $OUT/gpu_tests.log ($OUT defaults to out/); exits with the benchmark's status, or the tests' when they fail.
+# Meta's predictor runs only when `sam2` imports: carry gpu_wheels/ (the device tool's carry: ["gpu_wheels"]),
+# built beforehand on the development machine by bench/gpu_wheels.sh: Meta's side (sam2==1.1.0 without its
+# CUDA extension, hydra-core==1.3.2, omegaconf==2.3.0, antlr4-python3-runtime==4.9.3, iopath==0.1.10), plus
+# PyYAML, Pillow, numpy, tqdm, portalocker, packaging and pytest (with pluggy, iniconfig) in case the machine
+# lacks them; ~25 MiB, under the 64 MiB carry limit. Each wheel is installed from that folder, into a temporary
+# directory put on PYTHONPATH, only when its module does not already import.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+OUT=${OUT:-out}
+mkdir -p "$OUT"
+SITE=$(mktemp -d)
+trap 'rm -rf "$SITE"' EXIT
+missing=()
+if [ -d gpu_wheels ]; then
+    for pair in sam2:sam2 hydra:hydra-core omegaconf:omegaconf antlr4:antlr4-python3-runtime iopath:iopath \
+                yaml:PyYAML PIL:pillow numpy:numpy tqdm:tqdm portalocker:portalocker packaging:packaging \
+                pytest:pytest pluggy:pluggy iniconfig:iniconfig; do
+        "$PY" -c "import ${pair%%:*}" 2>/dev/null || missing+=("${pair#*:}")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "installing from gpu_wheels/: ${missing[*]}"
+        "$PY" -m pip install --quiet --no-index --no-deps --find-links gpu_wheels --target "$SITE" "${missing[@]}"
+    fi
+else
+    echo "no gpu_wheels/ (bench/gpu_wheels.sh builds it): Meta's predictor runs only if sam2 is installed"
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+export PYTHONPATH=".:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+set +e
+"$PY" bench/gpu.py --out "$OUT/gpu.json" "$@" 2>&1 | tee "$OUT/gpu.log"
+status=${PIPESTATUS[0]}
+if "$PY" -c "import pytest" 2>/dev/null; then
+    timeout 240 "$PY" -m pytest -m gpu -q -rs tests/test_fixed_shapes.py tests/test_engines.py 2>&1 \
+        | tee "$OUT/gpu_tests.log"
+    tests=${PIPESTATUS[0]}
+    [ "$status" -ne 0 ] || status=$tests
+else
+    echo "pytest does not import: the tests marked gpu did not run" | tee "$OUT/gpu_tests.log"
+fi
+exit "$status"

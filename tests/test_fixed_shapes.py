@@ -1,0 +1,220 @@
+"""Fixed shapes on the compiled backends: object buckets, all memory slots, built once by Tracker.warmup and
+never again, with the eager results and no padding in any output.
+
+A counting torch.compile backend (dynamo's "eager" compiler wrapped by our counter) keeps this fast on a
+CPU: it compiles graphs exactly as inductor would be handed them, without generating code.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.gpu import synthetic_frames  # noqa: E402  (numpy only: these tests also run on the GPU machine)
+from oracle import randomize_parameters, set_object_score_bias  # noqa: E402
+from sam2_rt import backends  # noqa: E402
+from sam2_rt.config import get_config  # noqa: E402
+from sam2_rt.modeling.sam2 import SAM2Model  # noqa: E402
+from sam2_rt.tracker import ObjectState, Tracker, TrackerConfig, TrackResult  # noqa: E402
+
+IMAGE_SIZE = 128
+FRAME_SIZE = (96, 128)  # H, W: frames are cropped from 128 x 128 synthetic ones
+NUM_FRAMES = 100
+COMPARED_FRAMES = 20
+# (object id, prompt) events per frame; prompt None removes the object.
+Events = Dict[int, List[Tuple[int, Optional[dict]]]]
+
+
+@pytest.fixture(scope="module")
+def model() -> SAM2Model:
+    model = SAM2Model(get_config("sam2.1_hiera_tiny", IMAGE_SIZE))
+    randomize_parameters(model, seed=0)
+    set_object_score_bias(model, 4.0)  # objects present unless a prompt says otherwise: real masks
+    return model.eval()
+
+
+def video(num_frames: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(T, 96, 128, 3) frames of four moving discs and the discs' first centres (4, 2) x, y."""
+    frames, centres = synthetic_frames(num_frames, 128, num_shapes=4, seed=1)
+    return frames[:, 16:112], centres - np.array([0.0, 16.0])
+
+
+def objects_1_3_2_5() -> Events:
+    """1 object, then 3 (click, box, two clicks), refined (click, mask), 2 after a removal, then 5."""
+    _, centres = video(1)
+    height, width = FRAME_SIZE
+    ys, xs = np.mgrid[0:height, 0:width]
+    disc = (xs - centres[1, 0]) ** 2 + (ys - centres[1, 1]) ** 2 <= 12**2
+
+    def click(shape: int) -> dict:
+        return dict(points=centres[shape:shape + 1], labels=np.array([1]))
+
+    def box(shape: int) -> dict:
+        (x, y), r = centres[shape], 20.0
+        return dict(box=np.array([max(x - r, 0), max(y - r, 0), min(x + r, width), min(y + r, height)]))
+
+    return {
+        0: [(1, click(0))],
+        3: [(2, box(1)), (3, dict(points=centres[2:4], labels=np.array([1, 0])))],
+        6: [(1, click(3)), (2, dict(mask=disc))],
+        9: [(3, None)],
+        12: [(4, click(2)), (5, box(3)), (6, dict(mask=disc))],
+        40: [(5, click(1))],
+        60: [(4, None), (7, box(2))],
+    }
+
+
+def run(tracker: Tracker, num_frames: int, events: Optional[Events] = None) -> List[TrackResult]:
+    """Step one stream through the frames, applying the events (default objects_1_3_2_5) first."""
+    events = objects_1_3_2_5() if events is None else events
+    frames, _ = video(num_frames)
+    stream = tracker.create_stream()
+    results = []
+    for index, frame in enumerate(frames):
+        for obj_id, prompt in events.get(index, []):
+            if prompt is None:
+                tracker.remove_objects(stream, [obj_id])
+            else:
+                tracker.add_prompt(stream, obj_id, frame_size=FRAME_SIZE, **prompt)
+        results.append(tracker.step(stream, frame))
+    return results
+
+
+@pytest.fixture(scope="module")
+def compiled(model: SAM2Model):
+    """A compile-backend tracker warmed up, its compilation counts after warm-up, and its 100 results."""
+    tracker = Tracker(model, TrackerConfig(max_objects=5, backend="compile", compiler="eager"))
+    report = tracker.warmup()
+    after_warmup = tracker.compilations
+    return tracker, report, after_warmup, run(tracker, NUM_FRAMES)
+
+
+def test_buckets_are_powers_of_two_then_the_maximum() -> None:
+    assert backends.object_buckets(1) == (1,)
+    assert backends.object_buckets(5) == (1, 2, 4, 5)
+    assert backends.object_buckets(16) == (1, 2, 4, 8, 16)
+    assert [backends.bucket_for(n, (1, 2, 4, 5)) for n in range(1, 6)] == [1, 2, 4, 4, 5]
+    with pytest.raises(ValueError, match="exceed"):
+        backends.bucket_for(6, (1, 2, 4, 5))
+
+
+def test_warmup_compiles_every_bucket_and_a_100_frame_stream_compiles_nothing_more(compiled) -> None:
+    tracker, report, after_warmup, results = compiled
+    assert report.backend == "compile" and report.buckets == (1, 2, 4, 5)
+    # one image-encoder graph, one graph per bucket of every other component
+    assert after_warmup == {"image_encoder": 1, "memory_attention": 4, "mask_decoder": 4, "memory_encoder": 4}
+    assert {(e.component, e.bucket) for e in report.events} >= {("memory_attention", 5), ("mask_decoder", 1)}
+    assert len(results) == NUM_FRAMES
+    assert tracker.compilations == after_warmup
+    # the stream went through 1, 3, 2 and 5 objects (so buckets 1, 4, 2 and 5 were all used)
+    counts = {len(result.object_ids) for result in results}
+    assert {1, 2, 3, 5} <= counts
+
+
+def test_compiled_results_equal_eager_and_carry_no_padding(model: SAM2Model, compiled) -> None:
+    _, _, _, results = compiled
+    eager = run(Tracker(model, TrackerConfig(max_objects=5)), COMPARED_FRAMES)
+    present = 0
+    for frame_index, (want, got) in enumerate(zip(eager, results)):
+        where = f"frame {frame_index}"
+        assert got.object_ids == want.object_ids, where
+        count = len(want.object_ids)
+        assert got.masks.shape == (count, *FRAME_SIZE) and got.logits.shape == (count, *FRAME_SIZE), where
+        assert got.boxes.shape == (count, 4) and got.ious.shape == (count,) and len(got.states) == count, where
+        bound = 1e-4 * max(1.0, want.logits.abs().max().item())
+        assert (got.logits - want.logits).abs().max().item() <= bound, where
+        torch.testing.assert_close(got.presence, want.presence, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got.ious, want.ious, rtol=1e-4, atol=1e-5)
+        assert torch.equal(got.boxes, want.boxes), where
+        present += sum(state == ObjectState.TRACKING for state in want.states)
+    assert present > COMPARED_FRAMES, "the comparison must see present objects (real masks)"
+
+
+def test_eager_warmup_builds_nothing(model: SAM2Model) -> None:
+    tracker = Tracker(model, TrackerConfig())
+    report = tracker.warmup()
+    assert report.backend == "eager" and report.events == () and report.buckets == ()
+    assert set(tracker.compilations.values()) == {0}
+    assert "nothing to build" in report.summary()
+
+
+def test_warmup_of_chosen_counts_covers_their_buckets_only(model: SAM2Model) -> None:
+    tracker = Tracker(model, TrackerConfig(max_objects=8, backend="compile", compiler="eager"))
+    report = tracker.warmup(object_counts=[3])
+    assert report.buckets == (4,)
+    assert tracker.compilations == {"image_encoder": 1, "memory_attention": 1, "mask_decoder": 1,
+                                    "memory_encoder": 1}
+
+
+class _Program:
+    """A stand-in program that returns the same output tensor every call (like a CUDA-graph replay)."""
+
+    def __init__(self) -> None:
+        self.output = torch.ones(2, 3)
+
+    def __call__(self, bucket: int, *inputs: torch.Tensor):
+        return (self.output,)
+
+
+def test_cuda_graph_outputs_are_cloned_and_each_frame_starts_a_step(
+    model: SAM2Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps: List[int] = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: steps.append(1))
+    program = _Program()
+    runner = backends.FixedShapeRunner(model, (1, 2), {"image_encoder": program}, cuda_graphs=True)
+    runner.begin_frame()
+    (out,) = runner.encode_image(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE))
+    assert steps == [1]
+    assert torch.equal(out, program.output) and out.data_ptr() != program.output.data_ptr()
+    plain = backends.FixedShapeRunner(model, (1, 2), {"image_encoder": program})
+    plain.begin_frame()
+    assert steps == [1] and plain.encode_image(torch.zeros(1))[0] is program.output
+
+
+def test_cuda_graphs_need_cuda_and_inductor(model: SAM2Model, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="sam2_rt.backends"):
+        tracker = Tracker(model, TrackerConfig(backend="compile", compiler="eager", cuda_graphs=True))
+    assert tracker.runner.fixed_shapes and not tracker.runner.cuda_graphs
+    assert any("CUDA graphs need" in record.message for record in caplog.records)
+    with pytest.raises(ValueError, match="inductor"):
+        backends.compile_backend("eager", cuda_graphs=True)
+    inductor = backends.compile_backend("inductor", cuda_graphs=True)
+    assert inductor.keywords == {"config_patches": {"triton.cudagraphs": True}}
+
+
+def test_unknown_backend_in_the_config_is_rejected() -> None:
+    with pytest.raises(ValueError, match="backend must be one of"):
+        TrackerConfig(backend="onnx")
+
+
+@pytest.mark.gpu
+def test_compiled_with_cuda_graphs_on_cuda_equals_eager(model: SAM2Model) -> None:
+    """Real inductor, CUDA graphs: two objects (buckets 1 and 2), no compilation after warm-up."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    import copy
+
+    gpu_model = copy.deepcopy(model).cuda()
+    _, centres = video(1)
+    events: Events = {0: [(1, dict(points=centres[:1], labels=np.array([1])))],
+                      4: [(2, dict(points=centres[1:2], labels=np.array([1])))]}
+    eager = run(Tracker(gpu_model, TrackerConfig(max_objects=2)), COMPARED_FRAMES, events)
+    tracker = Tracker(gpu_model, TrackerConfig(max_objects=2, backend="compile", cuda_graphs=True))
+    assert tracker.runner.cuda_graphs
+    tracker.warmup()
+    counts = tracker.compilations
+    results = run(tracker, COMPARED_FRAMES, events)
+    assert tracker.compilations == counts
+    for want, got in zip(eager, results):
+        assert got.object_ids == want.object_ids
+        bound = 1e-3 * max(1.0, want.logits.abs().max().item())
+        assert (got.logits - want.logits).abs().max().item() <= bound
