@@ -1,8 +1,9 @@
 """Fixed shapes on the compiled backends: object buckets, all memory slots, built once by Tracker.warmup and
 never again, with the eager results and no padding in any output.
 
-A counting torch.compile backend (dynamo's "eager" compiler wrapped by our counter) keeps this fast on a
-CPU: it compiles graphs exactly as inductor would be handed them, without generating code.
+A counting torch.compile backend (dynamo's "aot_eager" compiler wrapped by our counter) keeps this fast on a
+CPU: graphs go through dynamo and AOT autograd's functionalisation exactly as inductor receives them (which is
+where tracing under inference mode once failed), without generating code.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def run(tracker: Tracker, num_frames: int, events: Optional[Events] = None) -> L
 @pytest.fixture(scope="module")
 def compiled(model: SAM2Model):
     """A compile-backend tracker warmed up, its compilation counts after warm-up, and its 100 results."""
-    tracker = Tracker(model, TrackerConfig(max_objects=5, backend="compile", compiler="eager"))
+    tracker = Tracker(model, TrackerConfig(max_objects=5, backend="compile", compiler="aot_eager"))
     report = tracker.warmup()
     after_warmup = tracker.compilations
     return tracker, report, after_warmup, run(tracker, NUM_FRAMES)
@@ -147,7 +148,7 @@ def test_eager_warmup_builds_nothing(model: SAM2Model) -> None:
 
 
 def test_warmup_of_chosen_counts_covers_their_buckets_only(model: SAM2Model) -> None:
-    tracker = Tracker(model, TrackerConfig(max_objects=8, backend="compile", compiler="eager"))
+    tracker = Tracker(model, TrackerConfig(max_objects=8, backend="compile", compiler="aot_eager"))
     report = tracker.warmup(object_counts=[3])
     assert report.buckets == (4,)
     assert tracker.compilations == {"image_encoder": 1, "memory_attention": 1, "mask_decoder": 1,
