@@ -139,6 +139,27 @@ def test_compiled_results_equal_eager_and_carry_no_padding(model: SAM2Model, com
     assert present > COMPARED_FRAMES, "the comparison must see present objects (real masks)"
 
 
+@pytest.mark.slow
+def test_inductor_builds_every_component_at_warmup_and_tracks_like_eager(model: SAM2Model) -> None:
+    """The real compiler (code generation included), one bucket: what the node runs with backend:=compile."""
+    tracker = Tracker(model, TrackerConfig(max_objects=1, backend="compile", compiler="inductor"))
+    report = tracker.warmup()
+    assert tracker.compilations == {"image_encoder": 1, "memory_attention": 1, "mask_decoder": 1,
+                                    "memory_encoder": 1}, report.summary()
+    eager = Tracker(model, TrackerConfig(max_objects=1))
+    streams = {name: t.create_stream() for name, t in (("compiled", tracker), ("eager", eager))}
+    frame = np.zeros((*FRAME_SIZE, 3), dtype=np.uint8)
+    frame[20:60, 30:90] = (200, 60, 40)
+    for name, t in (("compiled", tracker), ("eager", eager)):
+        t.add_prompt(streams[name], 1, points=[[50.0, 40.0]], labels=[1], frame_size=FRAME_SIZE)
+    for _ in range(3):
+        got, want = tracker.step(streams["compiled"], frame), eager.step(streams["eager"], frame)
+        # inductor fuses and reorders float arithmetic: close, not bit-equal
+        torch.testing.assert_close(got.logits, want.logits, rtol=1e-3, atol=1e-3)
+    assert tracker.compilations == {"image_encoder": 1, "memory_attention": 1, "mask_decoder": 1,
+                                    "memory_encoder": 1}
+
+
 def test_eager_warmup_builds_nothing(model: SAM2Model) -> None:
     tracker = Tracker(model, TrackerConfig())
     report = tracker.warmup()
