@@ -524,6 +524,9 @@ def run_soak(node: NodeProcess, client: SoakClient, frames: int, warmup_frames: 
     measured_s = time.monotonic() - measured_start
     end, heap_end = node.figures(), node.heap_mib()
     diagnostics = client.fresh_diagnostics()
+    # The last frame's masks and overlay travel on their own topics: they may arrive after its objects.
+    wait_until(lambda: client.masks_received == client.overlays_received == int(diagnostics["frames_processed"]),
+               STEP_TIMEOUT_S)
     errors = error_counts(diagnostics)
     latencies = np.asarray(client.latencies_ms)
     return {
@@ -585,6 +588,7 @@ class CycleFigures:
     threads: int
     fds: int
     heap_mib: float
+    python_threads: Tuple[str, ...]
     objects_lost: int
     graph_problems: Tuple[str, ...]
 
@@ -638,10 +642,11 @@ def run_cycle(node: NodeProcess, client: SoakClient, cycle: int, frames: int,
         if not client.transition(transition):
             raise RuntimeError(f"cycle {cycle}: {label} failed:\n" + "\n".join(node.lines[-20:]))
         problems += _graph_problems(client, _endpoints(configured, False), f"cycle {cycle} after {label}")
-    after = node.figures()
+    after, report = node.figures(), node.report()
     return CycleFigures(cycle=cycle, rss_mib=round(after.rss_mib, 1), rss_active_mib=round(rss_active, 1),
-                        threads=after.threads, fds=after.fds, heap_mib=round(node.heap_mib(), 2),
-                        objects_lost=objects_lost, graph_problems=tuple(problems))
+                        threads=after.threads, fds=after.fds, heap_mib=round(report["current"] / 2**20, 2),
+                        python_threads=tuple(report["threads"]), objects_lost=objects_lost,
+                        graph_problems=tuple(problems))
 
 
 def run_lifecycle_cycles(node: NodeProcess, client: SoakClient, cycles: int, frames: int,
@@ -668,6 +673,7 @@ def run_lifecycle_cycles(node: NodeProcess, client: SoakClient, cycles: int, fra
         "rss_mib": [r.rss_mib for r in results],
         "rss_active_mib": [r.rss_active_mib for r in results],
         "heap_mib": [r.heap_mib for r in results],
+        "python_threads": [list(r.python_threads) for r in results],
         "objects_lost": sum(r.objects_lost for r in results),
         "graph_problems": [problem for r in results for problem in r.graph_problems],
         "log_problems": len(node.problems()),
