@@ -273,6 +273,28 @@ def publish_burst(client: Client, frames: Iterator[int], count: int, rate_hz: fl
     return Burst(sent, arrived)
 
 
+def assert_latest_frame_kept(client: Client, burst: Burst) -> List[int]:
+    """The one-slot buffer under a camera faster than the model; returns the frames processed.
+
+    Frames were skipped, outputs came in the order of their frames with the newest frame last, and once the
+    camera stopped only the frame in progress, the newest one and at most one output still in transit came (a
+    queue would have held a backlog of dozens). Counts and orderings only: no clock bound.
+    """
+    processed = burst.processed(client)
+    assert 1 <= len(processed) < len(burst.sent), f"{len(processed)} of {len(burst.sent)} frames processed"
+    assert processed[-1] == burst.sent[-1]
+    arrivals = [client.object_arrivals[index] for index in processed]
+    assert arrivals == sorted(arrivals), "outputs out of the order of their frames"
+    after_stop = set(processed) - burst.arrived_before_stop
+    assert len(after_stop) <= 3, f"{len(after_stop)} frames processed after the camera stopped: a backlog"
+    return processed
+
+
+def increase(before: Dict[str, int], after: Dict[str, int]) -> Dict[str, int]:
+    """How much each counter of `before` rose."""
+    return {name: after[name] - before[name] for name in before}
+
+
 def make_prompt(object_id: int, mode: int = Prompt.MODE_ADD, points=(), labels=(), box=None) -> Prompt:
     msg = Prompt(object_id=object_id, mode=mode, labels=list(labels),
                  points=[Point32(x=float(x), y=float(y)) for x, y in points])

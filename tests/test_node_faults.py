@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from typing import Dict, List
+from typing import List
 
 import pytest
 
@@ -28,7 +28,9 @@ from ros_client import (  # noqa: E402
     Client,
     OutputReader,
     RunningNode,
+    assert_latest_frame_kept,
     ids,
+    increase,
     index_of,
     make_prompt,
     node_command,
@@ -87,10 +89,6 @@ def node(faults_node: RunningNode) -> RunningNode:
     assert client.lifecycle_state() == "active"
 
 
-def increase(before: Dict[str, int], after: Dict[str, int]) -> Dict[str, int]:
-    return {name: after[name] - before[name] for name in before}
-
-
 def test_the_camera_process_killed_and_restarted_finds_the_node_tracking_the_same_objects(node, processes) -> None:
     client = node.client
     before = client.counters()
@@ -147,16 +145,11 @@ def test_a_burst_of_ten_times_the_frame_rate_keeps_the_newest_frame_and_the_obje
     burst = publish_burst(client, FRAMES, count=300, rate_hz=10 * NOMINAL_HZ)
     change, rss_after = increase(before, client.counters()), node.rss_bytes()
 
-    processed = burst.processed(client)
+    processed = assert_latest_frame_kept(client, burst)
     assert all(ids(client.objects[index]) == [1, 2] for index in processed)
-    # The one-slot buffer: frames were skipped, and every frame the node received was processed or dropped.
-    assert len(processed) < len(burst.sent) and change["frames_dropped"] > 0, change
+    # Every frame the node received was processed or dropped (DDS itself loses some of a burst this fast).
     assert change["frames_received"] == change["frames_processed"] + change["frames_dropped"], change
-    # Outputs come in the order of the frames, and once the camera stopped, only the frame in progress, the
-    # newest frame and at most one output still in transit came: no backlog (a queue would hold dozens).
-    arrivals = [client.object_arrivals[index] for index in processed]
-    assert arrivals == sorted(arrivals)
-    assert len(set(processed) - burst.arrived_before_stop) <= 3, (processed, burst.arrived_before_stop)
+    assert change["frames_dropped"] > 0, change
     # A leak of one 640x480 frame per frame received would add 276 MB.
     assert rss_after - rss_before <= 32 * MIB, (rss_after - rss_before) / MIB
 
