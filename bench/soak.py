@@ -13,8 +13,8 @@ Figures of the node's process: RSS (VmRSS), threads (/proc/<pid>/task), open fil
 and the Python heap (tracemalloc runs in the node's process; SIGUSR1 makes it print the traced size), at the
 end of the warm-up and at the end; error counters from the node's /diagnostics.
 
-Lifecycle cycling (--lifecycle-cycles N): the node starts unconfigured (autostart false) and goes N times
-through configure -> activate -> --cycle-frames frames with two objects -> deactivate -> cleanup, via the
+Lifecycle cycling (--lifecycle-cycles N): the node starts unconfigured (autostart false) and goes, after one or
+more warm-up cycles (until every executor thread exists), N times through configure -> activate -> --cycle-frames frames with two objects -> deactivate -> cleanup, via the
 standard lifecycle services; after each cycle its threads, fds, RSS and heap are read, and the ROS graph is
 checked: one publisher per output topic and the node's services while configured, image and prompt
 subscriptions while active, none of them after cleanup.
@@ -25,6 +25,7 @@ Prints JSON lines: one per --report-every frames (or per cycle), the last one th
 the end of the warm-up, once every lazily created thread exists).
 
     .venv/bin/python bench/soak.py [--frames 10000] [--warmup-frames 300] [--image-size 128] [--frame-size 320x240]
+                                   [--report-every 1000] [--no-trace-heap]
     .venv/bin/python bench/soak.py --lifecycle-cycles 50 [--cycle-frames 5]
 
 tests/test_node_soak.py runs the same code at CI size (1,000 frames; 10 cycles).
@@ -70,12 +71,12 @@ REQUEST_SERVICES = ("add_prompt", "remove_objects", "reset")
 EXECUTOR_POOL_PREFIX = "ThreadPoolExecutor"
 # The warm-up goes on at most this many times its length, until every executor thread exists.
 MAX_WARMUP_FACTOR = 10
+# Lifecycle cycling: at most this many warm-up cycles, until every executor thread exists.
+MAX_WARMUP_CYCLES = 10
 # The node prints this, then a JSON object, on SIGUSR1 (see `serve_node`).
 HEAP_MARKER = "SOAK_HEAP "
 # The goal of issue 10: RSS growth after warm-up, over 10,000 frames.
 RSS_GROWTH_GOAL_MIB = 16.0
-# Error counters of /diagnostics that are faults (resolution_changes is not: none happen on this input).
-FAULT_COUNTERS = ("images_rejected", "prompts_rejected", "requests_rejected", "worker_errors")
 
 
 # --------------------------------------------------------------------------- the node's process
@@ -229,13 +230,15 @@ def node_parameters(checkpoint: Path, image_size: int, autostart: bool = True) -
 # --------------------------------------------------------------------------- the DDS side
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, period: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
+def poll(predicate: Callable[[], bool], timeout: float, period: float = 0.05) -> bool:
+    """Whether `predicate` holds within `timeout` seconds, checked every `period` (for state that has no
+    callback: the ROS graph, a service future)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
         time.sleep(period)
-    return True
+    return predicate()
 
 
 class SoakClient:
@@ -262,7 +265,7 @@ class SoakClient:
         self.node = Node("soak_client", namespace=namespace, context=context)
         self.camera = self.node.create_publisher(Image, "image", qos_profile_sensor_data)
         outputs = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()  # notified by every subscription callback
         self.ids: Dict[int, List[int]] = {}  # frame index -> object ids, until `step` takes them
         self.latencies_ms: List[float] = []
         self.masks_received = 0
@@ -291,23 +294,33 @@ class SoakClient:
         self.node.destroy_node()
 
     def _on_objects(self, msg: Any) -> None:
-        with self._lock:
+        with self._changed:
             self.ids[msg.header.stamp.sec] = [obj.object_id for obj in msg.objects]
             self.latencies_ms.append(msg.latency.sec * 1e3 + msg.latency.nanosec * 1e-6)
+            self._changed.notify_all()
 
     def _on_mask(self, msg: Any) -> None:
-        with self._lock:
+        with self._changed:
             self.masks_received += 1
             self.bad_masks += int((msg.height, msg.width) != self._expected_size or msg.encoding != "mono16")
+            self._changed.notify_all()
 
     def _on_overlay(self, msg: Any) -> None:
-        with self._lock:
+        with self._changed:
             self.overlays_received += 1
+            self._changed.notify_all()
 
     def _on_diagnostics(self, msg: Any) -> None:
-        for status in msg.status:
-            if status.name == self._status_name:
-                self.diagnostics = (time.monotonic(), {kv.key: kv.value for kv in status.values})
+        with self._changed:
+            for status in msg.status:
+                if status.name == self._status_name:
+                    self.diagnostics = (time.monotonic(), {kv.key: kv.value for kv in status.values})
+            self._changed.notify_all()
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Whether `predicate` (on what the subscriptions received) holds within `timeout` seconds."""
+        with self._changed:
+            return self._changed.wait_for(predicate, max(0.0, timeout))
 
     # ------------------------------------------------------------------ frames
 
@@ -327,16 +340,12 @@ class SoakClient:
         deadline = time.monotonic() + STEP_TIMEOUT_S
         while True:
             self.camera.publish(msg)
-            if wait_until(lambda: index in self.ids, min(RESEND_S, max(0.0, deadline - time.monotonic()))):
-                with self._lock:
+            if self.wait_for(lambda: index in self.ids, min(RESEND_S, deadline - time.monotonic())):
+                with self._changed:
                     return self.ids.pop(index)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no output for frame {index} within {STEP_TIMEOUT_S} s")
             self.resends += 1
-
-    def wait_for_subscription(self, present: bool) -> bool:
-        """Whether the node's image subscription appears (or goes) within STEP_TIMEOUT_S."""
-        return wait_until(lambda: (self.camera.get_subscription_count() > 0) == present, STEP_TIMEOUT_S)
 
     # ------------------------------------------------------------------ services and lifecycle
 
@@ -349,7 +358,7 @@ class SoakClient:
         if not client.wait_for_service(timeout_sec=STEP_TIMEOUT_S):
             raise TimeoutError(f"service {client.srv_name} not available")
         future = client.call_async(request)
-        if not wait_until(future.done, STEP_TIMEOUT_S):
+        if not poll(future.done, STEP_TIMEOUT_S, period=0.005):
             raise TimeoutError(f"no answer from {client.srv_name}")
         return future.result()
 
@@ -368,7 +377,7 @@ class SoakClient:
           TimeoutError: none within STEP_TIMEOUT_S.
         """
         now = time.monotonic()
-        if not wait_until(lambda: self.diagnostics is not None and self.diagnostics[0] > now, STEP_TIMEOUT_S):
+        if not self.wait_for(lambda: self.diagnostics is not None and self.diagnostics[0] > now, STEP_TIMEOUT_S):
             raise TimeoutError("no /diagnostics from the node")
         assert self.diagnostics is not None
         return self.diagnostics[1]
@@ -377,13 +386,19 @@ class SoakClient:
 
     def graph(self) -> Dict[str, int]:
         """Endpoints of the node as the graph shows them: publishers per output topic, subscribers of the
-        camera and prompt topics, and 1 / 0 for each request service present / absent."""
+        camera and prompt topics, and 1 / 0 for each request service present / absent (-1: the graph does not
+        list the node at this moment)."""
         counts = {f"publishers:{topic}": self.node.count_publishers(f"{self.namespace}/{topic}")
                   for topic in OUTPUT_TOPICS}
         counts.update({f"subscribers:{topic}": self.node.count_subscribers(f"{self.namespace}/{topic}")
                        for topic in ("image", "prompts")})
-        services = {name for name, _ in self.node.get_service_names_and_types_by_node(self.node_name, self.namespace)}
         prefix = f"{self.namespace}/{self.node_name}/"
+        try:
+            services = {name for name, _ in self.node.get_service_names_and_types_by_node(self.node_name,
+                                                                                          self.namespace)}
+        except RuntimeError:  # rclpy's NodeNameNonExistentError: the graph may miss the node while it updates
+            counts.update({f"service:{name}": -1 for name in REQUEST_SERVICES})
+            return counts
         counts.update({f"service:{name}": int(prefix + name in services) for name in REQUEST_SERVICES})
         return counts
 
@@ -462,6 +477,9 @@ def machine() -> str:
 
 
 def error_counts(diagnostics: Mapping[str, str]) -> Dict[str, int]:
+    """The node's fault counters (resolution_changes is not one; none happen on the soak's input)."""
+    from sam2_ros.worker import FAULT_COUNTERS
+
     return {name: int(diagnostics[name]) for name in FAULT_COUNTERS}
 
 
@@ -525,8 +543,8 @@ def run_soak(node: NodeProcess, client: SoakClient, frames: int, warmup_frames: 
     end, heap_end = node.figures(), node.heap_mib()
     diagnostics = client.fresh_diagnostics()
     # The last frame's masks and overlay travel on their own topics: they may arrive after its objects.
-    wait_until(lambda: client.masks_received == client.overlays_received == int(diagnostics["frames_processed"]),
-               STEP_TIMEOUT_S)
+    client.wait_for(lambda: client.masks_received == client.overlays_received == int(diagnostics["frames_processed"]),
+                    STEP_TIMEOUT_S)
     errors = error_counts(diagnostics)
     latencies = np.asarray(client.latencies_ms)
     return {
@@ -595,7 +613,7 @@ class CycleFigures:
 
 def _graph_problems(client: SoakClient, expected: Mapping[str, int], when: str) -> List[str]:
     """Wait until the graph shows `expected` (discovery is asynchronous); the differences that remain."""
-    wait_until(lambda: all(client.graph()[key] == value for key, value in expected.items()), STEP_TIMEOUT_S)
+    poll(lambda: all(client.graph()[key] == value for key, value in expected.items()), STEP_TIMEOUT_S)
     graph = client.graph()
     return [f"{when}: {key} = {graph[key]}, expected {value}" for key, value in expected.items() if graph[key] != value]
 
@@ -651,29 +669,42 @@ def run_cycle(node: NodeProcess, client: SoakClient, cycle: int, frames: int,
 
 def run_lifecycle_cycles(node: NodeProcess, client: SoakClient, cycles: int, frames: int,
                          frame_size: Tuple[int, int], emit: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
-    """`cycles` lifecycle cycles of an unconfigured node (`run_cycle`); returns the summary.
+    """Warm-up cycles, then `cycles` measured lifecycle cycles of an unconfigured node (`run_cycle`).
 
-    Summary: the figures of every cycle (lists, cycle 1 first), the node's figures before the first one, and
-    the graph problems (none expected).
+    The warm-up lasts one cycle, or more until every executor thread exists (its thread pool starts them as
+    callbacks overlap, at most MAX_WARMUP_CYCLES cycles): the measured cycles then start from every thread the
+    node will ever have. Returns the summary: the figures of every measured cycle (lists, first one first), the
+    node's figures before the first cycle, and the objects lost and graph problems of all cycles (none expected).
+
+    Raises:
+      RuntimeError: a transition failed, or the executor threads never all started.
     """
     before = node.figures()
     results: List[CycleFigures] = []
-    for cycle in range(1, cycles + 1):
-        result = run_cycle(node, client, cycle, frames, frame_size)
-        emit(asdict(result))
-        results.append(result)
+    warmup = 0
+    while warmup == 0 or not executor_threads_started(node):
+        if warmup >= MAX_WARMUP_CYCLES:
+            raise RuntimeError(f"the node's executor threads did not all start in {warmup} cycles")
+        warmup += 1
+        results.append(run_cycle(node, client, warmup, frames, frame_size))
+        emit({"warmup": True, **asdict(results[-1])})
+    for cycle in range(warmup + 1, warmup + cycles + 1):
+        results.append(run_cycle(node, client, cycle, frames, frame_size))
+        emit(asdict(results[-1]))
+    measured = results[warmup:]
     return {
         "summary": True,
         "mode": "lifecycle",
         "cycles": cycles,
+        "warmup_cycles": warmup,
         "frames_per_cycle": frames,
         "before": asdict(before),
-        "threads": [r.threads for r in results],
-        "fds": [r.fds for r in results],
-        "rss_mib": [r.rss_mib for r in results],
-        "rss_active_mib": [r.rss_active_mib for r in results],
-        "heap_mib": [r.heap_mib for r in results],
-        "python_threads": [list(r.python_threads) for r in results],
+        "threads": [r.threads for r in measured],
+        "fds": [r.fds for r in measured],
+        "rss_mib": [r.rss_mib for r in measured],
+        "rss_active_mib": [r.rss_active_mib for r in measured],
+        "heap_mib": [r.heap_mib for r in measured],
+        "python_threads": [list(r.python_threads) for r in measured],
         "objects_lost": sum(r.objects_lost for r in results),
         "graph_problems": [problem for r in results for problem in r.graph_problems],
         "log_problems": len(node.problems()),
