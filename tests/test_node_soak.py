@@ -26,8 +26,9 @@ IMAGE_SIZE = 64
 FRAME_SIZE = (160, 120)
 # The tiny model's weights are 149 MiB in fp32: deactivating must give most of that back.
 MODEL_RELEASE_MIB = 100.0
-# RSS after cleanup may differ from one cycle to the next by allocator noise, not by a model (149 MiB).
-CYCLE_RSS_SPREAD_MIB = 48.0
+# RSS after cleanup moves with the C allocator's fragmentation (bench/RESULTS.md: up to +120 MiB over 50 cycles
+# at image_size 128, then flat; +23 MiB over 6 cycles at 64), less than one kept model (149 MiB).
+CYCLE_RSS_SPREAD_MIB = 96.0
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def test_10_lifecycle_cycles_release_the_model_and_leave_no_thread_fd_or_endpoin
         output = "\n".join(node.lines[-40:])
     assert summary["graph_problems"] == [] and summary["objects_lost"] == 0, summary
     assert summary["log_problems"] == 0, output
-    # After cleanup: the executor's threads (started lazily during the first cycle) and no worker thread.
+    # After cleanup: the executor's threads (started lazily, during the warm-up cycles) and no worker thread.
     pool = [f"ThreadPoolExecutor-0_{k}" for k in range(EXECUTOR_THREADS)]
     assert all(sorted(threads) == sorted(["MainThread", "sam2_executor", *pool])
                for threads in summary["python_threads"]), summary["python_threads"]
