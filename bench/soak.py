@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -735,6 +736,10 @@ def soak_setup(context: Any, env: Mapping[str, str], image_size: int, autostart:
             if not autostart and not client.change_state.wait_for_service(timeout_sec=180.0):
                 raise RuntimeError("the node's lifecycle services did not appear:\n" + "\n".join(node.lines[-40:]))
             yield node, client
+        except BaseException:
+            node.stop()
+            logging.getLogger(__name__).error("the node's last output lines:\n%s", "\n".join(node.lines[-60:]))
+            raise
         finally:
             if client is not None:
                 client.close()

@@ -41,6 +41,7 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.exceptions import InvalidHandle
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -645,9 +646,20 @@ class _RosLogHandler(logging.Handler):
 
 
 def _spin(executor: MultiThreadedExecutor, stop: threading.Event) -> None:
-    """Spin until the executor is shut down; a context shut down from outside also ends the node."""
+    """Spin until the executor is shut down; a context shut down from outside also ends the node.
+
+    A lifecycle transition destroys publishers, subscriptions and services on an executor thread while the
+    spinning thread may be collecting them for its wait set: rclpy (Humble to Kilted) then raises InvalidHandle
+    in the spinning thread (ros2/rclpy#1206, #1284), which would end it and leave the node deaf. The destroyed
+    entity is no longer listed by the next round, so spinning simply goes on.
+    """
     try:
-        executor.spin()
+        while True:
+            try:
+                executor.spin()
+                return
+            except InvalidHandle:
+                continue
     except ExternalShutdownException:
         pass
     finally:
