@@ -310,8 +310,9 @@ def ids(msg: TrackedObjectArray) -> List[int]:
 
 def node_env(tmp_path_factory) -> Dict[str, str]:
     # An empty checkpoint cache: a checkpoint a developer downloaded must not change what the tests see.
+    # INFO lines go to stdout, which a pipe would buffer: unbuffered, a test sees each line as it is logged.
     return ros_env(FASTDDS_DEFAULT_PROFILES_FILE=str(FASTDDS_PROFILE),
-                   SAM2_RT_CACHE=str(tmp_path_factory.mktemp("sam2_rt_cache")))
+                   SAM2_RT_CACHE=str(tmp_path_factory.mktemp("sam2_rt_cache")), RCUTILS_LOGGING_BUFFERED_STREAM="0")
 
 
 class RunningNode:
