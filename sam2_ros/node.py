@@ -55,7 +55,7 @@ from sam2_ros.msg import DetectionArray, Prompt, TrackedObjectArray
 from sam2_ros.outputs import Detection2DArray, FrameOutputs, detections_message, mask_message, objects_message
 from sam2_ros.overlay import draw_overlay
 from sam2_ros.parameters import APPLIES, NODE_NAME, PARAMETER_SPECS, PARAMETERS, NodeSettings, parameter_problem
-from sam2_ros.requests import RESET_MESSAGE, ObjectBook, PromptRequest, QueuedPrompt, QueuedRemoval, QueuedRequest, apply_requests, removal_message
+from sam2_ros.requests import MAX_QUEUED_REQUESTS, RESET_MESSAGE, ObjectBook, PromptRequest, QueuedPrompt, QueuedRemoval, QueuedRequest, apply_requests, removal_message
 from sam2_ros.srv import AddPrompt, RemoveObjects, Reset
 from sam2_ros.worker import (
     IMAGES_REJECTED,
@@ -83,8 +83,10 @@ EXECUTOR_THREADS = 4
 
 # Images: keep only the newest sample (depth 1); reliability is a parameter.
 _RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
-# Prompts must not be lost.
-PROMPT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# Prompts must not be lost: the subscription keeps more samples than the request queue holds, so a burst that
+# reaches the node fills the queue and the excess is refused with a reason rather than dropped unseen by DDS.
+PROMPT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2 * MAX_QUEUED_REQUESTS,
+                        reliability=ReliabilityPolicy.RELIABLE)
 # Outputs: reliable (also serves best-effort subscribers), a few frames of slack for slow consumers.
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
 # Detector boxes: a few arrays of slack (they are matched to frames by stamp).

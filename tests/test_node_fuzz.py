@@ -61,7 +61,7 @@ FRAMES = iter(range(300_000, 1_000_000))
 SEED = 10
 # A good frame after every this many malformed inputs.
 GOOD_FRAME_EVERY = 10
-# Prompts published before waiting for their rejections (the node's prompt subscription keeps 10).
+# Prompts published before waiting for their rejections (well under the node's prompt subscription depth).
 PROMPT_BATCH = 8
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 UINT32 = 2**32 - 1
