@@ -654,7 +654,7 @@ class Tracker:
     def _checked_frame_size(self, frame: Frame, index: int, count: int) -> Tuple[int, int]:
         """The (H, W) of a valid frame; TrackerInputError naming the frame's position among several."""
         try:
-            return _frame_size(frame)
+            return check_frame(frame)
         except TrackerInputError as err:
             if count == 1:
                 raise
@@ -1049,8 +1049,12 @@ def _as_float_array(value: ArrayLike, name: str) -> np.ndarray:
     return array
 
 
-def _frame_size(frame: Frame) -> Tuple[int, int]:
-    """Check a frame's type, shape and dtype; return its (H, W)."""
+def check_frame(frame: Frame) -> Tuple[int, int]:
+    """The (H, W) of a frame `Tracker.step` accepts (see its `frame` argument).
+
+    Raises:
+      TrackerInputError: not a numpy array or tensor, wrong shape or dtype, or empty.
+    """
     if isinstance(frame, np.ndarray):
         if frame.ndim != 3 or frame.shape[2] != 3:
             raise TrackerInputError(f"a numpy frame must be (H, W, 3) RGB, got shape {frame.shape}")
