@@ -687,13 +687,14 @@ class Tracker:
             return tensor.expand(batch, *tensor.shape[1:])
 
         decoded: Dict[int, Tuple[DecodeOutput, int]] = {}  # row -> (output of its group, index in the group)
-        # Known objects without a mask prompt are tracked from memory (refined ones too, first).
+        # Known objects without a mask prompt are tracked from memory (refined ones too, first), all streams
+        # in one batch.
         tracked_rows = [r for r in range(num_rows) if known_rows[r] and not _is_mask(prompt_of_row[r])]
         if tracked_rows:
             batch = len(tracked_rows)
             # Fixed-shape backends run a bucket of rows: the padding repeats the last object and is dropped.
             read_rows = tracked_rows + tracked_rows[-1:] * (runner.batch_for(batch) - batch)
-            feat_mem = self._attend_memory(steps, read_rows, row_frame, feat, pos)
+            feat_mem = self._attend_memory(steps, read_rows, feat, pos)
             read_frames = [row_frame[r] for r in read_rows]
             decoded_rows = runner.decode_tracked(
                 feat_mem, _frame_rows(feat_s0, read_frames), _frame_rows(feat_s1, read_frames)
@@ -701,25 +702,25 @@ class Tracker:
             tracked = DecodeOutput(*(values[:batch] for values in decoded_rows))
             for i, row in enumerate(tracked_rows):
                 decoded[row] = (tracked, i)
-            # Refinement clicks on known objects: memory features + clicks + the tracked mask logits, per stream.
-            for index, step in enumerate(steps):
-                refine_rows = [r for r in tracked_rows if r in step.rows and prompt_of_row[r] is not None]
-                for group in _group_by_num_points(refine_rows, prompt_of_row):
-                    positions = torch.tensor([tracked_rows.index(r) for r in group], device=self.device)
-                    prev_logits = tracked.low_res_masks.index_select(0, positions).float()
-                    out = self._decode_points(
-                        feat_mem.index_select(0, positions),
-                        feat_s0[index:index + 1],
-                        feat_s1[index:index + 1],
-                        [prompt_of_row[r] for r in group],
-                        prev_logits.clamp(-PREV_MASK_LOGIT_LIMIT, PREV_MASK_LOGIT_LIMIT),
-                        is_init_cond_frame=False,
-                    )
-                    for i, row in enumerate(group):
-                        decoded[row] = (out, i)
+        # Prompted objects, stream by stream.
         for index, step in enumerate(steps):
             frame_feat = feat[index:index + 1]
             frame_s0, frame_s1 = feat_s0[index:index + 1], feat_s1[index:index + 1]
+            # Refinement clicks on known objects: memory features + clicks + the tracked mask logits.
+            refine_rows = [r for r in tracked_rows if r in step.rows and prompt_of_row[r] is not None]
+            for group in _group_by_num_points(refine_rows, prompt_of_row):
+                positions = torch.tensor([tracked_rows.index(r) for r in group], device=self.device)
+                prev_logits = tracked.low_res_masks.index_select(0, positions).float()
+                out = self._decode_points(
+                    feat_mem.index_select(0, positions),
+                    frame_s0,
+                    frame_s1,
+                    [prompt_of_row[r] for r in group],
+                    prev_logits.clamp(-PREV_MASK_LOGIT_LIMIT, PREV_MASK_LOGIT_LIMIT),
+                    is_init_cond_frame=False,
+                )
+                for i, row in enumerate(group):
+                    decoded[row] = (out, i)
             # New objects with clicks / a box: initial conditioning frames, no memory.
             init_rows = [r for r in step.rows if not known_rows[r] and not _is_mask(prompt_of_row[r])]
             if init_rows:
@@ -765,12 +766,7 @@ class Tracker:
             )
 
     def _attend_memory(
-        self,
-        steps: List["_StreamStep"],
-        rows: List[int],
-        row_frame: List[int],
-        feat: torch.Tensor,
-        pos: torch.Tensor,
+        self, steps: List["_StreamStep"], rows: List[int], feat: torch.Tensor, pos: torch.Tensor
     ) -> torch.Tensor:
         """Memory-conditioned features (len(rows), C, h, w) of `rows` (ascending, padding repeats the last).
 
@@ -781,27 +777,25 @@ class Tracker:
         runner = self.runner
         compact = self.config.compact_memory and not runner.fixed_shapes
         one_row_at_a_time = self._memory_attention_batch == 1 and not runner.fixed_shapes
-        readouts: List[MemoryReadout] = []
-        groups: Dict[Tuple[int, ...], List[int]] = {}  # readout shape (and frame) -> positions in readouts
-        for index, step in enumerate(steps):
+        parts: List[Tuple[int, MemoryReadout]] = []  # (frame, readout) of each stream with rows to read
+        groups: Dict[Tuple[int, ...], List[int]] = {}  # readout shape (and frame) -> positions in parts
+        for frame, step in enumerate(steps):
             local = [r - step.first_row for r in rows if r in step.rows]
-            if not local:
-                continue
-            readout = step.state._bank.read(local, step.frame_index, self.model_config.num_maskmem, feat.dtype, compact)
-            key = (readout.mem_feats.shape[1], readout.ptrs.shape[1]) + ((index,) if one_row_at_a_time else ())
-            groups.setdefault(key, []).append(len(readouts))
-            readouts.append(readout)
-        pieces: List[Optional[torch.Tensor]] = [None] * len(readouts)
-        starts = [0]
-        for readout in readouts:
-            starts.append(starts[-1] + readout.mem_feats.shape[0])
+            if local:
+                readout = step.state._bank.read(local, step.frame_index, self.model_config.num_maskmem, feat.dtype,
+                                                compact)
+                key = (readout.mem_feats.shape[1], readout.ptrs.shape[1]) + ((frame,) if one_row_at_a_time else ())
+                groups.setdefault(key, []).append(len(parts))
+                parts.append((frame, readout))
+        pieces: List[torch.Tensor] = [feat] * len(parts)  # every one replaced below
         for members in groups.values():
-            memory = _concat_readouts([readouts[m] for m in members])
-            frames = [row_frame[rows[i]] for m in members for i in range(starts[m], starts[m + 1])]
+            sizes = [parts[m][1].mem_feats.shape[0] for m in members]
+            frames = [parts[m][0] for m, size in zip(members, sizes) for _ in range(size)]
+            memory = _concat_readouts([parts[m][1] for m in members])
             out = runner.attend_memory(_frame_rows(feat, frames), pos, memory, self._memory_attention_batch)
-            for m, piece in zip(members, out.split([starts[m + 1] - starts[m] for m in members])):
+            for m, piece in zip(members, out.split(sizes)):
                 pieces[m] = piece
-        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)  # type: ignore[arg-type]
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
     def _decode_points(
         self,

@@ -83,8 +83,15 @@ def run_alone(tracker: Tracker) -> List[List[TrackResult]]:
     return results
 
 
+# The image encoder runs a batch of frames instead of one: its sums round differently (~1e-6 relative). The
+# memory bank stores bfloat16 (as Meta's): where such a difference moves a value across a bfloat16 rounding
+# boundary, the stored memory differs by one bfloat16 step (0.4 %), and later frames carry that. Measured here:
+# up to 2e-4 of the largest logit by frame 7 (it varies from run to run); a wrong row or frame gives O(1).
+RELATIVE_BOUND = 2e-3
+
+
 def assert_equal_results(together: List[List[TrackResult]], alone: List[List[TrackResult]]) -> None:
-    """Same ids, states and shapes; logits within fp32 tolerance (the image encoder ran a batch of frames)."""
+    """Same ids, states and shapes; logits within fp32 tolerance (see RELATIVE_BOUND)."""
     for frame_index, (pair, expected) in enumerate(zip(together, alone)):
         for name, got, want in zip("ab", pair, expected):
             where = f"frame {frame_index}, stream {name}"
@@ -93,12 +100,13 @@ def assert_equal_results(together: List[List[TrackResult]], alone: List[List[Tra
             assert got.masks.shape == want.masks.shape, where
             if not want.object_ids:
                 continue
-            bound = 1e-4 * max(1.0, want.logits.abs().max().item())
+            bound = RELATIVE_BOUND * max(1.0, want.logits.abs().max().item())
             assert (got.low_res_logits - want.low_res_logits).abs().max().item() <= bound, where
             assert (got.logits - want.logits).abs().max().item() <= bound, where
-            torch.testing.assert_close(got.presence, want.presence, rtol=1e-4, atol=1e-5)
-            torch.testing.assert_close(got.ious, want.ious, rtol=1e-4, atol=1e-5)
-            assert (got.masks != want.masks).float().mean().item() < 1e-3, where
+            torch.testing.assert_close(got.presence, want.presence, rtol=RELATIVE_BOUND, atol=1e-5)
+            torch.testing.assert_close(got.ious, want.ious, rtol=RELATIVE_BOUND, atol=1e-5)
+            # pixels whose logit is within the bound of 0 may flip
+            assert (got.masks != want.masks).float().mean().item() < 1e-2, where
 
 
 @pytest.mark.parametrize(
