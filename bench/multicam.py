@@ -16,11 +16,11 @@ Measured over --frames frames per camera (after a warm-up of every camera's firs
               library pages divided among the processes that share them), MiB
   gpu         with --device cuda: their GPU memory from nvidia-smi (MiB), else null
 
-Prints one JSON line per setup, then the summary line (always last):
+Prints one JSON line per setup (and repeat), then the summary line (medians over the repeats; always last):
   {"summary": true, "cameras", "one_node_fps", "separate_fps", "one_node_rss_mib", "separate_rss_mib", ...}
 
     .venv/bin/python bench/multicam.py --cameras 4 --frames 60 --image-size 128 [--rate 10] [--objects 1]
-                                       [--device cpu] [--cpu-threads 0]
+                                       [--device cpu] [--one-node-threads 0] [--separate-threads 0] [--repeats 1]
 """
 from __future__ import annotations
 
@@ -85,12 +85,12 @@ class FrameCounter:
 
 
 def start_nodes(processes: Processes, namespaces_and_cameras: Sequence[tuple], args: argparse.Namespace,
-                env: Dict[str, str]) -> List[subprocess.Popen]:
+                cpu_threads: int, env: Dict[str, str]) -> List[subprocess.Popen]:
     """Start one node per (namespace, camera names) and wait until every one is active."""
     parameters = [f"image_size:={args.image_size}", f"device:={args.device}", "allow_random_weights:=true",
                   f"max_objects:={args.max_objects}"]
-    if args.cpu_threads:
-        parameters.append(f"cpu_threads:={args.cpu_threads}")
+    if cpu_threads:
+        parameters.append(f"cpu_threads:={cpu_threads}")
     procs, readers = [], []
     for namespace, cameras in namespaces_and_cameras:
         camera_list = "[" + ", ".join(cameras) + "]" if cameras != [""] else '[""]'
@@ -177,7 +177,7 @@ def gpu_mib(pids: Sequence[int]) -> Optional[float]:
 
 
 def measure(setup: str, cameras: Sequence[Camera], counter: FrameCounter, args: argparse.Namespace,
-            pids: Sequence[int]) -> Dict[str, object]:
+            pids: Sequence[int], cpu_threads: int) -> Dict[str, object]:
     """Warm up, drive the timed window, and gather the setup's figures."""
     warm_up(cameras, counter, args.rate)
     before = [set(camera.published) for camera in cameras]
@@ -203,7 +203,8 @@ def measure(setup: str, cameras: Sequence[Camera], counter: FrameCounter, args: 
     seconds = end - start
     line: Dict[str, object] = {
         "bench": "multicam", "setup": setup, "cameras": len(cameras), "image_size": args.image_size,
-        "device": args.device, "window_s": round(seconds, 2), "processed": processed_total,
+        "device": args.device, "cpu_threads": cpu_threads or "node default", "window_s": round(seconds, 2),
+        "processed": processed_total,
         "fps": round(processed_total / seconds, 3), "per_camera": per_camera, **rss_mib(pids),
         "gpu_mib": gpu_mib(pids) if args.device.startswith("cuda") else None,
     }
@@ -213,6 +214,7 @@ def measure(setup: str, cameras: Sequence[Camera], counter: FrameCounter, args: 
 def run_setup(setup: str, args: argparse.Namespace, counter: FrameCounter) -> Dict[str, object]:
     """Start the nodes of `setup`, prompt, measure, stop them."""
     names = [f"cam{k}" for k in range(args.cameras)]
+    cpu_threads = args.one_node_threads if setup == "one_node" else args.separate_threads
     if setup == "one_node":
         layout = [("/multicam", names)]
         targets = [("/multicam", name, 0) for name in names]
@@ -227,13 +229,13 @@ def run_setup(setup: str, args: argparse.Namespace, counter: FrameCounter) -> Di
     try:
         with open_rclpy_context(FASTDDS_DEFAULT_PROFILES_FILE=str(FASTDDS_PROFILE)) as context:
             try:
-                procs = start_nodes(processes, layout, args, env)
+                procs = start_nodes(processes, layout, args, cpu_threads, env)
                 for namespace, camera, node in targets:
                     client = Client(context, namespace=namespace, camera=camera, frame_id=camera or namespace[1:])
                     cameras.append(Camera(client, procs[node].pid))
                 for camera in cameras:
                     prompt_objects(camera, counter, args.objects)
-                return measure(setup, cameras, counter, args, [proc.pid for proc in procs])
+                return measure(setup, cameras, counter, args, [proc.pid for proc in procs], cpu_threads)
             finally:
                 for camera in cameras:
                     camera.client.close()
@@ -253,31 +255,41 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--objects", type=int, default=1, help="clicked objects per camera")
     parser.add_argument("--max-objects", type=int, default=4, help="node max_objects")
     parser.add_argument("--device", default="cpu", help="node device")
-    parser.add_argument("--cpu-threads", type=int, default=0,
-                        help="node cpu_threads (0: the node's default, all cores but one)")
+    parser.add_argument("--one-node-threads", type=int, default=0,
+                        help="cpu_threads of the node with K cameras (0: the node's default, all cores but one)")
+    parser.add_argument("--separate-threads", type=int, default=0,
+                        help="cpu_threads of each single-camera node (0: the node's default)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="measure the setups this many times, alternating (the summary takes medians)")
     parser.add_argument("--setups", nargs="+", default=["one_node", "separate"], choices=["one_node", "separate"])
     args = parser.parse_args(argv)
-    if args.cameras < 1 or args.frames < 1:
-        parser.error("--cameras and --frames must be >= 1")
+    if args.cameras < 1 or args.frames < 1 or args.repeats < 1:
+        parser.error("--cameras, --frames and --repeats must be >= 1")
     counter = FrameCounter()
-    results = {}
-    for setup in args.setups:
-        results[setup] = run_setup(setup, args, counter)
-        sys.stdout.write(json.dumps(results[setup]) + "\n")
-        sys.stdout.flush()
-    one, separate = results.get("one_node", {}), results.get("separate", {})
-    summary = {
+    results: Dict[str, List[Dict[str, object]]] = {setup: [] for setup in args.setups}
+    for repeat in range(args.repeats):
+        for setup in args.setups:
+            line = dict(run_setup(setup, args, counter), repeat=repeat)
+            results[setup].append(line)
+            sys.stdout.write(json.dumps(line) + "\n")
+            sys.stdout.flush()
+
+    def median(setup: str, key: str) -> Optional[float]:
+        values = [line[key] for line in results.get(setup, []) if line.get(key) is not None]
+        return round(float(np.median(values)), 3) if values else None
+
+    summary: Dict[str, object] = {
         "summary": True, "cameras": args.cameras, "image_size": args.image_size, "device": args.device,
-        "frames": args.frames, "rate_hz": args.rate, "objects": args.objects,
-        "one_node_fps": one.get("fps"), "separate_fps": separate.get("fps"),
-        "one_node_rss_mib": one.get("rss_mib"), "separate_rss_mib": separate.get("rss_mib"),
-        "one_node_peak_rss_mib": one.get("peak_rss_mib"), "separate_peak_rss_mib": separate.get("peak_rss_mib"),
-        "one_node_pss_mib": one.get("pss_mib"), "separate_pss_mib": separate.get("pss_mib"),
-        "one_node_gpu_mib": one.get("gpu_mib"), "separate_gpu_mib": separate.get("gpu_mib"),
+        "frames": args.frames, "rate_hz": args.rate, "objects": args.objects, "repeats": args.repeats,
+        "one_node_threads": args.one_node_threads or "node default",
+        "separate_threads": args.separate_threads or "node default",
     }
-    if one and separate:
-        summary["fps_ratio"] = round(one["fps"] / separate["fps"], 3) if separate["fps"] else None
-        summary["rss_ratio"] = round(one["rss_mib"] / separate["rss_mib"], 3)
+    for setup in ("one_node", "separate"):
+        for key in ("fps", "rss_mib", "peak_rss_mib", "pss_mib", "gpu_mib"):
+            summary[f"{setup}_{key}"] = median(setup, key)
+    if summary["one_node_fps"] and summary["separate_fps"]:
+        summary["fps_ratio"] = round(summary["one_node_fps"] / summary["separate_fps"], 3)  # type: ignore[operator]
+        summary["rss_ratio"] = round(summary["one_node_rss_mib"] / summary["separate_rss_mib"], 3)  # type: ignore[operator]
     summary.update(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                    machine=f"{platform.machine()}, {os.cpu_count()} cores", python=platform.python_version())
     sys.stdout.write(json.dumps(summary) + "\n")
