@@ -238,7 +238,10 @@ def test_two_compiled_streams_equal_eager_and_carry_no_padding(model: SAM2Model,
             assert got.object_ids == want.object_ids, where
             assert got.logits.shape == (len(want.object_ids), *size), where
             if want.object_ids:
-                bound = 1e-4 * max(1.0, want.logits.abs().max().item())
+                # Compiled rows of two frames each attend with their own frame's feature, eager rows of one frame
+                # share it: the sums round differently, and the bfloat16 memory can carry such a difference (one
+                # bfloat16 step) to later frames. Measured 1.2e-5 of the largest logit; a wrong row gives O(1).
+                bound = 1e-3 * max(1.0, want.logits.abs().max().item())
                 assert (got.logits - want.logits).abs().max().item() <= bound, where
 
 
