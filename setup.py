@@ -10,6 +10,8 @@ TEST_REQUIRES = [
     "pytest>=8",
     # Static check that the sources need no Python newer than 3.10 (tests/test_ros_compat.py).
     "vermin>=1.6",
+    # Property-based fuzzing of the image conversions and prompt parsing (tests/test_fuzz.py).
+    "hypothesis>=6.100",
     # Meta's reference implementation, the oracle of the parity tests (sdist; build with SAM2_BUILD_CUDA=0
     # and --no-build-isolation so its build uses the torch already installed).
     "sam2==1.1.0",

@@ -17,7 +17,8 @@ instead (the image position encoding, the same for every frame, stays batch 1).
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+import inspect
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -34,7 +35,7 @@ class ImageEncoderExport(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.model.forward_image(images)
+        return traceable(self.model, "forward_image")(images)
 
 
 class PromptDecoderExport(nn.Module):
@@ -65,7 +66,7 @@ class PromptDecoderExport(nn.Module):
         feat_s0 = feat_s0.expand(batch, -1, -1, -1)
         feat_s1 = feat_s1.expand(batch, -1, -1, -1)
         return tuple(
-            self.model.decode(
+            traceable(self.model, "decode")(
                 feat_with_mem, feat_s0, feat_s1, point_coords, point_labels, mask_inputs, self.multimask_output
             )
         )
@@ -84,7 +85,7 @@ class MemoryEncoderExport(nn.Module):
         self, feat: torch.Tensor, high_res_masks: torch.Tensor, object_score_logits: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         feat = feat.expand(high_res_masks.shape[0], -1, -1, -1)
-        return self.model.encode_memory(feat, high_res_masks, object_score_logits, self.is_mask_from_pts)
+        return traceable(self.model, "encode_memory")(feat, high_res_masks, object_score_logits, self.is_mask_from_pts)
 
 
 class MemoryAttentionExport(nn.Module):
@@ -108,7 +109,7 @@ class MemoryAttentionExport(nn.Module):
         ptr_tpos: torch.Tensor,
         ptr_valid: torch.Tensor,
     ) -> torch.Tensor:
-        return self.model.attend_memory(
+        return traceable(self.model, "attend_memory")(
             feat, pos, mem_feats, mem_pos.expand_as(mem_feats), mem_tpos_index, mem_valid, ptrs, ptr_tpos, ptr_valid
         )
 
@@ -124,7 +125,7 @@ class MaskAsOutputExport(nn.Module):
     def forward(
         self, feat: torch.Tensor, feat_s0: torch.Tensor, feat_s1: torch.Tensor, mask: torch.Tensor
     ) -> Tuple[torch.Tensor, ...]:
-        return tuple(self.model.mask_as_output(feat, feat_s0, feat_s1, mask))
+        return tuple(traceable(self.model, "mask_as_output")(feat, feat_s0, feat_s1, mask))
 
 
 class AutocastExport(nn.Module):
@@ -150,6 +151,17 @@ class AutocastExport(nn.Module):
 
 # The per-frame components of the tracker, in the order a frame runs them.
 COMPONENTS = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
+
+
+def traceable(model: SAM2Model, method: str) -> Callable[..., Any]:
+    """`model.<method>` without its ``@torch.inference_mode()`` (bound to `model`).
+
+    The model's entry points enter inference mode for their direct callers. A traced graph (torch.compile,
+    torch.export) must not hold that switch: AOT autograd cannot functionalise the views it makes of
+    parameters inside it ("Cannot set version_counter for inference tensor"). The tracker, which calls the
+    wrappers below, is in inference mode already.
+    """
+    return inspect.unwrap(getattr(type(model), method)).__get__(model)
 
 
 def component_module(model: SAM2Model, component: str) -> nn.Module:

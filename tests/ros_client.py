@@ -8,8 +8,9 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, Iterator, List, Set
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -36,6 +37,11 @@ WIDTH, HEIGHT = 640, 480
 STEP_TIMEOUT = 60.0
 NODE_PARAMETERS = ("image_size:=128", "device:=cpu", "allow_random_weights:=true", "max_objects:=8",
                    "diagnostics_period:=0.5")
+
+
+# The counters of /diagnostics that count frames and errors.
+COUNTERS = ("frames_received", "frames_processed", "frames_dropped", "images_rejected", "prompts_rejected",
+            "requests_rejected", "worker_errors", "resolution_changes")
 
 
 def node_command(*parameters: str, namespace: str = "/") -> List[str]:
@@ -74,6 +80,19 @@ def wait_until(predicate: Callable[[], bool], timeout: float, period: float = 0.
             return False
         time.sleep(period)
     return True
+
+
+def wait_until_stable(read: Callable[[], int], period: float, timeout: float) -> int:
+    """Read a count every `period` seconds until two reads agree (or `timeout`); the last read."""
+    deadline = time.monotonic() + timeout
+    last = read()
+    while time.monotonic() < deadline:
+        time.sleep(period)
+        current = read()
+        if current == last:
+            break
+        last = current
+    return last
 
 
 def synthetic_frame(index: int, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
@@ -117,6 +136,7 @@ class Client:
         outputs = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self.objects: Dict[int, TrackedObjectArray] = {}
         self.object_arrivals: Dict[int, float] = {}
+        self.received: List[TrackedObjectArray] = []  # every objects message, in arrival order
         self.masks: Dict[int, Image] = {}
         self.overlays: Dict[int, Image] = {}
         self.diagnostics: List[tuple] = []  # (receive time, {key: value}, level, message) of this camera's status
@@ -147,6 +167,7 @@ class Client:
         index = index_of(msg.header.stamp)
         self.object_arrivals.setdefault(index, time.monotonic())
         self.objects[index] = msg
+        self.received.append(msg)
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -168,12 +189,18 @@ class Client:
 
     def step(self, index: int, width: int = WIDTH, height: int = HEIGHT) -> TrackedObjectArray:
         """Publish frame `index` and wait for its objects message (lock-step: no frame is dropped)."""
-        msg = self.image(index, width, height)
+        return self.step_message(self.image(index, width, height))
+
+    def step_message(self, msg, resend_after: float = 10.0) -> TrackedObjectArray:
+        """Publish an Image (or, to a node with use_compressed, a CompressedImage) and wait for its objects
+        message, found by the frame index its stamp encodes (`index_of`); sent again every `resend_after` s."""
+        index = index_of(msg.header.stamp)
+        camera = self.compressed_camera if isinstance(msg, CompressedImage) else self.camera
         deadline = time.monotonic() + STEP_TIMEOUT
         while index not in self.objects:
             assert time.monotonic() < deadline, f"no output for frame {index} within {STEP_TIMEOUT} s"
-            self.camera.publish(msg)  # again after a while, in case a best-effort sample was lost
-            wait_until(lambda: index in self.objects, timeout=10.0)
+            camera.publish(msg)  # again after a while, in case a best-effort sample was lost
+            wait_until(lambda: index in self.objects, timeout=resend_after)
         return self.objects[index]
 
     # ------------------------------------------------------------------ services
@@ -208,6 +235,65 @@ class Client:
     def counter(self, name: str) -> int:
         return int(self.diagnostics_after(time.monotonic())[name])
 
+    def counters(self) -> Dict[str, int]:
+        """The node's frame and error counters, from the first /diagnostics after now."""
+        values = self.diagnostics_after(time.monotonic())
+        return {name: int(values[name]) for name in COUNTERS}
+
+
+@dataclass
+class Burst:
+    """Frames published without waiting for their outputs (`publish_burst`)."""
+
+    sent: List[int]
+    # Frames of `sent` whose objects had arrived when the last one was published.
+    arrived_before_stop: Set[int]
+
+    def processed(self, client: Client) -> List[int]:
+        """The frames of the burst the node processed, in the order they were sent."""
+        return [index for index in self.sent if index in client.objects]
+
+
+def publish_burst(client: Client, frames: Iterator[int], count: int, rate_hz: float) -> Burst:
+    """Publish `count` frames (indices from `frames`) at `rate_hz`, then wait until the last one was processed.
+
+    Every frame shows the same picture (only the stamp changes), so building frames never slows the camera down.
+    The pacing is best effort (a loaded machine publishes slower); nothing asserts the rate achieved.
+    """
+    sent = [next(frames) for _ in range(count)]
+    msg = client.image(sent[0])
+    start = time.monotonic()
+    for k, index in enumerate(sent):
+        msg.header.stamp = stamp_of(index)
+        client.camera.publish(msg)
+        time.sleep(max(0.0, start + (k + 1) / rate_hz - time.monotonic()))
+    arrived = {index for index in sent if index in client.objects}
+    # The newest frame always stays in the node's slot, so the last frame sent is the last one processed.
+    assert wait_until(lambda: sent[-1] in client.objects, timeout=STEP_TIMEOUT), "the last frame was never processed"
+    return Burst(sent, arrived)
+
+
+def assert_latest_frame_kept(client: Client, burst: Burst) -> List[int]:
+    """The one-slot buffer under a camera faster than the model; returns the frames processed.
+
+    Frames were skipped, outputs came in the order of their frames with the newest frame last, and once the
+    camera stopped only the frame in progress, the newest one and at most one output still in transit came (a
+    queue would have held a backlog of dozens). Counts and orderings only: no clock bound.
+    """
+    processed = burst.processed(client)
+    assert 1 <= len(processed) < len(burst.sent), f"{len(processed)} of {len(burst.sent)} frames processed"
+    assert processed[-1] == burst.sent[-1]
+    arrivals = [client.object_arrivals[index] for index in processed]
+    assert arrivals == sorted(arrivals), "outputs out of the order of their frames"
+    after_stop = set(processed) - burst.arrived_before_stop
+    assert len(after_stop) <= 3, f"{len(after_stop)} frames processed after the camera stopped: a backlog"
+    return processed
+
+
+def increase(before: Dict[str, int], after: Dict[str, int]) -> Dict[str, int]:
+    """How much each counter of `before` rose."""
+    return {name: after[name] - before[name] for name in before}
+
 
 def make_prompt(object_id: int, mode: int = Prompt.MODE_ADD, points=(), labels=(), box=None) -> Prompt:
     msg = Prompt(object_id=object_id, mode=mode, labels=list(labels),
@@ -224,8 +310,9 @@ def ids(msg: TrackedObjectArray) -> List[int]:
 
 def node_env(tmp_path_factory) -> Dict[str, str]:
     # An empty checkpoint cache: a checkpoint a developer downloaded must not change what the tests see.
+    # INFO lines go to stdout, which a pipe would buffer: unbuffered, a test sees each line as it is logged.
     return ros_env(FASTDDS_DEFAULT_PROFILES_FILE=str(FASTDDS_PROFILE),
-                   SAM2_RT_CACHE=str(tmp_path_factory.mktemp("sam2_rt_cache")))
+                   SAM2_RT_CACHE=str(tmp_path_factory.mktemp("sam2_rt_cache")), RCUTILS_LOGGING_BUFFERED_STREAM="0")
 
 
 class RunningNode:

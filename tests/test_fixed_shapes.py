@@ -1,8 +1,9 @@
 """Fixed shapes on the compiled backends: object buckets, all memory slots, built once by Tracker.warmup and
 never again, with the eager results and no padding in any output.
 
-A counting torch.compile backend (dynamo's "eager" compiler wrapped by our counter) keeps this fast on a
-CPU: it compiles graphs exactly as inductor would be handed them, without generating code.
+A counting torch.compile backend (dynamo's "aot_eager" compiler wrapped by our counter) keeps this fast on a
+CPU: graphs go through dynamo and AOT autograd's functionalisation exactly as inductor receives them (which is
+where tracing under inference mode once failed), without generating code.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def run(tracker: Tracker, num_frames: int, events: Optional[Events] = None) -> L
 @pytest.fixture(scope="module")
 def compiled(model: SAM2Model):
     """A compile-backend tracker warmed up, its compilation counts after warm-up, and its 100 results."""
-    tracker = Tracker(model, TrackerConfig(max_objects=5, backend="compile", compiler="eager"))
+    tracker = Tracker(model, TrackerConfig(max_objects=5, backend="compile", compiler="aot_eager"))
     report = tracker.warmup()
     after_warmup = tracker.compilations
     return tracker, report, after_warmup, run(tracker, NUM_FRAMES)
@@ -245,6 +246,27 @@ def test_two_compiled_streams_equal_eager_and_carry_no_padding(model: SAM2Model,
                 assert (got.logits - want.logits).abs().max().item() <= bound, where
 
 
+@pytest.mark.slow
+def test_inductor_builds_every_component_at_warmup_and_tracks_like_eager(model: SAM2Model) -> None:
+    """The real compiler (code generation included), one bucket: what the node runs with backend:=compile."""
+    tracker = Tracker(model, TrackerConfig(max_objects=1, backend="compile", compiler="inductor"))
+    report = tracker.warmup()
+    assert tracker.compilations == {"image_encoder": 1, "memory_attention": 1, "mask_decoder": 1,
+                                    "memory_encoder": 1}, report.summary()
+    eager = Tracker(model, TrackerConfig(max_objects=1))
+    streams = {name: t.create_stream() for name, t in (("compiled", tracker), ("eager", eager))}
+    frame = np.zeros((*FRAME_SIZE, 3), dtype=np.uint8)
+    frame[20:60, 30:90] = (200, 60, 40)
+    for name, t in (("compiled", tracker), ("eager", eager)):
+        t.add_prompt(streams[name], 1, points=[[50.0, 40.0]], labels=[1], frame_size=FRAME_SIZE)
+    for _ in range(3):
+        got, want = tracker.step(streams["compiled"], frame), eager.step(streams["eager"], frame)
+        # inductor fuses and reorders float arithmetic: close, not bit-equal
+        torch.testing.assert_close(got.logits, want.logits, rtol=1e-3, atol=1e-3)
+    assert tracker.compilations == {"image_encoder": 1, "memory_attention": 1, "mask_decoder": 1,
+                                    "memory_encoder": 1}
+
+
 def test_eager_warmup_builds_nothing(model: SAM2Model) -> None:
     tracker = Tracker(model, TrackerConfig())
     report = tracker.warmup()
@@ -254,7 +276,7 @@ def test_eager_warmup_builds_nothing(model: SAM2Model) -> None:
 
 
 def test_warmup_of_chosen_counts_covers_their_buckets_only(model: SAM2Model) -> None:
-    tracker = Tracker(model, TrackerConfig(max_objects=8, backend="compile", compiler="eager"))
+    tracker = Tracker(model, TrackerConfig(max_objects=8, backend="compile", compiler="aot_eager"))
     report = tracker.warmup(object_counts=[3])
     assert report.buckets == (4,)
     assert tracker.compilations == {"image_encoder": 1, "memory_attention": 1, "mask_decoder": 1,

@@ -103,3 +103,25 @@ def test_image_size_not_multiple_of_32_is_refused(image_size: int) -> None:
 def test_unknown_model_name_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown model"):
         get_config("sam3_hiera_tiny")
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_config_tracks_a_small_frame_without_nan(name: str) -> None:
+    """A forward of every official config (seeded random weights, 128 px): prompted frame, then tracked frame."""
+    import numpy as np
+
+    from sam2_rt.checkpoint import random_model
+    from sam2_rt.tracker import Tracker, TrackerConfig
+
+    tracker = Tracker(random_model(name, image_size=128), TrackerConfig(max_objects=2))
+    stream = tracker.create_stream()
+    frame = np.zeros((96, 128, 3), dtype=np.uint8)
+    frame[20:60, 30:90] = (200, 60, 40)
+    tracker.add_prompt(stream, 1, points=[[50.0, 40.0]], labels=[1], frame_size=(96, 128))
+    tracker.add_prompt(stream, 2, box=[70.0, 10.0, 120.0, 80.0], frame_size=(96, 128))
+    for _ in range(2):
+        result = tracker.step(stream, frame)
+        assert result.object_ids == [1, 2]
+        assert result.logits.shape == (2, 96, 128) and result.low_res_logits.shape == (2, 1, 32, 32)
+        for tensor in (result.logits, result.ious, result.presence, result.boxes):
+            assert torch.isfinite(tensor).all(), name

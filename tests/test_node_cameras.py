@@ -28,6 +28,7 @@ from ros_client import (  # noqa: E402
     wait_until,
 )
 
+from sam2_ros.msg import TrackedObjectArray  # noqa: E402
 from sam2_ros.srv import AddPrompt, RemoveObjects, Reset  # noqa: E402
 
 FRAMES = iter(range(20_000, 1_000_000))
@@ -57,7 +58,7 @@ def cameras(tmp_path_factory):
             processes.close()
 
 
-def step(client: Client) -> "TrackedObjectArray":  # noqa: F821
+def step(client: Client) -> TrackedObjectArray:
     return client.step(next(FRAMES), *SIZES[client.camera_name])
 
 

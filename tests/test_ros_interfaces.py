@@ -12,7 +12,7 @@ pytestmark = pytest.mark.ros
 
 rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 wheels (make setup)")
 from rclpy.node import Node  # noqa: E402
-from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from sam2_ros.conversions import image_to_numpy  # noqa: E402
@@ -99,7 +99,12 @@ def test_each_service_answers_across_processes(processes: Processes, rclpy_conte
 
 
 def test_640x480_rgb8_at_30hz_arrives_with_the_shipped_profile(processes: Processes, rclpy_context) -> None:
-    """Best-effort camera QoS, 150 frames in 5 s, through the shipped Fast DDS profile: >= 95% arrive."""
+    """A best-effort camera, 150 frames in 5 s, through the shipped Fast DDS profile: >= 95% arrive.
+
+    The listener's history holds every frame, so how fast this process spins (a shared CI runner may stall it)
+    cannot drop one: what is counted is what the transport delivered (the default 512 KB shared-memory segment
+    delivers almost none). Nothing here depends on the rate this machine achieves.
+    """
     import os
 
     count = 150
@@ -119,7 +124,8 @@ def test_640x480_rgb8_at_30hz_arrives_with_the_shipped_profile(processes: Proces
             seen.add(msg.header.frame_id)
             shapes.add((msg.height, msg.width, msg.encoding, len(msg.data)))
 
-        node.create_subscription(Image, "image", on_image, qos_profile_sensor_data)
+        history = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=count, reliability=ReliabilityPolicy.BEST_EFFORT)
+        node.create_subscription(Image, "image", on_image, history)
         camera = processes.start(
             "tests/ros_peer.py", "camera", str(count), "30",
             env=ros_env(FASTDDS_DEFAULT_PROFILES_FILE=str(FASTDDS_PROFILE)),
