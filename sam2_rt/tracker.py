@@ -26,6 +26,8 @@ Batching: the image is encoded once per frame; memory attention runs once for al
 mask decoder once for all of them, the memory encoder once for every object. Only prompted objects need
 extra decoder calls on the frame of their prompt (one per distinct number of prompt points, since SAM's
 prompt encoder cannot pad point lists without changing the result); these always run eager.
+`Tracker.step_many` steps several streams (cameras) together: one image-encoder call for all their frames,
+and the calls above over the objects of all streams, each object reading its own frame's features.
 
 Backends (`TrackerConfig.backend`, sam2_rt.backends): the four per-frame calls above run eager, or at fixed
 shapes (every memory slot, objects padded to buckets) through torch.compile graphs or TensorRT engines that
