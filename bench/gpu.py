@@ -24,6 +24,13 @@ back, so both see the same pixels. Meta preloads and normalises its frames in in
 our timing includes preprocessing from the uint8 frame.
 
 Writes a JSON file; prints one JSON line per run as it goes and a table last.
+
+Cameras mode (`--cameras 1 2 4`, issue 12): instead of the matrix above, our variants track K streams at once
+(`Tracker.step_many`, one batch per frame: what the node does with K cameras), each stream its own shifted copy
+of the clip with --objects[0] clicked objects, warmed up for K streams; per K: total frames/s (K x frames per
+second) and its ratio to K = 1. GPU goal: 4 cameras batched >= 2.5x the frames/s of one. Not yet run on a GPU.
+
+    PYTHONPATH=. python bench/gpu.py --cameras 1 2 4 --objects 1 --out out/gpu_cameras.json
 """
 from __future__ import annotations
 
@@ -285,6 +292,56 @@ def run_ours(
     return runs, masks
 
 
+def run_cameras(
+    variant: Variant, model: torch.nn.Module, frames: np.ndarray, clicks: np.ndarray, cameras: Sequence[int],
+    num_objects: int, device: torch.device, compiler: str,
+) -> List[Dict[str, Any]]:
+    """One of our variants tracking K streams together (step_many) for each K of `cameras`; one dict per K."""
+    config = TrackerConfig(max_objects=num_objects, precision=variant.precision, backend=variant.backend,
+                           compiler=compiler, cuda_graphs=variant.cuda_graphs)
+    tracker = Tracker(model, config)
+    base = dict(variant=variant.name, precision=variant.precision, objects_per_camera=num_objects)
+    if tracker.backend.used != variant.backend:
+        return [dict(base, cameras=k, status="unavailable: " + "; ".join(tracker.backend.reasons)) for k in cameras]
+    start = time.perf_counter()
+    tracker.warmup(object_counts=[num_objects], max_streams=max(cameras))
+    warmup_s = time.perf_counter() - start
+    after_warmup = sum(tracker.compilations.values())
+    clock = Clock(device)
+    size, total = frames.shape[1], len(frames)
+    lines = []
+    for count in cameras:
+        # each camera sees the clip from another starting frame
+        clips = [np.roll(frames, -7 * camera, axis=0) for camera in range(count)]
+        for timed_pass, length in ((False, min(WARM_FRAMES, total)), (True, total)):
+            reset_peak(device)
+            streams = [tracker.create_stream() for _ in range(count)]
+            for stream in streams:
+                for obj in range(num_objects):
+                    tracker.add_prompt(stream, obj + 1, points=clicks[obj:obj + 1], labels=[1],
+                                       frame_size=(size, size))
+            seconds = []
+            for index in range(length):
+                begin = clock.now()
+                tracker.step_many(streams, [clip[index] for clip in clips])
+                seconds.append(clock.now() - begin)
+        tracked = sum(seconds[1:])
+        lines.append(dict(base, cameras=count, status="ok", fps=count * (total - 1) / tracked,
+                          ms_per_round=1e3 * tracked / (total - 1), peak_gpu_mib=peak_mib(device),
+                          warmup_s=warmup_s, compiled_after_warmup=sum(tracker.compilations.values()) - after_warmup))
+    one = next((line["fps"] for line in lines if line["cameras"] == 1 and line.get("fps")), None)
+    for line in lines:
+        line["fps_vs_one_camera"] = round(line["fps"] / one, 3) if one and line.get("fps") else None
+    return lines
+
+
+def cameras_goal(lines: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Issue 12's GPU goal: 4 cameras batched >= 2.5x the frames/s of one, per variant."""
+    return {f"{line['variant']} {line['precision']}": dict(ratio=line["fps_vs_one_camera"], target=2.5,
+                                                           met=line["fps_vs_one_camera"] >= 2.5)
+            for line in lines if line["cameras"] == 4 and line.get("fps_vs_one_camera") is not None}
+
+
 # --------------------------------------------------------------------------- Meta, in a child process
 
 
@@ -454,6 +511,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help="seconds: a variant is skipped when less than it needs (MIN_SECONDS) is left")
     parser.add_argument("--compiler", default="inductor", help="torch.compile backend of the compile variants")
     parser.add_argument("--out", type=Path, default=Path("out/gpu_bench.json"))
+    parser.add_argument("--cameras", type=int, nargs="+",
+                        help="cameras mode: our variants tracking K streams together, for each K (e.g. 1 2 4)")
     parser.add_argument("--meta-worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -471,6 +530,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     with torch.no_grad():
         model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += OBJECT_SCORE_SHIFT
     frames, clicks = synthetic_frames(args.frames, args.image_size, max(args.objects))
+    if args.cameras:
+        main_cameras(args, env, model, frames, clicks, device, started)
+        return
     runs: List[Run] = []
     reference: Dict[int, List[np.ndarray]] = {}
     with tempfile.TemporaryDirectory(prefix="sam2_gpu_bench_") as tmp:
@@ -510,6 +572,23 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     sys.stdout.write(f"\n{args.model} at {args.image_size}, {args.frames} frames, {env['gpu'] or env['device']}, "
                      f"torch {env['torch']}, {env['date']}; {report['seconds']} s in all; JSON: {args.out}\n")
     sys.stdout.write(f"goals: {json.dumps(report['goals'])}\n{table(runs)}\n")
+
+
+def main_cameras(args: argparse.Namespace, env: Dict[str, Any], model: torch.nn.Module, frames: np.ndarray,
+                 clicks: np.ndarray, device: torch.device, started: float) -> None:
+    """The cameras mode of `main`: our variants only, JSON lines per (variant, K), the report file last."""
+    lines: List[Dict[str, Any]] = []
+    for variant in variants(args.smoke, meta_available=False, trt_available=bool(env["torch_tensorrt"])):
+        new = run_cameras(variant, model, frames, clicks, args.cameras, args.objects[0], device, args.compiler)
+        torch._dynamo.reset()
+        for line in new:
+            print(json.dumps(line), flush=True)
+        lines.extend(new)
+    report = dict(env=env, args={k: str(v) for k, v in vars(args).items()}, cameras=lines,
+                  goals=cameras_goal(lines), seconds=round(time.perf_counter() - started, 1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    sys.stdout.write(f"goals: {json.dumps(report['goals'])}\n")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,11 @@ frame), `worker` (latest-frame slots, the worker thread, statistics), `outputs` 
 
 One model serves every camera of the `cameras` parameter (default: one camera with the plain topic names).
 Threads: the executor's threads run the callbacks; ONE worker thread runs the model. Image callbacks only put
-the message into their camera's one-slot buffer (`sam2_ros.worker`). Services, the prompt topics and
-/diagnostics never wait for a model step. Every output carries the INPUT image's header.
+the message into their camera's one-slot buffer (`sam2_ros.worker`). Each round, the worker takes the newest
+frame of every camera that has one and tracks them in ONE batched step (`Tracker.step_many`: one image-encoder
+batch, the objects of all cameras together); an image that cannot be decoded leaves only its camera out, and
+a failing batch is retried camera by camera. Services, the prompt topics and /diagnostics never wait for a
+model step. Every output carries the INPUT image's header.
 
 Lifecycle (``rclpy.lifecycle``): configure validates the parameters and creates each camera's publishers and
 the services; activate loads the model (refused without a checkpoint unless ``allow_random_weights``) and
@@ -70,7 +73,7 @@ from sam2_ros.worker import (
 from sam2_rt.association import AssociationConfig
 from sam2_rt.detection_driver import DetectionDriver, started_and_removed
 from sam2_rt.runtime import RANDOM_WEIGHTS_BANNER, MissingCheckpointError, build_model, resolve_checkpoint, resolve_device
-from sam2_rt.tracker import StreamState, Tracker, TrackerConfig, TrackerInputError
+from sam2_rt.tracker import StreamState, Tracker, TrackerConfig, TrackerInputError, TrackResult, check_frame
 
 # Seconds between the warnings of a node running with random weights.
 RANDOM_WEIGHTS_WARNING_PERIOD_S = 5.0
@@ -161,6 +164,17 @@ class Camera:
     def label(self) -> str:
         """How logs name this camera."""
         return f"camera {self.name!r}" if self.name else "camera"
+
+
+@dataclass
+class CameraFrame:
+    """A camera's frame of one worker round, decoded, its requests applied, ready to be tracked."""
+
+    camera: Camera
+    stream: StreamState
+    rgb: np.ndarray  # (H, W, 3) uint8
+    header: Any  # the input image's std_msgs/Header: every output carries it
+    arrival: float  # time.monotonic() when the image arrived
 
 
 @dataclass
@@ -367,8 +381,9 @@ class TrackerNode(LifecycleNode):
         backend = tracker.backend
         warmup = ""
         if settings.warmup:
-            # Compiled backends build (or load) every shape now: a live stream never waits for a build.
-            report = tracker.warmup()
+            # Compiled backends build (or load) every shape now, for the frames of every camera in one batch:
+            # a live stream never waits for a build.
+            report = tracker.warmup(max_streams=len(self._cameras))
             warmup = f", warm-up {report.seconds:.1f} s" if report.events else ""
         description = (
             f"model {settings.model} at {settings.image_size} px on {device}{cpu_note}, {settings.precision}, "
@@ -473,19 +488,25 @@ class TrackerNode(LifecycleNode):
     def _report(self, camera: Camera, counter: str, message: str) -> None:
         """Count an error; log it unless this kind was logged for this camera within ERROR_LOG_PERIOD_S."""
         count = camera.stats.count_error(counter)
+        self._log_limited((camera.name, counter), f"{camera.label}: {message} [{counter}: {count}]")
+
+    def _log_limited(self, key: Tuple[str, str], line: str) -> None:
+        """A warning, unless one of this (camera, kind) was logged within ERROR_LOG_PERIOD_S (then debug)."""
         now = time.monotonic()
-        key = (camera.name, counter)
-        line = f"{camera.label}: {message} [{counter}: {count}]"
         if now - self._last_error_log.get(key, -np.inf) >= ERROR_LOG_PERIOD_S:
             self._last_error_log[key] = now
             self.get_logger().warning(line)
         else:
             self.get_logger().debug(line)
 
+    def _report_failure(self, camera: Camera, err: Exception) -> None:
+        """Count and log an unexpected exception of a camera's frame (the camera keeps its objects)."""
+        self._report(camera, WORKER_ERRORS, f"frame failed: {type(err).__name__}: {err} (objects kept)")
+
     def _on_worker_error(self, err: Exception) -> None:
         camera = next(iter(self._cameras.values()), None)
         if camera is not None:
-            self._report(camera, WORKER_ERRORS, f"frame failed: {type(err).__name__}: {err} (objects kept)")
+            self._report_failure(camera, err)
 
     # ------------------------------------------------------------------ images and the worker
 
@@ -495,27 +516,40 @@ class TrackerNode(LifecycleNode):
             camera.stats.received(dropped=session.worker.frames.put(camera.name, (msg, time.monotonic())))
 
     def _process(self, frames: Dict[str, Frame]) -> None:
-        """One round of the worker: decode, apply the queued requests, track and publish each camera's frame."""
+        """One round of the worker: decode each camera's frame and apply its queued requests, track the frames of
+        all cameras in one batched step (`Tracker.step_many`), publish each camera's outputs."""
         session = self._session
         if session is None:
             return
+        ready: List[CameraFrame] = []
         for name, (msg, arrival) in frames.items():
             camera = self._cameras[name]
             try:
-                self._process_camera(session.tracker, camera, msg, arrival)
+                frame = self._prepare_camera(session.tracker, camera, msg, arrival)
             except Exception as err:  # noqa: BLE001 - one camera's failure must not stop the others
-                self._report(camera, WORKER_ERRORS, f"frame failed: {type(err).__name__}: {err} (objects kept)")
+                self._report_failure(camera, err)
+                continue
+            if frame is not None:
+                ready.append(frame)
+        for frame, result in self._track(session.tracker, ready):
+            try:
+                self._publish_result(frame, result)
+            except Exception as err:  # noqa: BLE001 - one camera's failure must not stop the others
+                self._report_failure(frame.camera, err)
 
-    def _process_camera(self, tracker: Tracker, camera: Camera, msg: Union[Image, CompressedImage],
-                        arrival: float) -> None:
+    def _prepare_camera(self, tracker: Tracker, camera: Camera, msg: Union[Image, CompressedImage],
+                        arrival: float) -> Optional[CameraFrame]:
+        """Decode a camera's frame and apply its queued requests and detections to its stream; None when the
+        image is rejected (counted) or the camera is not active."""
         book, stream = camera.book, camera.stream
         if book is None or stream is None:
-            return
+            return None
         try:
             rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
-        except ImageConversionError as err:
+            check_frame(rgb)
+        except (ImageConversionError, TrackerInputError) as err:
             self._report(camera, IMAGES_REJECTED, f"image rejected: {err}")
-            return
+            return None
         size = (int(rgb.shape[0]), int(rgb.shape[1]))
         previous = book.set_frame_size(size)
         if previous is not None:
@@ -530,16 +564,36 @@ class TrackerNode(LifecycleNode):
             if isinstance(request, QueuedPrompt) and request.object_id not in stream.object_ids:
                 book.forget([request.object_id])
         self._associate(tracker, camera, requests, size, stamp_ns(msg.header.stamp))
+        return CameraFrame(camera, stream, rgb, msg.header, arrival)
+
+    def _track(self, tracker: Tracker, ready: List[CameraFrame]) -> List[Tuple[CameraFrame, TrackResult]]:
+        """Track the round's frames in one batched step. If it fails (nothing changed then), each camera is
+        stepped alone: one camera's failure, reported, costs no other camera its frame."""
+        if not ready:
+            return []
         try:
-            result = tracker.step(stream, rgb)
-        except TrackerInputError as err:
-            self._report(camera, IMAGES_REJECTED, f"image rejected by the tracker: {err}")
-            return
+            return list(zip(ready, tracker.step_many([frame.stream for frame in ready], [frame.rgb for frame in ready])))
+        except Exception as err:  # noqa: BLE001 - step_many is transactional: retry each camera alone
+            if len(ready) == 1:
+                self._report_failure(ready[0].camera, err)
+                return []
+            self._log_limited(("", "batch"), f"the step of {len(ready)} cameras together failed "
+                                             f"({type(err).__name__}: {err}): stepping each camera alone")
+        tracked = []
+        for frame in ready:
+            try:
+                tracked.append((frame, tracker.step(frame.stream, frame.rgb)))
+            except Exception as err:  # noqa: BLE001 - one camera's failure must not stop the others
+                self._report_failure(frame.camera, err)
+        return tracked
+
+    def _publish_result(self, frame: CameraFrame, result: TrackResult) -> None:
+        camera = frame.camera
         outputs = FrameOutputs.from_result(result)
         if camera.detector is not None:
             camera.detector.after_step(result)
             outputs = outputs.with_classes(camera.detector.labels())
-        self._publish(camera, outputs, rgb, msg.header, arrival)
+        self._publish(camera, outputs, frame.rgb, frame.header, frame.arrival)
 
     def _associate(self, tracker: Tracker, camera: Camera, requests: Sequence[QueuedRequest],
                    size: Tuple[int, int], frame_stamp: int) -> None:

@@ -20,6 +20,12 @@ Prompt frames: the decoder calls of prompted objects (clicks, boxes, masks) run 
 call per distinct number of prompt points (SAM's prompt encoder cannot pad point lists without changing the
 result), so a prompt never triggers a build; the other components of that frame use the fixed shapes.
 
+Several streams (``Tracker.step_many``): the image encoder takes a batch of frames (padded to a bucket of
+frames, ``serve_streams``), and the other components take the rows of all streams in one call. Rows that all
+read one frame get that frame's features with batch 1 (the single-stream shapes); rows of several frames get
+one copy of their frame's features per row (``ProgramShape.per_row_frames``), so every program's shape
+depends on its bucket of rows only, never on how the rows split over frames.
+
 Availability is checked up front; an unavailable backend falls back (tensorrt -> compile -> eager) with a
 warning that names the reason. torch-tensorrt is an optional extra (``pip install sam2-rt[tensorrt]``)
 for CUDA machines: its TensorRT libraries come from NVIDIA's index, not PyPI.
@@ -34,7 +40,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
@@ -112,6 +118,47 @@ def bucket_for(count: int, buckets: Sequence[int]) -> int:
     raise ValueError(f"{count} objects exceed the largest bucket {buckets[-1]}")
 
 
+def stream_buckets(max_objects: int, max_streams: int) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """(row buckets, frame buckets) for steps of up to `max_streams` streams of up to `max_objects` objects.
+
+    Rows: the single-stream buckets (object_buckets(max_objects)) and those of all streams' rows together
+    (object_buckets(max_streams * max_objects)); frames: object_buckets(max_streams).
+    """
+    if max_streams < 1:
+        raise ValueError(f"max_streams must be >= 1, got {max_streams}")
+    rows = set(object_buckets(max_objects)) | set(object_buckets(max_streams * max_objects))
+    return tuple(sorted(rows)), object_buckets(max_streams)
+
+
+class ProgramShape(NamedTuple):
+    """The static shape one program of a component is built for."""
+
+    rows: int  # objects per call (a bucket of rows); frames per call for the image encoder
+    # Frame features come one per row (rows of several frames), instead of batch 1 shared by every row.
+    per_row_frames: bool = False
+
+
+@dataclass(frozen=True)
+class ShapePlan:
+    """Every program shape a warm-up builds.
+
+    Attributes:
+      frames: frame buckets of the image encoder.
+      rows: row buckets of calls whose rows all read one frame (batch-1 features).
+      per_row: row buckets of calls whose rows read several frames (one feature per row).
+    """
+
+    frames: Tuple[int, ...]
+    rows: Tuple[int, ...]
+    per_row: Tuple[int, ...] = ()
+
+    def shapes(self, component: str) -> Tuple[ProgramShape, ...]:
+        """The shapes of `component` (one of export.COMPONENTS)."""
+        if component == "image_encoder":
+            return tuple(ProgramShape(frames) for frames in self.frames)
+        return tuple(ProgramShape(rows) for rows in self.rows) + tuple(ProgramShape(rows, True) for rows in self.per_row)
+
+
 # --------------------------------------------------------------------------- runners
 
 
@@ -120,9 +167,10 @@ class CompileEvent:
     """One graph compiled, engine built or engine loaded."""
 
     component: str
-    bucket: int
+    bucket: int  # rows per call (frames for the image encoder)
     action: str  # "compiled", "built", "rebuilt" or "loaded"
     seconds: float
+    per_row_frames: bool = False  # built for rows of several frames (ProgramShape.per_row_frames)
 
 
 class EagerRunner:
@@ -130,8 +178,11 @@ class EagerRunner:
 
     The interface of every runner (Tracker calls only these):
       batch_for(count) -> rows to run for `count` objects (a bucket on fixed-shape runners);
-      prepare(buckets) before a stream; begin_frame(); encode_image; attend_memory; decode_tracked;
-      encode_memory (see each method).
+      max_frames -> most frames one image-encoder call takes (None: any number);
+      serve_streams(max_streams) and prepare(plan) before the streams; begin_frame(); encode_image;
+      attend_memory; decode_tracked; encode_memory (see each method).
+    Frame features (feat, pos, feat_s0, feat_s1) come either with batch 1, shared by every row of a call,
+    or with one row per object row (rows of several frames).
     Attributes:
       fixed_shapes: True when shapes are fixed (all memory slots, bucketed object counts).
       compilations: per component, graphs compiled or engines built / loaded so far.
@@ -149,22 +200,32 @@ class EagerRunner:
         """Rows the components run for `count` objects."""
         return count
 
-    def prepare(self, buckets: Sequence[int]) -> List[CompileEvent]:
-        """Build or load what can be built ahead of a frame for `buckets` (TensorRT engines); returns what
-        was done. Graphs that compile on first call (torch.compile) compile in Tracker.warmup's frames."""
+    @property
+    def max_frames(self) -> Optional[int]:
+        """Most frames one step runs together (None: no limit)."""
+        return None
+
+    def serve_streams(self, max_streams: int) -> ShapePlan:
+        """Size the shapes for steps of up to `max_streams` streams; returns every shape (empty on eager)."""
+        return ShapePlan(frames=(), rows=())
+
+    def prepare(self, plan: ShapePlan) -> List[CompileEvent]:
+        """Build or load what can be built ahead of a frame for `plan` (TensorRT engines); returns what was
+        done. Graphs that compile on first call (torch.compile) compile in Tracker.warmup's frames."""
         return []
 
     def begin_frame(self) -> None:
-        """Called once before each frame's first component."""
+        """Called once before each frame's (or batch of frames') first component."""
 
-    def encode_image(self, image: torch.Tensor) -> Tensors:
-        """(1, 3, S, S) -> (feat_s0, feat_s1, feat, pos); see SAM2Model.forward_image."""
-        return self.model.forward_image(image)
+    def encode_image(self, images: torch.Tensor) -> Tensors:
+        """(F, 3, S, S) -> (feat_s0, feat_s1, feat, pos), each with batch F; see SAM2Model.forward_image."""
+        return self.model.forward_image(images)
 
     def attend_memory(
         self, feat: torch.Tensor, pos: torch.Tensor, memory: MemoryReadout, batch_chunk: Optional[int]
     ) -> torch.Tensor:
-        """(1, C, h, w) feature and position + a readout of B rows -> (B, C, h, w); see SAM2Model.attend_memory."""
+        """Feature (1 or B, C, h, w), position (1, C, h, w) + a readout of B rows -> (B, C, h, w); see
+        SAM2Model.attend_memory."""
         return self.model.attend_memory(
             feat,
             pos,
@@ -179,7 +240,7 @@ class EagerRunner:
         )
 
     def decode_tracked(self, feat_mem: torch.Tensor, feat_s0: torch.Tensor, feat_s1: torch.Tensor) -> DecodeOutput:
-        """Decoder of B objects tracked from memory (feat_mem (B, C, h, w); feat_s0 / feat_s1 batch 1)."""
+        """Decoder of B objects tracked from memory (feat_mem (B, C, h, w); feat_s0 / feat_s1 batch 1 or B)."""
         batch = feat_mem.shape[0]
         return self.model.decode(
             feat_mem,
@@ -194,14 +255,14 @@ class EagerRunner:
     def encode_memory(
         self, feat: torch.Tensor, high_res_masks: torch.Tensor, object_score_logits: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Memories of N objects: feat (1, C, h, w), masks (N, 1, S, S), scores (N, 1) -> (N, D, h, w) x 2."""
+        """Memories of N objects: feat (1 or N, C, h, w), masks (N, 1, S, S), scores (N, 1) -> (N, D, h, w) x 2."""
         count = high_res_masks.shape[0]
         return self.model.encode_memory(
             feat.expand(count, *feat.shape[1:]), high_res_masks, object_score_logits, False
         )
 
 
-# A compiled program of one component: called with the component's inputs and its bucket.
+# A compiled program of one component: called with its shape and the component's inputs.
 Program = Callable[..., Tensors]
 
 
@@ -210,10 +271,12 @@ class FixedShapeRunner(EagerRunner):
 
     Arguments:
       model: the model (its eager methods are not called here).
-      buckets: object counts compiled for (object_buckets).
-      programs: component -> callable(bucket, *inputs) -> tuple of tensors (compiled functions or engines).
+      buckets: object counts compiled for (object_buckets); `serve_streams` adds those of several streams.
+      programs: component -> callable(ProgramShape, *inputs) -> tuple of tensors (compiled functions or engines).
       cuda_graphs: the programs replay CUDA graphs; their outputs live in static buffers that the next replay
         overwrites, so they are cloned, and each frame starts a new CUDA-graph step.
+    Attributes:
+      buckets: row buckets; frame_buckets: frame buckets of the image encoder ((1,) until serve_streams).
     """
 
     fixed_shapes = True
@@ -227,31 +290,47 @@ class FixedShapeRunner(EagerRunner):
     ) -> None:
         super().__init__(model)
         self.buckets = tuple(buckets)
+        self.frame_buckets: Tuple[int, ...] = (1,)
         self.programs = programs
         self.cuda_graphs = cuda_graphs
+        self._max_objects = self.buckets[-1]
 
     def batch_for(self, count: int) -> int:
         return bucket_for(count, self.buckets)
+
+    @property
+    def max_frames(self) -> Optional[int]:
+        return self.frame_buckets[-1]
+
+    def serve_streams(self, max_streams: int) -> ShapePlan:
+        self.buckets, self.frame_buckets = stream_buckets(self._max_objects, max_streams)
+        per_row = tuple(rows for rows in self.buckets if rows >= 2) if max_streams > 1 else ()
+        return ShapePlan(frames=self.frame_buckets, rows=object_buckets(self._max_objects), per_row=per_row)
 
     def begin_frame(self) -> None:
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
 
-    def _run(self, component: str, bucket: int, *inputs: torch.Tensor) -> Tensors:
-        outputs = self.programs[component](bucket, *inputs)
+    def _run(self, component: str, shape: ProgramShape, *inputs: torch.Tensor) -> Tensors:
+        outputs = self.programs[component](shape, *inputs)
         if self.cuda_graphs:
             outputs = tuple(out.clone() for out in outputs)
         return outputs
 
-    def encode_image(self, image: torch.Tensor) -> Tensors:
-        return self._run("image_encoder", 1, image)
+    def encode_image(self, images: torch.Tensor) -> Tensors:
+        count = images.shape[0]
+        frames = bucket_for(count, self.frame_buckets)
+        outputs = self._run("image_encoder", ProgramShape(frames), pad_rows(images, frames))
+        # A graph may return an output expanded over its frames (the position encoding: batch stride 0); the
+        # next graphs guard on strides, so every output gets the strides a batch-1 call gives.
+        return tuple(_dense(out[:count]) for out in outputs)
 
     def attend_memory(
         self, feat: torch.Tensor, pos: torch.Tensor, memory: MemoryReadout, batch_chunk: Optional[int]
     ) -> torch.Tensor:
         (out,) = self._run(
             "memory_attention",
-            memory.mem_feats.shape[0],
+            ProgramShape(memory.mem_feats.shape[0], per_row_frames=feat.shape[0] > 1),
             feat,
             pos,
             memory.mem_feats,
@@ -267,16 +346,25 @@ class FixedShapeRunner(EagerRunner):
     def decode_tracked(self, feat_mem: torch.Tensor, feat_s0: torch.Tensor, feat_s1: torch.Tensor) -> DecodeOutput:
         batch = feat_mem.shape[0]
         prompt = tracking_prompt(batch, feat_mem.device)
-        return DecodeOutput(*self._run("mask_decoder", batch, feat_mem, feat_s0, feat_s1, *prompt))
+        shape = ProgramShape(batch, per_row_frames=feat_s0.shape[0] > 1)
+        return DecodeOutput(*self._run("mask_decoder", shape, feat_mem, feat_s0, feat_s1, *prompt))
 
     def encode_memory(
         self, feat: torch.Tensor, high_res_masks: torch.Tensor, object_score_logits: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         count = high_res_masks.shape[0]
         bucket = self.batch_for(count)
+        per_row_frames = feat.shape[0] > 1
+        if per_row_frames:
+            feat = pad_rows(feat, bucket)
         masks, scores = (pad_rows(t, bucket) for t in (high_res_masks, object_score_logits))
-        mem_feat, mem_pos = self._run("memory_encoder", bucket, feat, masks, scores)
+        mem_feat, mem_pos = self._run("memory_encoder", ProgramShape(bucket, per_row_frames), feat, masks, scores)
         return mem_feat[:count], mem_pos[:count]
+
+
+def _dense(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor`, or a copy with standard strides when it is expanded over its first dim (stride 0)."""
+    return tensor.clone(memory_format=torch.contiguous_format) if tensor.stride(0) == 0 else tensor
 
 
 def pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
@@ -310,22 +398,44 @@ class _CountingCompiler:
         self.runner = runner
         self.component = component
         self.inner = inner
-        self.bucket = 0  # set by the caller before each call: the bucket a new graph is compiled for
+        # set by the caller before each call: the shape a new graph is compiled for
+        self.shape = ProgramShape(0)
 
     def __call__(self, graph: torch.fx.GraphModule, example_inputs: List[torch.Tensor]) -> Callable:
         start = time.perf_counter()
         compiled = self.inner(graph, example_inputs)
         seconds = time.perf_counter() - start
+        rows, per_row_frames = self.shape
         self.runner.compilations[self.component] += 1
-        self.runner.events.append(CompileEvent(self.component, self.bucket, "compiled", seconds))
-        LOG.info("compiled %s for %d object(s) in %.1f s", self.component, self.bucket, seconds)
+        self.runner.events.append(CompileEvent(self.component, rows, "compiled", seconds, per_row_frames))
+        LOG.info("compiled %s for %d row(s)%s in %.1f s", self.component, rows,
+                 " of several frames" if per_row_frames else "", seconds)
         return compiled
+
+
+class CompiledRunner(FixedShapeRunner):
+    """A fixed-shape runner whose programs are torch.compile'd component wrappers (one graph per shape)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._graphs_reserved = 0  # graphs per component this runner added to dynamo's recompile limit
+
+    def serve_streams(self, max_streams: int) -> ShapePlan:
+        plan = super().serve_streams(max_streams)
+        # Dynamo keeps at most recompile_limit graphs per function (8 by default) and silently runs eager past
+        # it, counting the graphs of every runner of the process (a node activated again makes a new one, and
+        # its old graphs stay): each runner raises the limit by the graphs it needs.
+        needed = max(len(plan.shapes(component)) for component in COMPONENTS)
+        if needed > self._graphs_reserved:
+            torch._dynamo.config.recompile_limit += needed - self._graphs_reserved
+            self._graphs_reserved = needed
+        return plan
 
 
 def compiled_runner(
     model: SAM2Model, buckets: Sequence[int], compiler: str = "inductor", cuda_graphs: bool = False
-) -> FixedShapeRunner:
-    """A fixed-shape runner whose programs are torch.compile'd component wrappers (one graph per bucket).
+) -> CompiledRunner:
+    """A fixed-shape runner whose programs are torch.compile'd component wrappers (one graph per shape).
 
     Arguments:
       compiler: torch.compile backend: "inductor", or any registered name ("eager", "aot_eager": no code
@@ -333,11 +443,8 @@ def compiled_runner(
       cuda_graphs: replay each graph as a CUDA graph (inductor on CUDA only).
     """
     inner = compile_backend(compiler, cuda_graphs)
-    runner = FixedShapeRunner(model, buckets, {}, cuda_graphs=cuda_graphs)
-    # One graph per bucket of each component, instead of dynamo's default limit of 8 per function, past
-    # which it would silently run eager.
-    limit = len(runner.buckets) + 1
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+    runner = CompiledRunner(model, buckets, {}, cuda_graphs=cuda_graphs)
+    runner.serve_streams(1)
     for component in COMPONENTS:
         counter = _CountingCompiler(runner, component, inner)
         function = torch.compile(component_module(model, component), backend=counter, dynamic=False)
@@ -345,9 +452,9 @@ def compiled_runner(
     return runner
 
 
-def _call_compiled(counter: _CountingCompiler, function: Callable[..., Tensors], bucket: int,
+def _call_compiled(counter: _CountingCompiler, function: Callable[..., Tensors], shape: ProgramShape,
                    *inputs: torch.Tensor) -> Tensors:
-    counter.bucket = bucket
+    counter.shape = shape
     outputs = function(*inputs)
     return outputs if isinstance(outputs, tuple) else (outputs,)
 

@@ -1,12 +1,15 @@
 """Ahead-of-time TensorRT engines of the per-frame components, kept in our own on-disk cache.
 
-For each per-frame component (``sam2_rt.export.COMPONENTS``) and each object bucket, the component's
+For each per-frame component (``sam2_rt.export.COMPONENTS``) and each of its shapes (a bucket of rows, or of
+frames for the image encoder, with batch-1 or per-row frame features: ``sam2_rt.backends.ProgramShape``), the
+component's
 static-shape wrapper is exported with ``torch.export`` (under autocast for fp16 / bf16: reduced precision
 lives in the graph, with LayerNorm, softmax and reductions left in float32 by autocast; torch-tensorrt's
 ``enabled_precisions`` is never used) and converted by torch-tensorrt into one TensorRT engine covering the
 whole graph (a graph TensorRT cannot convert entirely is an error, not a hybrid). The serialised engine goes
 into ``EngineCache`` under a key of everything that changes it: model name, weights hash, image size,
-precision, component, bucket, input shapes and dtypes, torch / torch-tensorrt / TensorRT versions and GPU
+precision, component, bucket, frame features, input shapes and dtypes, torch / torch-tensorrt / TensorRT
+versions and GPU
 name. A later start with the same key loads it without building; an entry that is corrupt, stale (written
 for another key or format) or that TensorRT refuses to load is rebuilt, with one warning.
 
@@ -15,7 +18,7 @@ build, and stops before TensorRT deserialises the engine (only that needs a GPU)
 CUDA and torch-tensorrt's runtime.
 
     runner = engine_runner(model, buckets=(1, 2, 4), options=RunnerOptions(backend="tensorrt", precision="fp16"))
-    events = runner.prepare((1, 2, 4))      # build or load every engine, before the first frame
+    events = runner.prepare(runner.serve_streams(1))      # build or load every engine, before the first frame
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 from torch import nn
 
-from sam2_rt.backends import PRECISIONS, CompileEvent, FixedShapeRunner, RunnerOptions, Tensors
+from sam2_rt.backends import PRECISIONS, CompileEvent, FixedShapeRunner, ProgramShape, RunnerOptions, ShapePlan, Tensors
 from sam2_rt.checkpoint import default_cache_dir
 from sam2_rt.export import COMPONENTS, AutocastExport, component_inputs, component_module
 from sam2_rt.modeling.sam2 import SAM2Model
@@ -119,16 +122,19 @@ def import_torch_tensorrt() -> ModuleType:
 
 
 def export_component(
-    model: SAM2Model, component: str, bucket: int, precision: str, num_conditioning: int
+    model: SAM2Model, component: str, bucket: int, precision: str, num_conditioning: int,
+    per_row_frames: bool = False,
 ) -> Tuple[torch.export.ExportedProgram, Tensors]:
-    """torch.export one component for `bucket` objects, under autocast for fp16 / bf16.
+    """torch.export one component for `bucket` objects (frames for the image encoder), under autocast for
+    fp16 / bf16; `per_row_frames`: frame features one per row (see component_inputs).
 
     Returns the program and the example inputs it was exported with (on the model's device); the
     program returns a tuple of float32 (or integer) tensors.
     """
     device = next(model.parameters()).device
     module = AutocastExport(component_module(model, component), PRECISIONS[precision])
-    inputs = component_inputs(model.config, component, bucket, num_conditioning, device)
+    inputs = component_inputs(model.config, component, bucket, num_conditioning, device,
+                              per_row_frames=per_row_frames)
     with torch.inference_mode(False), torch.no_grad():
         program = torch.export.export(module, inputs)
     return program, inputs
@@ -252,6 +258,7 @@ class EngineKey:
     torch_tensorrt: str
     tensorrt: str
     gpu: str
+    per_row_frames: bool = False  # frame features one per row (ProgramShape.per_row_frames)
 
     def as_json(self) -> Dict[str, Any]:
         return {name: list(value) if isinstance(value, tuple) else value
@@ -261,7 +268,8 @@ class EngineKey:
         return hashlib.sha256(json.dumps(self.as_json(), sort_keys=True).encode()).hexdigest()
 
     def file_name(self) -> str:
-        prefix = f"{self.model}-{self.image_size}-{self.precision}-{self.component}-b{self.bucket}"
+        rows = "-rows" if self.per_row_frames else ""
+        prefix = f"{self.model}-{self.image_size}-{self.precision}-{self.component}-b{self.bucket}{rows}"
         return f"{prefix}-{self.digest()[:16]}.engine"
 
 
@@ -366,17 +374,17 @@ def _signature(inputs: Sequence[torch.Tensor]) -> Tuple[str, ...]:
 
 
 class EngineSet:
-    """The engines of one model and precision: one per (component, bucket), built or loaded on demand."""
+    """The engines of one model and precision: one per (component, shape), built or loaded on demand."""
 
     def __init__(self, model: SAM2Model, runner: FixedShapeRunner, options: RunnerOptions) -> None:
         self.model = model
         self.runner = runner
         self.options = options
         self.cache = EngineCache(options.engine_cache_dir or default_engine_cache_dir())
-        self.modules: Dict[Tuple[str, int], nn.Module] = {}
+        self.modules: Dict[Tuple[str, ProgramShape], nn.Module] = {}
         self._weights: Optional[str] = None
 
-    def key(self, component: str, bucket: int, inputs: Sequence[torch.Tensor]) -> EngineKey:
+    def key(self, component: str, shape: ProgramShape, inputs: Sequence[torch.Tensor]) -> EngineKey:
         torch_tensorrt = import_torch_tensorrt()
         import tensorrt  # after torch_tensorrt, which installs it
 
@@ -389,41 +397,45 @@ class EngineSet:
             image_size=self.model.config.image_size,
             precision=self.options.precision,
             component=component,
-            bucket=bucket,
+            bucket=shape.rows,
             inputs=_signature(inputs),
             torch=torch.__version__,
             torch_tensorrt=torch_tensorrt.__version__,
             tensorrt=tensorrt.__version__,
             gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else "none (built without a GPU)",
+            per_row_frames=shape.per_row_frames,
         )
 
-    def prepare(self, component: str, bucket: int) -> CompileEvent:
-        """Build or load the engine of (component, bucket)."""
+    def prepare(self, component: str, shape: ProgramShape) -> CompileEvent:
+        """Build or load the engine of (component, shape)."""
         start = time.perf_counter()
         program, inputs = export_component(
-            self.model, component, bucket, self.options.precision, self.options.num_conditioning
+            self.model, component, shape.rows, self.options.precision, self.options.num_conditioning,
+            per_row_frames=shape.per_row_frames,
         )
-        key = self.key(component, bucket, inputs)
+        key = self.key(component, shape, inputs)
+        rows = "_rows" if shape.per_row_frames else ""
         module, action = cached_engine(
             self.cache,
             key,
             lambda: build_engine(program, inputs, self.cache.directory),
-            functools.partial(load_engine, name=f"{component}_b{bucket}"),
+            functools.partial(load_engine, name=f"{component}_b{shape.rows}{rows}"),
         )
-        self.modules[(component, bucket)] = module
-        event = CompileEvent(component, bucket, action, time.perf_counter() - start)
+        self.modules[(component, shape)] = module
+        event = CompileEvent(component, shape.rows, action, time.perf_counter() - start, shape.per_row_frames)
         self.runner.compilations[component] += 1
         self.runner.events.append(event)
-        LOG.info("TensorRT engine %s for %d object(s): %s in %.1f s", component, bucket, action, event.seconds)
+        LOG.info("TensorRT engine %s for %d row(s)%s: %s in %.1f s", component, shape.rows,
+                 " of several frames" if shape.per_row_frames else "", action, event.seconds)
         return event
 
-    def run(self, component: str, bucket: int, *inputs: torch.Tensor) -> Tensors:
-        module = self.modules.get((component, bucket))
+    def run(self, component: str, shape: ProgramShape, *inputs: torch.Tensor) -> Tensors:
+        module = self.modules.get((component, shape))
         if module is None:
-            LOG.warning("no TensorRT engine of %s for %d object(s) was prepared before the stream: building it "
-                        "now (Tracker.warmup() builds every one before the first frame)", component, bucket)
-            self.prepare(component, bucket)
-            module = self.modules[(component, bucket)]
+            LOG.warning("no TensorRT engine of %s for %s was prepared before the stream: building it now "
+                        "(Tracker.warmup() builds every one before the first frame)", component, shape)
+            self.prepare(component, shape)
+            module = self.modules[(component, shape)]
         engine_inputs = [t.float().contiguous() if t.is_floating_point() else t.contiguous() for t in inputs]
         outputs = module(*engine_inputs)
         return outputs if isinstance(outputs, tuple) else (outputs,)
@@ -437,14 +449,14 @@ class EngineRunner(FixedShapeRunner):
         self.engines = EngineSet(model, self, options)
         self.programs = {component: functools.partial(self.engines.run, component) for component in COMPONENTS}
 
-    def prepare(self, buckets: Sequence[int]) -> List[CompileEvent]:
-        """Build or load the engines of every component for `buckets` (the image encoder: once)."""
-        events = []
-        for component in COMPONENTS:
-            for bucket in (1,) if component == "image_encoder" else buckets:
-                if (component, bucket) not in self.engines.modules:
-                    events.append(self.engines.prepare(component, bucket))
-        return events
+    def prepare(self, plan: ShapePlan) -> List[CompileEvent]:
+        """Build or load the engine of every component and shape of `plan`."""
+        return [
+            self.engines.prepare(component, shape)
+            for component in COMPONENTS
+            for shape in plan.shapes(component)
+            if (component, shape) not in self.engines.modules
+        ]
 
 
 def engine_runner(model: SAM2Model, buckets: Sequence[int], options: RunnerOptions) -> EngineRunner:

@@ -11,7 +11,8 @@ The four per-frame components of the tracker (``COMPONENTS``) are ``component_mo
 autocast, ``AutocastExport``) called with ``component_inputs``: exactly the shapes and dtypes the fixed-shape
 backends pass for B objects (one bucket), so one program per (component, bucket) serves every frame.
 Tensors shared by all objects of a frame (image features, the memory position encoding) come with batch 1
-and are expanded inside the graph.
+and are expanded inside the graph; rows of several frames (``per_row_frames``) get one frame feature per row
+instead (the image position encoding, the same for every frame, stays batch 1).
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ class MemoryEncoderExport(nn.Module):
 
 class MemoryAttentionExport(nn.Module):
     """Fixed memory slots and pointer slots with validity masks -> (B, C, h, w); see
-    SAM2Model.attend_memory. mem_pos may be (1, 1, D, h, w): every slot shares one position encoding."""
+    SAM2Model.attend_memory. feat is (1 or B, C, h, w), pos (1, C, h, w); mem_pos may be (1, 1, D, h, w):
+    every slot shares one position encoding."""
 
     def __init__(self, model: SAM2Model) -> None:
         super().__init__()
@@ -261,41 +263,46 @@ def component_inputs(
     num_conditioning: int,
     device: torch.device = torch.device("cpu"),
     seed: int = 0,
+    per_row_frames: bool = False,
 ) -> Tuple[torch.Tensor, ...]:
     """Random inputs of `component_module(model, component)` for `batch` objects, in the shapes and dtypes
     the fixed-shape backends pass (float32 features, int64 / bool slot indices and masks).
 
     Arguments:
       config: the model's configuration.
-      component: one of COMPONENTS (the image encoder always takes one frame).
+      component: one of COMPONENTS (for the image encoder, `batch` counts frames).
       batch: objects per call (a bucket).
       num_conditioning: conditioning slots per object (TrackerConfig.max_conditioning_frames): memory attention
         gets num_conditioning + num_maskmem - 1 memory slots and num_conditioning + max_obj_ptrs_in_encoder - 1
         pointers.
       device: where the tensors live.
+      per_row_frames: frame features (feat, feat_s0, feat_s1) one per row, for rows of several frames;
+        False: batch 1, shared by every row.
     """
     generator = torch.Generator().manual_seed(seed)
     hidden, size = config.hidden_dim, config.feat_size
+    frames = batch if per_row_frames else 1
     if component == "image_encoder":
-        inputs: Tuple[torch.Tensor, ...] = image_encoder_inputs(config, seed=seed)
+        inputs: Tuple[torch.Tensor, ...] = image_encoder_inputs(config, batch, seed=seed)
     elif component == "memory_attention":
-        inputs = memory_attention_inputs(
+        feat, pos, *memory = memory_attention_inputs(
             config,
             batch,
             num_slots=num_conditioning + config.num_maskmem - 1,
             num_ptrs=num_conditioning + config.max_obj_ptrs_in_encoder - 1,
             seed=seed,
         )
+        inputs = (feat[:frames], pos[:1], *memory)
     elif component == "mask_decoder":
         inputs = (
             _randn(generator, batch, hidden, size, size),
-            _randn(generator, 1, hidden // 8, 4 * size, 4 * size),
-            _randn(generator, 1, hidden // 4, 2 * size, 2 * size),
+            _randn(generator, frames, hidden // 8, 4 * size, 4 * size),
+            _randn(generator, frames, hidden // 4, 2 * size, 2 * size),
             *tracking_prompt(batch),
         )
     elif component == "memory_encoder":
         feat, masks, scores = memory_encoder_inputs(config, batch, seed=seed)
-        inputs = (feat[:1], masks, scores)
+        inputs = (feat[:frames], masks, scores)
     else:
         raise ValueError(f"unknown component {component!r}; choose one of {', '.join(COMPONENTS)}")
     return tuple(tensor.to(device) for tensor in inputs)

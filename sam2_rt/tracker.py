@@ -26,6 +26,8 @@ Batching: the image is encoded once per frame; memory attention runs once for al
 mask decoder once for all of them, the memory encoder once for every object. Only prompted objects need
 extra decoder calls on the frame of their prompt (one per distinct number of prompt points, since SAM's
 prompt encoder cannot pad point lists without changing the result); these always run eager.
+`Tracker.step_many` steps several streams (cameras) together: one image-encoder call for all their frames,
+and the calls above over the objects of all streams, each object reading its own frame's features.
 
 Backends (`TrackerConfig.backend`, sam2_rt.backends): the four per-frame calls above run eager, or at fixed
 shapes (every memory slot, objects padded to buckets) through torch.compile graphs or TensorRT engines that
@@ -50,8 +52,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam2_rt.backends import BACKENDS, PRECISIONS, CompileEvent, RunnerOptions, make_runner, object_buckets
-from sam2_rt.memory import EMPTY, MemoryBank
+from sam2_rt.backends import BACKENDS, PRECISIONS, CompileEvent, RunnerOptions, ShapePlan, make_runner
+from sam2_rt.memory import EMPTY, MemoryBank, MemoryReadout
 from sam2_rt.modeling.sam2 import DecodeOutput, SAM2Model
 from sam2_rt.transforms import Frame, boxes_from_masks, label_image, preprocess, resize_mask_prompt, upsample_logits
 
@@ -218,6 +220,8 @@ class WarmupReport:
       backend: the backend that runs (after fallbacks).
       precision: "fp32", "bf16" or "fp16".
       buckets: object buckets warmed up (empty for eager).
+      frame_buckets: frames per image-encoder call warmed up for several streams (empty for one stream).
+      stream_buckets: buckets of the rows of several streams warmed up (empty for one stream).
       events: each graph compiled or engine built / loaded, with its seconds.
       seconds: wall time of the whole warm-up.
     """
@@ -227,6 +231,8 @@ class WarmupReport:
     buckets: Tuple[int, ...]
     events: Tuple[CompileEvent, ...]
     seconds: float
+    frame_buckets: Tuple[int, ...] = ()
+    stream_buckets: Tuple[int, ...] = ()
 
     def summary(self) -> str:
         """One line: how many graphs / engines per action, per component."""
@@ -240,7 +246,9 @@ class WarmupReport:
             f"{component} " + "/".join(f"{n} {action}" for action, n in actions.items())
             for component, actions in counts.items()
         ]
-        return f"backend {self.backend} ({self.precision}), buckets {list(self.buckets)}: " + ", ".join(parts)
+        streams = (f", frames {list(self.frame_buckets)}, rows of several streams {list(self.stream_buckets)}"
+                   if self.frame_buckets else "")
+        return f"backend {self.backend} ({self.precision}), buckets {list(self.buckets)}{streams}: " + ", ".join(parts)
 
 
 class _FrameOutputs(NamedTuple):
@@ -308,53 +316,71 @@ class Tracker:
 
     # ------------------------------------------------------------------ warm-up
 
-    def warmup(self, object_counts: Optional[Sequence[int]] = None) -> WarmupReport:
+    def warmup(self, object_counts: Optional[Sequence[int]] = None, max_streams: int = 1) -> WarmupReport:
         """Build (or load) every shape the per-frame path can need, before the first frame.
 
-        compile: compiles each component's graph for every object bucket; tensorrt: builds or loads every
-        engine (see sam2_rt.engines). Both then step a scratch stream of blank frames with one click per
-        object, three frames per bucket (a prompted frame, then two tracked ones: a CUDA graph is recorded
-        on a graph's second call), so the calls are those of real frames. eager: nothing to build (returns
-        at once). Progress and the total time are logged.
+        compile: compiles each component's graph for every shape; tensorrt: builds or loads every engine (see
+        sam2_rt.engines). Shapes: each bucket of objects of one stream; with max_streams > 1 also each bucket
+        of frames of the image encoder and each bucket of the rows of several streams (`step_many`). Both
+        then step scratch streams of blank frames with one click per object, three frames per shape (a
+        prompted frame, then two tracked ones: a CUDA graph is recorded on a graph's second call), so the
+        calls are those of real frames. eager: nothing to build (returns at once). Progress and the total
+        time are logged.
 
         Arguments:
           object_counts: only the buckets holding these object counts (default: every bucket up to
-            max_objects); a stream with another count then compiles on its first frame.
+            max_objects), and for several streams the row buckets up to max_streams times the largest; a
+            stream with another count then compiles on its first frame.
+          max_streams: most streams `step_many` runs together (e.g. the cameras of a node). Fixed-shape
+            backends run more in groups of this many.
         Returns:
           A WarmupReport (what was built or loaded, in how long).
         """
+        if max_streams < 1:
+            raise ValueError(f"max_streams must be >= 1, got {max_streams}")
         start = time.perf_counter()
         first_event = len(self.runner.events)
-        buckets: Tuple[int, ...] = ()
+        plan = self.runner.serve_streams(max_streams)
         if self.runner.fixed_shapes:
-            counts = object_buckets(self.config.max_objects) if object_counts is None else object_counts
-            buckets = tuple(sorted({self.runner.batch_for(count) for count in counts}))
-            logger.info("warm-up of backend %s (%s) for %s object(s)", self.backend.used, self.config.precision,
-                        ", ".join(map(str, buckets)))
-            self.runner.prepare(buckets)
-            for index, bucket in enumerate(buckets):
-                logger.info("warm-up: %d object(s) (%d/%d)", bucket, index + 1, len(buckets))
-                self._scratch_frames(bucket)
+            if object_counts is not None:
+                largest = self.runner.batch_for(max_streams * max(object_counts))
+                plan = ShapePlan(
+                    frames=plan.frames,
+                    rows=tuple(sorted({self.runner.batch_for(count) for count in object_counts})),
+                    per_row=tuple(rows for rows in plan.per_row if rows <= largest),
+                )
+            logger.info("warm-up of backend %s (%s) for %s object(s)%s", self.backend.used, self.config.precision,
+                        ", ".join(map(str, plan.rows)),
+                        f", {max_streams} streams: {', '.join(map(str, plan.per_row))} rows" if plan.per_row else "")
+            self.runner.prepare(plan)
+            scratch = [[rows] for rows in plan.rows] + [_spread(rows, max_streams) for rows in plan.per_row]
+            for index, counts in enumerate(scratch):
+                logger.info("warm-up: %s object(s) (%d/%d)", "+".join(map(str, counts)), index + 1, len(scratch))
+                self._scratch_frames(counts)
         report = WarmupReport(
             backend=self.backend.used,
             precision=self.config.precision,
-            buckets=buckets,
+            buckets=plan.rows,
             events=tuple(self.runner.events[first_event:]),
             seconds=time.perf_counter() - start,
+            frame_buckets=plan.frames if max_streams > 1 else (),
+            stream_buckets=plan.per_row,
         )
         logger.info("warm-up done in %.1f s: %s", report.seconds, report.summary())
         return report
 
-    def _scratch_frames(self, num_objects: int) -> None:
-        """Step a throw-away stream with `num_objects` clicked objects through a prompted and two tracked frames."""
+    def _scratch_frames(self, object_counts: Sequence[int]) -> None:
+        """Step throw-away streams (one per count, with that many clicked objects) through a prompted and two
+        tracked frames, all streams together."""
         size = self.image_size
         frame = np.full((size, size, 3), 128, dtype=np.uint8)
-        stream = self.create_stream()
-        for obj_id in range(1, num_objects + 1):
-            point = [[size * obj_id / (num_objects + 1), size / 2]]
-            self.add_prompt(stream, obj_id, points=point, labels=[1], frame_size=(size, size))
+        streams = [self.create_stream() for _ in object_counts]
+        for stream, num_objects in zip(streams, object_counts):
+            for obj_id in range(1, num_objects + 1):
+                point = [[size * obj_id / (num_objects + 1), size / 2]]
+                self.add_prompt(stream, obj_id, points=point, labels=[1], frame_size=(size, size))
         for _ in range(3):
-            self.step(stream, frame)
+            self.step_many(streams, [frame] * len(streams))
 
     # ------------------------------------------------------------------ streams
 
@@ -574,116 +600,204 @@ class Tracker:
         Raises:
           TrackerInputError: wrong frame shape or dtype (the stream is unchanged).
         """
-        frame_size = _frame_size(frame)
-        if state.frame_size is not None and frame_size != state.frame_size:
-            logger.warning(
-                "frame size changed from %s to %s: tracking continues (memory is kept at the model "
-                "resolution), outputs follow the new size",
-                state.frame_size,
-                frame_size,
-            )
-        frame_index = state.frame_index
-        object_ids = state._ids + [obj_id for obj_id in state._pending if obj_id not in state._ids]
-        outputs = None
-        if object_ids:
-            image = preprocess(frame, self.image_size, self.device)
-            with torch.autocast(self.device.type, dtype=self._autocast_dtype, enabled=self.config.precision != "fp32"):
-                outputs = self._track_frame(state._bank, object_ids, image, frame_index, state._pending)
-        # The stream changes only now that the frame went through: a failure above (e.g. out of memory)
-        # leaves its objects and pending prompts as they were (memory is written last, in _track_frame).
-        state._absent_frames.extend([0] * (len(object_ids) - len(state._ids)))
-        state._ids = object_ids
-        state._pending.clear()
-        state.frame_index += 1
-        state.frame_size = frame_size
-        if outputs is None:
-            return self._empty_result(frame_index, frame_size)
-        return self._result(state, frame_index, frame_size, outputs)
+        return self.step_many([state], [frame])[0]
 
-    def _track_frame(
-        self,
-        bank: MemoryBank,
-        object_ids: List[int],
-        image: torch.Tensor,
-        frame_index: int,
-        pending: Dict[int, PreparedPrompt],
-    ) -> _FrameOutputs:
-        """Run the model for all objects (bank rows in the order of object_ids) on one frame and write
-        their memories into the bank."""
+    @torch.inference_mode()
+    def step_many(self, states: Sequence[StreamState], frames: Sequence[Frame]) -> List[TrackResult]:
+        """Step several streams (cameras) on one frame each, together; each result equals `step` on its own.
+
+        Batching: ONE image-encoder call takes the frames of every stream that has objects; the decoder of
+        tracked objects and the memory encoder each run once over the objects of all those streams (each
+        object reads its own frame's features); memory attention runs over the objects of all streams
+        whose memory readouts have one shape, except where it runs one object at a time anyway (eager on a
+        CPU), where each frame's objects stay together so that the frame's first self-attention runs once.
+        Prompted objects' decoder calls run per stream, per number of prompt points, as in `step`.
+        Fixed-shape backends run at most as many streams together as `warmup(max_streams=...)` prepared
+        (more run in groups of that many; results are the same).
+
+        Arguments:
+          states: the streams, each at most once.
+          frames: one frame per stream, in the same order (see `step`); sizes may differ.
+        Returns:
+          One TrackResult per stream, in order.
+        Raises:
+          TrackerInputError: a frame of the wrong shape or dtype; with several streams the message names
+            its position ("stream 1 of 3"). Nothing is changed then.
+          ValueError: as many streams as frames are needed, and no stream twice.
+        A failure anywhere (e.g. out of memory) leaves every stream as it was: memories and object states
+        are written only once every model call of every stream went through.
+        """
+        if len(states) != len(frames):
+            raise ValueError(f"step_many needs one frame per stream: {len(states)} streams, {len(frames)} frames")
+        if len({id(state) for state in states}) != len(states):
+            raise ValueError("step_many got the same stream twice")
+        steps = [_StreamStep.start(state, frame, self._checked_frame_size(frame, index, len(frames)))
+                 for index, (state, frame) in enumerate(zip(states, frames))]
+        for step in steps:
+            if step.state.frame_size is not None and step.frame_size != step.state.frame_size:
+                logger.warning(
+                    "frame size changed from %s to %s: tracking continues (memory is kept at the model "
+                    "resolution), outputs follow the new size",
+                    step.state.frame_size,
+                    step.frame_size,
+                )
+        active = [step for step in steps if step.object_ids]
+        group = self.runner.max_frames or max(len(active), 1)
+        with torch.autocast(self.device.type, dtype=self._autocast_dtype, enabled=self.config.precision != "fp32"):
+            for start in range(0, len(active), group):
+                self._track_frames(active[start:start + group])
+        results = [self._frame_result(step) for step in steps]
+        # Every stream changes only now that all frames went through: a failure above leaves their objects,
+        # memories and pending prompts as they were.
+        for step in active:
+            self._write_memory(step)
+        return [self._commit(step, *result) for step, result in zip(steps, results)]
+
+    def _checked_frame_size(self, frame: Frame, index: int, count: int) -> Tuple[int, int]:
+        """The (H, W) of a valid frame; TrackerInputError naming the frame's position among several."""
+        try:
+            return check_frame(frame)
+        except TrackerInputError as err:
+            if count == 1:
+                raise
+            raise TrackerInputError(f"stream {index} of {count}: {err}") from None
+
+    def _track_frames(self, steps: List["_StreamStep"]) -> None:
+        """Run the model for every object of `steps` on their frames and set each step's outputs and the
+        memory to write (nothing is written to any stream here).
+
+        Rows: every stream's objects in the order of its object_ids, the streams one after another; row r
+        belongs to frame row_frame[r] of the batch of images.
+        """
         model = self.model
         runner = self.runner
+        images = torch.cat([preprocess(step.frame, self.image_size, self.device) for step in steps])
         runner.begin_frame()
-        feat_s0, feat_s1, feat, pos = runner.encode_image(image)
-        num_objects = len(object_ids)
-        prompt_of_row = {row: pending.get(obj_id) for row, obj_id in enumerate(object_ids)}
-        known_rows = bank.cond_frames[:num_objects].ne(EMPTY).any(dim=1).tolist()
+        feat_s0, feat_s1, feat, pos = runner.encode_image(images)
+        pos = pos[:1]  # the position encoding is the same for every frame
+        row_frame: List[int] = []
+        prompt_of_row: Dict[int, Optional[PreparedPrompt]] = {}
+        known_rows: List[bool] = []
+        for index, step in enumerate(steps):
+            step.first_row = len(row_frame)
+            row_frame += [index] * len(step.object_ids)
+            prompt_of_row.update(zip(step.rows, step.prompts()))
+            known_rows += step.known_rows()
+        num_rows = len(row_frame)
 
         def expand(tensor: torch.Tensor, batch: int) -> torch.Tensor:
             return tensor.expand(batch, *tensor.shape[1:])
 
         decoded: Dict[int, Tuple[DecodeOutput, int]] = {}  # row -> (output of its group, index in the group)
-        # Known objects without a mask prompt are tracked from memory (refined ones too, first).
-        tracked_rows = [r for r in range(num_objects) if known_rows[r] and not _is_mask(prompt_of_row[r])]
+        # Known objects without a mask prompt are tracked from memory (refined ones too, first), all streams
+        # in one batch.
+        tracked_rows = [r for r in range(num_rows) if known_rows[r] and not _is_mask(prompt_of_row[r])]
         if tracked_rows:
             batch = len(tracked_rows)
             # Fixed-shape backends run a bucket of rows: the padding repeats the last object and is dropped.
             read_rows = tracked_rows + tracked_rows[-1:] * (runner.batch_for(batch) - batch)
-            compact = self.config.compact_memory and not runner.fixed_shapes
-            memory = bank.read(read_rows, frame_index, self.model_config.num_maskmem, feat.dtype, compact)
-            # feat, pos: batch 1, shared by all objects
-            feat_mem = runner.attend_memory(feat, pos, memory, self._memory_attention_batch)
-            decoded_rows = runner.decode_tracked(feat_mem, feat_s0, feat_s1)
+            feat_mem = self._attend_memory(steps, read_rows, feat, pos)
+            read_frames = [row_frame[r] for r in read_rows]
+            decoded_rows = runner.decode_tracked(
+                feat_mem, _frame_rows(feat_s0, read_frames), _frame_rows(feat_s1, read_frames)
+            )
             tracked = DecodeOutput(*(values[:batch] for values in decoded_rows))
             for i, row in enumerate(tracked_rows):
                 decoded[row] = (tracked, i)
+        # Prompted objects, stream by stream.
+        for index, step in enumerate(steps):
+            frame_feat = feat[index:index + 1]
+            frame_s0, frame_s1 = feat_s0[index:index + 1], feat_s1[index:index + 1]
             # Refinement clicks on known objects: memory features + clicks + the tracked mask logits.
-            refine_rows = [r for r in tracked_rows if prompt_of_row[r] is not None]
+            refine_rows = [r for r in tracked_rows if r in step.rows and prompt_of_row[r] is not None]
             for group in _group_by_num_points(refine_rows, prompt_of_row):
                 positions = torch.tensor([tracked_rows.index(r) for r in group], device=self.device)
                 prev_logits = tracked.low_res_masks.index_select(0, positions).float()
                 out = self._decode_points(
                     feat_mem.index_select(0, positions),
-                    feat_s0,
-                    feat_s1,
+                    frame_s0,
+                    frame_s1,
                     [prompt_of_row[r] for r in group],
                     prev_logits.clamp(-PREV_MASK_LOGIT_LIMIT, PREV_MASK_LOGIT_LIMIT),
                     is_init_cond_frame=False,
                 )
                 for i, row in enumerate(group):
                     decoded[row] = (out, i)
-        # New objects with clicks / a box: initial conditioning frames, no memory.
-        init_rows = [r for r in range(num_objects) if not known_rows[r] and not _is_mask(prompt_of_row[r])]
-        if init_rows:
-            feat_no_mem = model.no_memory_features(feat)
-            for group in _group_by_num_points(init_rows, prompt_of_row):
-                out = self._decode_points(
-                    expand(feat_no_mem, len(group)),
-                    feat_s0,
-                    feat_s1,
-                    [prompt_of_row[r] for r in group],
-                    None,
-                    is_init_cond_frame=True,
+            # New objects with clicks / a box: initial conditioning frames, no memory.
+            init_rows = [r for r in step.rows if not known_rows[r] and not _is_mask(prompt_of_row[r])]
+            if init_rows:
+                feat_no_mem = model.no_memory_features(frame_feat)
+                for group in _group_by_num_points(init_rows, prompt_of_row):
+                    out = self._decode_points(
+                        expand(feat_no_mem, len(group)),
+                        frame_s0,
+                        frame_s1,
+                        [prompt_of_row[r] for r in group],
+                        None,
+                        is_init_cond_frame=True,
+                    )
+                    for i, row in enumerate(group):
+                        decoded[row] = (out, i)
+            # Mask prompts (new or known objects): the mask is the output.
+            mask_rows = [r for r in step.rows if _is_mask(prompt_of_row[r])]
+            if mask_rows:
+                masks = torch.stack([prompt_of_row[r].mask for r in mask_rows])  # type: ignore[union-attr]
+                batch = len(mask_rows)
+                out = model.mask_as_output(
+                    expand(frame_feat, batch), expand(frame_s0, batch), expand(frame_s1, batch), masks
                 )
-                for i, row in enumerate(group):
+                # Meta encodes a prompted frame's memory from its low-res output upsampled to S x S, which for
+                # a mask prompt is a smoothed copy of the mask, not the mask itself.
+                size = (self.image_size, self.image_size)
+                smoothed = F.interpolate(out.low_res_masks.float(), size=size, mode="bilinear", align_corners=False)
+                out = out._replace(high_res_masks=smoothed)
+                for i, row in enumerate(mask_rows):
                     decoded[row] = (out, i)
-        # Mask prompts (new or known objects): the mask is the output.
-        mask_rows = [r for r in range(num_objects) if _is_mask(prompt_of_row[r])]
-        if mask_rows:
-            masks = torch.stack([prompt_of_row[r].mask for r in mask_rows])  # type: ignore[union-attr]
-            batch = len(mask_rows)
-            out = model.mask_as_output(expand(feat, batch), expand(feat_s0, batch), expand(feat_s1, batch), masks)
-            # Meta encodes a prompted frame's memory from its low-res output upsampled to S x S, which for
-            # a mask prompt is a smoothed copy of the mask, not the mask itself.
-            size = (self.image_size, self.image_size)
-            smoothed = F.interpolate(out.low_res_masks.float(), size=size, mode="bilinear", align_corners=False)
-            out = out._replace(high_res_masks=smoothed)
-            for i, row in enumerate(mask_rows):
-                decoded[row] = (out, i)
 
-        outputs = _gather_rows(decoded, num_objects)
-        prompted_rows = [r for r in range(num_objects) if prompt_of_row[r] is not None]
-        self._write_memory(bank, frame_index, feat, outputs, prompted_rows)
-        return outputs
+        outputs = _gather_rows(decoded, num_rows)
+        prompted_rows = [r for r in range(num_rows) if prompt_of_row[r] is not None]
+        mem_feat, mem_pos = self._encode_memory(_frame_rows(feat, row_frame), outputs, prompted_rows)
+        for step in steps:
+            rows = slice(step.first_row, step.first_row + len(step.object_ids))
+            step.outputs = _FrameOutputs(*(values[rows] for values in outputs))
+            step.memory = _NewMemory(
+                mem_feat=mem_feat[rows],
+                obj_ptr=step.outputs.obj_ptr,
+                mem_pos=mem_pos[0],
+                prompted_rows=[r - step.first_row for r in prompted_rows if r in step.rows],
+            )
+
+    def _attend_memory(
+        self, steps: List["_StreamStep"], rows: List[int], feat: torch.Tensor, pos: torch.Tensor
+    ) -> torch.Tensor:
+        """Memory-conditioned features (len(rows), C, h, w) of `rows` (ascending, padding repeats the last).
+
+        Each stream's rows are read from its bank; streams whose readouts have the same number of slots run
+        in one call. Where memory attention runs one row at a time anyway (memory_attention_batch 1, eager),
+        each stream runs alone: its frame's first self-attention, which reads no memory, then runs once.
+        """
+        runner = self.runner
+        compact = self.config.compact_memory and not runner.fixed_shapes
+        one_row_at_a_time = self._memory_attention_batch == 1 and not runner.fixed_shapes
+        parts: List[Tuple[int, MemoryReadout]] = []  # (frame, readout) of each stream with rows to read
+        groups: Dict[Tuple[int, ...], List[int]] = {}  # readout shape (and frame) -> positions in parts
+        for frame, step in enumerate(steps):
+            local = [r - step.first_row for r in rows if r in step.rows]
+            if local:
+                readout = step.state._bank.read(local, step.frame_index, self.model_config.num_maskmem, feat.dtype,
+                                                compact)
+                key = (readout.mem_feats.shape[1], readout.ptrs.shape[1]) + ((frame,) if one_row_at_a_time else ())
+                groups.setdefault(key, []).append(len(parts))
+                parts.append((frame, readout))
+        pieces: List[torch.Tensor] = [feat] * len(parts)  # every one replaced below
+        for members in groups.values():
+            sizes = [parts[m][1].mem_feats.shape[0] for m in members]
+            frames = [parts[m][0] for m, size in zip(members, sizes) for _ in range(size)]
+            memory = _concat_readouts([parts[m][1] for m in members])
+            out = runner.attend_memory(_frame_rows(feat, frames), pos, memory, self._memory_attention_batch)
+            for m, piece in zip(members, out.split(sizes)):
+                pieces[m] = piece
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
     def _decode_points(
         self,
@@ -694,7 +808,7 @@ class Tracker:
         mask_logits: Optional[torch.Tensor],
         is_init_cond_frame: bool,
     ) -> DecodeOutput:
-        """Decode B objects that all have P prompt points (features (B, 256, h, w))."""
+        """Decode B objects of one frame that all have P prompt points (features (B, 256, h, w))."""
         batch = features.shape[0]
         coords = torch.stack([p.points for p in prompts]).to(self.device)  # type: ignore[misc]
         labels = torch.stack([p.labels for p in prompts]).to(self.device)  # type: ignore[misc]
@@ -708,66 +822,81 @@ class Tracker:
             self.model.use_multimask(is_init_cond_frame, coords.shape[1]),
         )
 
-    def _write_memory(
-        self,
-        bank: MemoryBank,
-        frame_index: int,
-        feat: torch.Tensor,
-        outputs: _FrameOutputs,
-        prompted_rows: List[int],
-    ) -> None:
-        """Encode this frame's memory for every object in one batch and store it.
+    def _encode_memory(
+        self, feat: torch.Tensor, outputs: _FrameOutputs, prompted_rows: List[int]
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Encode this frame's memory of every row in one batch: (N, D, h, w) features and positions.
 
-        Prompted objects' masks are binarised (Meta: is_mask_from_pts=True for every prompted frame, mask
-        prompts included). To keep one memory-encoder batch, their logits become +-inf: the encoder's
-        sigmoid then yields exactly the 1.0 / 0.0 that binarisation gives.
+        feat is (1 or N, C, h, w): the frame's feature, or each row's frame's. Prompted objects' masks are
+        binarised (Meta: is_mask_from_pts=True for every prompted frame, mask prompts included). To keep one
+        memory-encoder batch, their logits become +-inf: the encoder's sigmoid then yields exactly the
+        1.0 / 0.0 that binarisation gives.
         """
-        num_objects = outputs.high_res_masks.shape[0]
         high_res = outputs.high_res_masks
         if prompted_rows and self.model_config.binarize_mask_from_pts_for_mem_enc:
-            is_prompted = torch.zeros(num_objects, 1, 1, 1, dtype=torch.bool, device=self.device)
+            is_prompted = torch.zeros(high_res.shape[0], 1, 1, 1, dtype=torch.bool, device=self.device)
             is_prompted[prompted_rows] = True
             hard = torch.where(high_res > 0, math.inf, -math.inf)
             high_res = torch.where(is_prompted, hard, high_res)
-        mem_feat, mem_pos = self.runner.encode_memory(feat, high_res, outputs.object_score_logits)
-        bank.mem_pos.copy_(mem_pos[0])
-        prompted = set(prompted_rows)
+        return self.runner.encode_memory(feat, high_res, outputs.object_score_logits)
+
+    def _write_memory(self, step: "_StreamStep") -> None:
+        """Store the frame's memory of every object of the stream (prompted ones as conditioning memory)."""
+        memory = step.memory
+        assert memory is not None, "_track_frames sets the memory of every stream with objects"
+        bank = step.state._bank
+        bank.mem_pos.copy_(memory.mem_pos)
+        num_objects = memory.mem_feat.shape[0]
+        prompted = set(memory.prompted_rows)
         tracked_rows = [r for r in range(num_objects) if r not in prompted]
         if len(tracked_rows) == num_objects:
-            bank.write_recent(tracked_rows, frame_index, mem_feat, outputs.obj_ptr)
+            bank.write_recent(tracked_rows, step.frame_index, memory.mem_feat, memory.obj_ptr)
             return
-        for rows, write in ((tracked_rows, bank.write_recent), (prompted_rows, bank.write_conditioning)):
+        for rows, write in ((tracked_rows, bank.write_recent), (memory.prompted_rows, bank.write_conditioning)):
             if rows:
                 index = torch.tensor(rows, device=self.device)
-                write(rows, frame_index, mem_feat.index_select(0, index), outputs.obj_ptr.index_select(0, index))
+                write(rows, step.frame_index, memory.mem_feat.index_select(0, index),
+                      memory.obj_ptr.index_select(0, index))
 
-    def _result(
-        self, state: StreamState, frame_index: int, frame_size: Tuple[int, int], outputs: _FrameOutputs
-    ) -> TrackResult:
-        """Turn the model outputs into a TrackResult at the frame's resolution and update object states."""
+    def _frame_result(self, step: "_StreamStep") -> Tuple[TrackResult, List[bool]]:
+        """The step's outputs at the frame's resolution, and whether each object is absent (object score
+        <= 0); object states are filled in by `_commit`."""
+        outputs = step.outputs
+        if outputs is None:
+            return self._empty_result(step.frame_index, step.frame_size), []
         low_res = outputs.low_res_masks.float()
-        logits = upsample_logits(low_res, frame_size)
+        logits = upsample_logits(low_res, step.frame_size)
         masks = logits > 0
         scores = outputs.object_score_logits.float()[:, 0]
-        absent = (scores <= 0).tolist()
-        states: List[ObjectState] = []
-        for row, is_absent in enumerate(absent):
-            state._absent_frames[row] = state._absent_frames[row] + 1 if is_absent else 0
-            if state._absent_frames[row] > self.config.lost_after_frames:
-                states.append(ObjectState.LOST)
-            else:
-                states.append(ObjectState.OCCLUDED if is_absent else ObjectState.TRACKING)
-        return TrackResult(
-            frame_index=frame_index,
-            object_ids=list(state._ids),
+        result = TrackResult(
+            frame_index=step.frame_index,
+            object_ids=list(step.object_ids),
             masks=masks,
             logits=logits,
             low_res_logits=low_res,
             ious=outputs.ious.float(),
             presence=torch.sigmoid(scores),
-            states=states,
+            states=[],
             boxes=boxes_from_masks(masks),
         )
+        return result, (scores <= 0).tolist()
+
+    def _commit(self, step: "_StreamStep", result: TrackResult, absent: List[bool]) -> TrackResult:
+        """Move the stream past the frame: its objects, cleared prompts, frame index and size, and the objects'
+        absence counts and states (the result gets those states)."""
+        state = step.state
+        state._absent_frames.extend([0] * (len(step.object_ids) - len(state._ids)))
+        state._ids = list(step.object_ids)
+        state._pending.clear()
+        state.frame_index += 1
+        state.frame_size = step.frame_size
+        for row, is_absent in enumerate(absent):
+            state._absent_frames[row] = state._absent_frames[row] + 1 if is_absent else 0
+            if state._absent_frames[row] > self.config.lost_after_frames:
+                result.states.append(ObjectState.LOST)
+            else:
+                result.states.append(ObjectState.OCCLUDED if is_absent else ObjectState.TRACKING)
+        return result
 
     def _empty_result(self, frame_index: int, frame_size: Tuple[int, int]) -> TrackResult:
         low = self.image_size // 4
@@ -783,6 +912,87 @@ class Tracker:
             states=[],
             boxes=torch.zeros(0, 4, device=self.device),
         )
+
+
+class _NewMemory(NamedTuple):
+    """One stream's memory of a frame, computed and not yet written (N objects, row order)."""
+
+    mem_feat: torch.Tensor  # (N, D, h, w)
+    obj_ptr: torch.Tensor  # (N, C) float32
+    mem_pos: torch.Tensor  # (D, h, w) the memory encoder's position encoding
+    prompted_rows: List[int]  # rows whose memory is a conditioning memory
+
+
+@dataclass
+class _StreamStep:
+    """One stream's part of a step: its objects on this frame, its rows among all streams', and what the
+    model computed for it (outputs, memory to write) before anything of the stream changes."""
+
+    state: StreamState
+    frame: Frame
+    frame_size: Tuple[int, int]
+    frame_index: int
+    object_ids: List[int]  # tracked objects, then new ones whose first prompt is pending (row order)
+    first_row: int = 0  # its first row among the rows of all streams of its model calls
+    outputs: Optional[_FrameOutputs] = None
+    memory: Optional[_NewMemory] = None
+
+    @classmethod
+    def start(cls, state: StreamState, frame: Frame, frame_size: Tuple[int, int]) -> "_StreamStep":
+        return cls(state, frame, frame_size, state.frame_index, state.object_ids)
+
+    @property
+    def rows(self) -> range:
+        """Its rows among the rows of all streams."""
+        return range(self.first_row, self.first_row + len(self.object_ids))
+
+    def prompts(self) -> List[Optional[PreparedPrompt]]:
+        """The pending prompt of each object (None: tracked from memory only)."""
+        return [self.state._pending.get(obj_id) for obj_id in self.object_ids]
+
+    def known_rows(self) -> List[bool]:
+        """Whether each object has a memory (was prompted on an earlier frame)."""
+        return self.state._bank.cond_frames[: len(self.object_ids)].ne(EMPTY).any(dim=1).tolist()
+
+
+def _frame_rows(tensor: torch.Tensor, row_frame: List[int]) -> torch.Tensor:
+    """A frame feature (F, ...) for rows reading frames `row_frame`: batch 1 (a view, shared by every row)
+    when they all read one frame, else one copy per row (index_select; SAM 2's components take either)."""
+    first = row_frame[0]
+    if all(frame == first for frame in row_frame):
+        return tensor[first:first + 1]
+    return tensor.index_select(0, torch.tensor(row_frame, device=tensor.device))
+
+
+def _concat_readouts(readouts: List[MemoryReadout]) -> MemoryReadout:
+    """The rows of several readouts with the same slot counts as one readout (the first one unchanged).
+
+    The spatial position encoding of memory slots is the memory encoder's, the same in every stream's
+    bank: the first readout's, expanded over all rows, serves them all without a copy.
+    """
+    if len(readouts) == 1:
+        return readouts[0]
+    first = readouts[0]
+    rows = sum(readout.mem_feats.shape[0] for readout in readouts)
+
+    def cat(name: str) -> torch.Tensor:
+        return torch.cat([getattr(readout, name) for readout in readouts])
+
+    return MemoryReadout(
+        mem_feats=cat("mem_feats"),
+        mem_pos=first.mem_pos[:1].expand(rows, *first.mem_pos.shape[1:]),
+        mem_tpos_index=cat("mem_tpos_index"),
+        mem_valid=cat("mem_valid"),
+        ptrs=cat("ptrs"),
+        ptr_tpos=cat("ptr_tpos"),
+        ptr_valid=cat("ptr_valid"),
+    )
+
+
+def _spread(rows: int, max_streams: int) -> List[int]:
+    """`rows` objects spread as evenly as possible over min(max_streams, rows) streams."""
+    streams = min(max_streams, rows)
+    return [rows // streams + (1 if index < rows % streams else 0) for index in range(streams)]
 
 
 def _is_mask(prompt: Optional[PreparedPrompt]) -> bool:
@@ -835,8 +1045,12 @@ def _as_float_array(value: ArrayLike, name: str) -> np.ndarray:
     return array
 
 
-def _frame_size(frame: Frame) -> Tuple[int, int]:
-    """Check a frame's type, shape and dtype; return its (H, W)."""
+def check_frame(frame: Frame) -> Tuple[int, int]:
+    """The (H, W) of a frame `Tracker.step` accepts (see its `frame` argument).
+
+    Raises:
+      TrackerInputError: not a numpy array or tensor, wrong shape or dtype, or empty.
+    """
     if isinstance(frame, np.ndarray):
         if frame.ndim != 3 or frame.shape[2] != 3:
             raise TrackerInputError(f"a numpy frame must be (H, W, 3) RGB, got shape {frame.shape}")

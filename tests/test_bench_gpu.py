@@ -38,3 +38,21 @@ def test_gpu_benchmark_smoke_runs_every_variant_on_cpu(tmp_path: Path) -> None:
     # the table comes last: header, separator, one line per run
     last_lines = done.stdout.strip().splitlines()[-8:]
     assert last_lines[0].startswith("| variant |") and all(line.startswith("|") for line in last_lines)
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_cameras_mode_runs_on_cpu(tmp_path: Path) -> None:
+    """`--cameras`: our variants tracking 1 and 2 streams together, warmed up for 2 (nothing compiled after)."""
+    out = tmp_path / "cameras.json"
+    done = subprocess.run(
+        [sys.executable, "bench/gpu.py", "--device", "cpu", "--smoke", "--cameras", "1", "2", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=1200,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = json.loads(out.read_text())["cameras"]
+    assert {(line["variant"], line["cameras"]) for line in lines} == {
+        (variant, k) for variant in ("ours eager", "ours compile") for k in (1, 2)}
+    for line in lines:
+        assert line["status"] == "ok" and line["fps"] > 0 and line["compiled_after_warmup"] == 0, line
+        assert line["fps_vs_one_camera"] == 1.0 if line["cameras"] == 1 else line["fps_vs_one_camera"] > 0
+    assert done.stdout.strip().splitlines()[-1].startswith("goals: ")

@@ -152,3 +152,63 @@ def test_a_slow_camera_and_a_fast_one_both_get_their_share_of_a_slow_model(camer
     assert len(processed["rear"]) >= 5 and len(processed["front"]) >= 5, processed
     assert abs(len(processed["front"]) - len(processed["rear"])) <= 2, processed
     assert len(processed["front"]) < len(sent["front"]) / 2, (len(processed["front"]), len(sent["front"]))
+
+
+def test_a_round_tracks_every_camera_in_one_batch_and_a_failing_camera_costs_the_others_nothing(
+    rclpy_context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process node, its worker's round called directly: one step_many for the cameras of a round; a
+    rejected image leaves its camera out (counted); a failing batch is retried per camera, and the camera
+    that fails alone is counted while the other is published."""
+    import numpy as np
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    from sam2_ros.conversions import numpy_to_image
+    from sam2_ros.node import TrackerNode
+    from sam2_ros.requests import PromptRequest
+    from sam2_ros.worker import IMAGES_REJECTED, WORKER_ERRORS
+
+    overrides = [Parameter("image_size", value=64), Parameter("device", value="cpu"),
+                 Parameter("allow_random_weights", value=True), Parameter("cameras", value=["front", "rear"])]
+    node = TrackerNode(context=rclpy_context, parameter_overrides=overrides)
+    try:
+        assert node.start()
+        tracker = node._session.tracker
+        front, rear = node._cameras["front"], node._cameras["rear"]
+        batches = []
+        step_many = tracker.step_many
+        monkeypatch.setattr(tracker, "step_many", lambda streams, frames: batches.append(
+            [s is front.stream for s in streams]) or step_many(streams, frames))
+
+        def image(width: int, height: int, encoding: str = "rgb8") -> Image:
+            msg = numpy_to_image(np.full((height, width, 3), 90, dtype=np.uint8), "rgb8", Header(frame_id="x"))
+            msg.encoding = encoding
+            return msg
+
+        def processed() -> tuple:
+            return front.stats.frames_processed, rear.stats.frames_processed
+
+        node._process({"front": (image(64, 48), 0.0), "rear": (image(32, 48), 0.0)})
+        assert batches == [[True, False]] and processed() == (1, 1)
+        for camera, point in ((front, [(20.0, 20.0)]), (rear, [(10.0, 30.0)])):
+            camera.book.submit_prompt(PromptRequest.from_message(make_prompt(1, points=point, labels=[1])))
+        node._process({"front": (image(64, 48), 0.0), "rear": (image(32, 48, encoding="weird"), 0.0)})
+        assert batches[-1] == [True] and processed() == (2, 1)  # the rejected image: left out of the batch
+        assert rear.stats.errors[IMAGES_REJECTED] == 1 and front.stats.errors[IMAGES_REJECTED] == 0
+
+        def rear_fails(streams, frames):  # so does every batch with it (`step` is a batch of one)
+            if any(stream is rear.stream for stream in streams):
+                raise RuntimeError("rear failed")
+            return step_many(streams, frames)
+
+        monkeypatch.setattr(tracker, "step_many", rear_fails)
+        node._process({"front": (image(64, 48), 0.0), "rear": (image(32, 48), 0.0)})
+        assert processed() == (3, 1) and front.stream.object_ids == [1]
+        assert rear.stats.errors[WORKER_ERRORS] == 1 and front.stats.errors[WORKER_ERRORS] == 0
+        # rear's stream did not move: its prompt (applied this round) waits for its next frame
+        assert rear.stream.object_ids == [1] and rear.stream.frame_index == 1
+    finally:
+        node.stop()
+        node.destroy_node()

@@ -141,7 +141,8 @@ class MemoryAttention(nn.Module):
         """Condition the current frame's features on memories.
 
         curr, curr_pos: (B, HW, d_model) features of the current frame (row-major h x w grid) and their
-          positional encoding; batch 1 is broadcast to all B memories (several objects of one frame).
+          positional encoding; batch 1 is broadcast to all B memories (several objects of one frame), and
+          curr_pos may have batch 1 with curr of batch B (rows of several frames share one encoding).
         memory, memory_pos: (B, Nm, mem_dim) keys/values and their positional encoding: first
           Nm - num_obj_ptr_tokens tokens are whole h x w memory slots (RoPE repeated per slot), the last
           num_obj_ptr_tokens are object-pointer tokens (no RoPE).
@@ -155,7 +156,7 @@ class MemoryAttention(nn.Module):
         runs once for all B rows.
         """
         batch = memory.shape[0]
-        if curr.shape[0] not in (1, batch) or curr_pos.shape[0] != curr.shape[0]:
+        if curr.shape[0] not in (1, batch) or curr_pos.shape[0] not in (1, curr.shape[0]):
             raise ValueError(
                 f"batch of curr ({curr.shape[0]}), curr_pos ({curr_pos.shape[0]}) and memory ({batch}) differ"
             )

@@ -266,7 +266,8 @@ class SAM2Model(nn.Module):
 
         Arguments:
           feat, pos: (B, C, h, w) image feature and its position encoding (forward_image); batch 1 serves
-            all B objects of one frame (and their first self-attention runs once).
+            all B objects of one frame (and their first self-attention runs once). Rows of several frames
+            pass one feature per row (B) with pos of batch 1 (the encoding is the same for every frame).
           mem_feats, mem_pos: (B, M, D, h, w) memories and their position encodings (encode_memory).
           mem_tpos_index: (B, M) long, row of maskmem_tpos_enc of each slot, i.e. num_maskmem - t_pos - 1
             (t_pos = 0 for conditioning frames, num_maskmem - t_rel for the frame t_rel frames back).
