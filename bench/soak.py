@@ -13,8 +13,8 @@ Figures of the node's process: RSS (VmRSS), threads (/proc/<pid>/task), open fil
 and the Python heap (tracemalloc runs in the node's process; SIGUSR1 makes it print the traced size), at the
 end of the warm-up and at the end; error counters from the node's /diagnostics.
 
-Lifecycle cycling (--lifecycle-cycles N): the node starts unconfigured (autostart false) and goes, after one or
-more warm-up cycles (until every executor thread exists), N times through configure -> activate -> --cycle-frames frames with two objects -> deactivate -> cleanup, via the
+Lifecycle cycling (--lifecycle-cycles N): the node starts unconfigured (autostart false) and goes, after one
+warm-up cycle, N times through configure -> activate -> --cycle-frames frames with two objects -> deactivate -> cleanup, via the
 standard lifecycle services; after each cycle its threads, fds, RSS and heap are read, and the ROS graph is
 checked: one publisher per output topic and the node's services while configured, image and prompt
 subscriptions while active, none of them after cleanup.
@@ -68,12 +68,6 @@ REQUEST_PERIOD = 100
 # The node's output topics and services (lifecycle cycling checks each appears once, and goes with cleanup).
 OUTPUT_TOPICS = ("masks", "objects", "overlay")
 REQUEST_SERVICES = ("add_prompt", "remove_objects", "reset")
-# Threads of the node's executor are named so (Python's ThreadPoolExecutor, which rclpy's executor uses).
-EXECUTOR_POOL_PREFIX = "ThreadPoolExecutor"
-# The warm-up goes on at most this many times its length, until every executor thread exists.
-MAX_WARMUP_FACTOR = 10
-# Lifecycle cycling: at most this many warm-up cycles, until every executor thread exists.
-MAX_WARMUP_CYCLES = 10
 # The node prints this, then a JSON object, on SIGUSR1 (see `serve_node`).
 HEAP_MARKER = "SOAK_HEAP "
 # The goal of issue 10: RSS growth after warm-up, over 10,000 frames.
@@ -484,14 +478,6 @@ def error_counts(diagnostics: Mapping[str, str]) -> Dict[str, int]:
     return {name: int(diagnostics[name]) for name in FAULT_COUNTERS}
 
 
-def executor_threads_started(node: NodeProcess) -> bool:
-    """Whether every thread of the node's executor exists (its thread pool starts them as callbacks overlap)."""
-    from sam2_ros.node import EXECUTOR_THREADS
-
-    pool = [name for name in node.report()["threads"] if name.startswith(EXECUTOR_POOL_PREFIX)]
-    return len(pool) >= EXECUTOR_THREADS
-
-
 def run_soak(node: NodeProcess, client: SoakClient, frames: int, warmup_frames: int,
              frame_size: Tuple[int, int], report_every: int, emit: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
     """Drive an active node with a warm-up and `frames` lock-step frames, with the scheduled requests.
@@ -499,16 +485,12 @@ def run_soak(node: NodeProcess, client: SoakClient, frames: int, warmup_frames: 
     Arguments:
       node, client: the node's process and the DDS client of it.
       frames: frames measured after the warm-up.
-      warmup_frames: frames before the start figures are read, at least; the warm-up goes on (up to
-        MAX_WARMUP_FACTOR times longer) until every executor thread exists, so that the start figures hold
-        every thread the node will ever have.
+      warmup_frames: frames before the start figures are read.
       frame_size: (W, H) of the camera frames.
       report_every: emit a progress line every this many measured frames.
       emit: receives the progress lines.
     Returns:
       The summary (see the module docstring).
-    Raises:
-      RuntimeError: the executor's threads never all started.
     """
     from bench.track import synthetic_video
 
@@ -528,11 +510,8 @@ def run_soak(node: NodeProcess, client: SoakClient, frames: int, warmup_frames: 
         objects_lost += int(ids != requests.expected)
         return ids
 
-    while index < warmup_frames or not executor_threads_started(node):
-        if index >= MAX_WARMUP_FACTOR * max(warmup_frames, REQUEST_PERIOD):
-            raise RuntimeError(f"the node's executor threads did not all start in {index} frames")
+    while index < warmup_frames:
         next_frame()
-    warmup_frames = index
     warm, heap_warm, measured_start = node.figures(), node.heap_mib(), time.monotonic()
     for measured in range(1, frames + 1):
         ids = next_frame()
@@ -670,25 +649,19 @@ def run_cycle(node: NodeProcess, client: SoakClient, cycle: int, frames: int,
 
 def run_lifecycle_cycles(node: NodeProcess, client: SoakClient, cycles: int, frames: int,
                          frame_size: Tuple[int, int], emit: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
-    """Warm-up cycles, then `cycles` measured lifecycle cycles of an unconfigured node (`run_cycle`).
+    """A warm-up cycle, then `cycles` measured lifecycle cycles of an unconfigured node (`run_cycle`).
 
-    The warm-up lasts one cycle, or more until every executor thread exists (its thread pool starts them as
-    callbacks overlap, at most MAX_WARMUP_CYCLES cycles): the measured cycles then start from every thread the
-    node will ever have. Returns the summary: the figures of every measured cycle (lists, first one first), the
+    Returns the summary: the figures of every measured cycle (lists, first one first), the
     node's figures before the first cycle, and the objects lost and graph problems of all cycles (none expected).
 
     Raises:
-      RuntimeError: a transition failed, or the executor threads never all started.
+      RuntimeError: a transition failed.
     """
     before = node.figures()
     results: List[CycleFigures] = []
-    warmup = 0
-    while warmup == 0 or not executor_threads_started(node):
-        if warmup >= MAX_WARMUP_CYCLES:
-            raise RuntimeError(f"the node's executor threads did not all start in {warmup} cycles")
-        warmup += 1
-        results.append(run_cycle(node, client, warmup, frames, frame_size))
-        emit({"warmup": True, **asdict(results[-1])})
+    warmup = 1
+    results.append(run_cycle(node, client, warmup, frames, frame_size))
+    emit({"warmup": True, **asdict(results[-1])})
     for cycle in range(warmup + 1, warmup + cycles + 1):
         results.append(run_cycle(node, client, cycle, frames, frame_size))
         emit(asdict(results[-1]))

@@ -9,7 +9,7 @@ validation), `requests` (prompt / remove / reset requests, validated and answere
 frame), `worker` (latest-frame slots, the worker thread, statistics), `outputs` and `overlay` (messages).
 
 One model serves every camera of the `cameras` parameter (default: one camera with the plain topic names).
-Threads: the executor's threads run the callbacks; ONE worker thread runs the model. Image callbacks only put
+Threads: one single-threaded executor runs the callbacks; ONE worker thread runs the model. Image callbacks only put
 the message into their camera's one-slot buffer (`sam2_ros.worker`). Each round, the worker takes the newest
 frame of every camera that has one and tracks them in ONE batched step (`Tracker.step_many`: one image-encoder
 batch, the objects of all cameras together); an image that cannot be decoded leaves only its camera out, and
@@ -43,9 +43,8 @@ import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import InvalidHandle
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -80,9 +79,10 @@ RANDOM_WEIGHTS_WARNING_PERIOD_S = 5.0
 # Each kind of error is logged at most once per camera in this many seconds (the counters count every one;
 # the others are logged at debug level).
 ERROR_LOG_PERIOD_S = 5.0
-# Executor threads: images, requests (services + prompt topics) and timers each get one, plus one spare so a
-# slow subscriber callback never delays a service answer.
-EXECUTOR_THREADS = 4
+# The node spins one single-threaded executor: every callback is short (an image is stored for the worker, a
+# request validated and queued, a diagnostics message built), the model runs on the worker thread. rclpy's
+# MultiThreadedExecutor cost ~50-60 % of a core while images flowed and halved the frame rate on 2 cores
+# (bench/RESULTS.md, "Several cameras").
 
 # Images: keep only the newest sample (depth 1); reliability is a parameter.
 _RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
@@ -222,9 +222,6 @@ class TrackerNode(LifecycleNode):
         self._overlay_alpha = float(self.get_parameter("overlay_alpha").value)
         self._diagnostics_window = float(self.get_parameter("diagnostics_window").value)
 
-        # Services and prompts share a group; images have their own: neither waits for the other.
-        self._request_group = MutuallyExclusiveCallbackGroup()
-        self._image_group = MutuallyExclusiveCallbackGroup()
         self._last_error_log: Dict[Tuple[str, str], float] = {}
         self._status = "unconfigured"
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
@@ -288,10 +285,9 @@ class TrackerNode(LifecycleNode):
         self._cameras = {name: Camera(name, self._create_publishers(name))
                          for name in self.get_parameter("cameras").value}
         self._request_services = [
-            self.create_service(AddPrompt, "~/add_prompt", self._on_add_prompt, callback_group=self._request_group),
-            self.create_service(RemoveObjects, "~/remove_objects", self._on_remove_objects,
-                                callback_group=self._request_group),
-            self.create_service(Reset, "~/reset", self._on_reset, callback_group=self._request_group),
+            self.create_service(AddPrompt, "~/add_prompt", self._on_add_prompt),
+            self.create_service(RemoveObjects, "~/remove_objects", self._on_remove_objects),
+            self.create_service(Reset, "~/reset", self._on_reset),
         ]
         self._diagnostics_timer = self.create_timer(
             float(self.get_parameter("diagnostics_period").value), self._publish_diagnostics
@@ -401,22 +397,18 @@ class TrackerNode(LifecycleNode):
         on_image = functools.partial(self._on_image, camera)
         if settings.use_compressed:
             image_sub = self.create_subscription(CompressedImage, camera_topic(camera.name, "image/compressed"),
-                                                 on_image, qos, callback_group=self._image_group)
+                                                 on_image, qos)
         else:
-            image_sub = self.create_subscription(Image, camera_topic(camera.name, "image"), on_image, qos,
-                                                 callback_group=self._image_group)
+            image_sub = self.create_subscription(Image, camera_topic(camera.name, "image"), on_image, qos)
         prompt_sub = self.create_subscription(Prompt, camera_topic(camera.name, "prompts"),
-                                              functools.partial(self._on_prompt, camera), PROMPT_QOS,
-                                              callback_group=self._request_group)
+                                              functools.partial(self._on_prompt, camera), PROMPT_QOS)
         subscriptions = [image_sub, prompt_sub, self.create_subscription(
             DetectionArray, camera_topic(camera.name, "detection_boxes"),
-            functools.partial(self._on_detections, camera, detections_from_array), DETECTION_QOS,
-            callback_group=self._request_group)]
+            functools.partial(self._on_detections, camera, detections_from_array), DETECTION_QOS)]
         if Detection2DArray is not None:
             subscriptions.append(self.create_subscription(
                 Detection2DArray, camera_topic(camera.name, "detections_in"),
-                functools.partial(self._on_detections, camera, detections_from_vision), DETECTION_QOS,
-                callback_group=self._request_group))
+                functools.partial(self._on_detections, camera, detections_from_vision), DETECTION_QOS))
         return subscriptions
 
     @_logged_transition
@@ -784,11 +776,11 @@ class _RosLogHandler(logging.Handler):
             self._logger.info(message)
 
 
-def _spin(executor: MultiThreadedExecutor, stop: threading.Event) -> None:
+def _spin(executor: Executor, stop: threading.Event) -> None:
     """Spin until the executor is shut down; a context shut down from outside also ends the node.
 
-    A lifecycle transition destroys publishers, subscriptions and services on an executor thread while the
-    spinning thread may be collecting them for its wait set: rclpy (Humble to Kilted) then raises InvalidHandle
+    Stopping the node from the main thread (deactivate, cleanup) destroys publishers, subscriptions and
+    services while the spinning thread may be collecting them for its wait set: rclpy (Humble to Kilted) then raises InvalidHandle
     in the spinning thread (ros2/rclpy#1206, #1284), which would end it and leave the node deaf. The destroyed
     entity is no longer listed by the next round, so spinning simply goes on.
     """
@@ -820,7 +812,7 @@ def main(args: Optional[Sequence[str]] = None) -> int:
         library_logger = logging.getLogger("sam2_rt")
         library_logger.addHandler(handler)
         library_logger.setLevel(logging.INFO)
-        executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         spinner = threading.Thread(target=_spin, args=(executor, stop), name="sam2_executor")
         try:

@@ -40,13 +40,12 @@ from ros_client import (  # noqa: E402
     wait_until_stable,
 )
 
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from sam2_ros.msg import Prompt  # noqa: E402
-from sam2_ros.node import ERROR_LOG_PERIOD_S, EXECUTOR_THREADS, _spin  # noqa: E402
+from sam2_ros.node import ERROR_LOG_PERIOD_S, _spin  # noqa: E402
 from sam2_ros.requests import MAX_QUEUED_REQUESTS  # noqa: E402
 from sam2_ros.srv import AddPrompt, RemoveObjects, Reset  # noqa: E402
 
@@ -291,39 +290,36 @@ def logged_lines(output: OutputReader, counter: str) -> int:
 
 
 def test_the_spinning_thread_survives_entities_destroyed_while_it_collects_them(ros_context) -> None:
-    """A lifecycle transition destroys entities on an executor thread while the spinning thread collects them.
+    """Entities destroyed in another thread while the spinning thread collects them for its wait set.
 
+    The node's main thread does so when it stops the node (deactivate, cleanup) while the executor spins.
     rclpy (Humble to Kilted) then raises InvalidHandle in the spinning thread (ros2/rclpy#1206); the node's
-    `_spin` goes on spinning. Here a timer destroys and recreates a subscription and a publisher every
-    millisecond beside 200 other subscriptions (a long wait-set collection): without the retry in `_spin` the
-    thread died after 51 to 900 rounds on the 2-core machine (and lifecycle cycling under load hung the node
-    in its 8th and 12th cycles).
+    `_spin` goes on spinning. Here a thread destroys and recreates a subscription and a publisher 1,000 times
+    beside 200 other subscriptions (a long wait-set collection); with a multi-threaded executor, whose
+    transitions ran on a pool thread, this killed the spinning thread after 51 to 900 rounds on the 2-core
+    machine without the retry in `_spin` (and lifecycle cycling under load hung the node in its 8th and 12th
+    cycles).
     """
     node = Node("churning_node", context=ros_context)
     for k in range(200):
         node.create_subscription(String, f"churn_{k}", lambda msg: None, 10)
     entities: List = []
     rounds: List[int] = []
-
-    def churn() -> None:
-        for entity in entities:
-            (node.destroy_subscription if entity in node.subscriptions else node.destroy_publisher)(entity)
-        entities[:] = [node.create_subscription(String, "churned", lambda msg: None, 10,
-                                                callback_group=MutuallyExclusiveCallbackGroup()),
-                       node.create_publisher(String, "churned_out", 10)]
-        rounds.append(len(rounds))
-
-    churner = node.create_timer(0.001, churn, callback_group=MutuallyExclusiveCallbackGroup())
     ticks: List[int] = []
     node.create_timer(0.01, lambda: ticks.append(len(ticks)))
-    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS, context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(node)
     stop = threading.Event()
     spinner = threading.Thread(target=_spin, args=(executor, stop))
     spinner.start()
     try:
-        assert wait_until(lambda: len(rounds) >= 1000 or not spinner.is_alive(), timeout=300.0), len(rounds)
-        node.destroy_timer(churner)
+        while len(rounds) < 1000 and spinner.is_alive():
+            for entity in entities:
+                (node.destroy_subscription if entity in node.subscriptions else node.destroy_publisher)(entity)
+            entities[:] = [node.create_subscription(String, "churned", lambda msg: None, 10),
+                           node.create_publisher(String, "churned_out", 10)]
+            rounds.append(len(rounds))
+            time.sleep(0.001)
         ticked = len(ticks)
         assert spinner.is_alive() and not stop.is_set(), f"the spinning thread ended after {len(rounds)} rounds"
         assert wait_until(lambda: len(ticks) >= ticked + 5, timeout=30.0), "the executor no longer serves"
