@@ -12,7 +12,7 @@ that names the problem; numpy's own IndexError/ValueError never escape.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -150,15 +150,64 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     return np.ascontiguousarray(array) if code is None else cv2.cvtColor(array, code)
 
 
+# Decoded pixels a compressed image may have (8192 x 8192: 192 MiB as RGB; an 8K UHD frame has 33 M). A PNG or
+# JPEG can declare far more pixels than its bytes suggest (a 30000 x 30000 PNG of one colour is a few MB and
+# decodes to 2.5 GiB): the size in its header is checked before OpenCV allocates anything.
+MAX_DECODED_PIXELS = 8192 * 8192
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic; not DHT C4, JPG C8, DAC CC).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Markers without a length field: TEM, RSTn, SOI, EOI.
+_JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xDA)])
+
+
+def compressed_size(data: Any) -> Optional[Tuple[int, int]]:
+    """(width, height) declared by a PNG or JPEG header (bytes or a memoryview), without decoding; None for
+    other data, or a header that ends before the size."""
+    if data[:8] == _PNG_SIGNATURE:
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            return None
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    at = 2
+    while at + 1 < len(data):
+        if data[at] != 0xFF:
+            return None  # not at a marker: a corrupt stream (OpenCV reports it)
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            at += 2
+            continue
+        if at + 4 > len(data):
+            return None
+        if marker in _JPEG_SOF:
+            if at + 9 > len(data):
+                return None
+            return int.from_bytes(data[at + 7 : at + 9], "big"), int.from_bytes(data[at + 5 : at + 7], "big")
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+    return None
+
+
 def compressed_to_rgb(msg: Any) -> np.ndarray:
     """Decode a ``sensor_msgs/CompressedImage`` (jpeg or png, any channel count) to (H, W, 3) uint8 RGB.
 
     Raises:
-      ImageConversionError: empty data or data OpenCV cannot decode.
+      ImageConversionError: empty data, data OpenCV cannot decode, or a header declaring more than
+      MAX_DECODED_PIXELS pixels (checked before decoding).
     """
-    data = np.frombuffer(_byte_view(msg.data), dtype=np.uint8)
+    view = _byte_view(msg.data)
+    data = np.frombuffer(view, dtype=np.uint8)
     if data.size == 0:
         raise ImageConversionError(f"compressed image ({msg.format!r}) has no data")
+    size = compressed_size(view)
+    if size is not None and size[0] * size[1] > MAX_DECODED_PIXELS:
+        raise ImageConversionError(f"compressed image ({msg.format!r}) declares {size[0]} x {size[1]} pixels, more "
+                                   f"than the {MAX_DECODED_PIXELS} this decoder accepts (8192 x 8192)")
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ImageConversionError(f"cannot decode compressed image of format {msg.format!r} ({data.size} bytes)")

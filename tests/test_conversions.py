@@ -17,6 +17,8 @@ from sam2_ros.conversions import (
     numpy_to_image,
     rgb_to_compressed,
 )
+from sam2_rt import image_messages
+from sam2_rt.image_messages import MAX_DECODED_PIXELS, compressed_size, encode_compressed
 
 HEADER = Header(stamp=Time(sec=12, nanosec=345), frame_id="camera_optical")
 
@@ -169,3 +171,38 @@ def test_label_image_rejects_values_that_are_not_ids() -> None:
         label_image(np.full((2, 2), 70000, np.int64))
     with pytest.raises(ImageConversionError, match="2-D integer"):
         label_image(np.zeros((2, 2), np.float32))
+
+
+@pytest.mark.parametrize("image_format", ["png", "jpeg"])
+def test_compressed_size_reads_the_header_without_decoding(image_format: str) -> None:
+    data = encode_compressed(np.zeros((23, 37, 3), dtype=np.uint8), image_format)
+    assert compressed_size(data) == compressed_size(memoryview(data)) == (37, 23)
+    assert compressed_size(data[:12]) is None and compressed_size(b"GIF89a" + data) is None
+
+
+def declaring(image_format: str, width: int, height: int) -> bytes:
+    """A small encoded image whose header is edited to declare width x height pixels."""
+    data = bytearray(encode_compressed(np.zeros((16, 16, 3), dtype=np.uint8), image_format))
+    if image_format == "png":
+        data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    else:
+        frame = data.index(b"\xff\xc0")  # baseline start of frame: length, precision, height, width
+        data[frame + 5 : frame + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    assert compressed_size(bytes(data)) == (width, height)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("image_format", ["png", "jpeg"])
+def test_a_compressed_image_declaring_too_many_pixels_is_refused_before_decoding(image_format: str,
+                                                                                 monkeypatch) -> None:
+    # 30000 x 30000 would decode to 2.5 GiB: refused from the header, OpenCV never called.
+    monkeypatch.setattr(image_messages.cv2, "imdecode", lambda *args: pytest.fail("decoded"))
+    msg = CompressedImage(format=image_format, data=declaring(image_format, 30000, 30000))
+    with pytest.raises(ImageConversionError, match="declares 30000 x 30000 pixels"):
+        compressed_to_rgb(msg)
+    assert MAX_DECODED_PIXELS == 8192 * 8192
+    # One pixel row more than the limit allows is refused too; the limit itself passes to OpenCV.
+    with pytest.raises(ImageConversionError, match="declares 8192 x 8193 pixels"):
+        compressed_to_rgb(CompressedImage(format=image_format, data=declaring(image_format, 8192, 8193)))
+    with pytest.raises(pytest.fail.Exception, match="decoded"):
+        compressed_to_rgb(CompressedImage(format=image_format, data=declaring(image_format, 8192, 8192)))
