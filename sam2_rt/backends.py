@@ -49,7 +49,7 @@ from sam2_rt.export import COMPONENTS, component_module, tracking_prompt
 from sam2_rt.memory import MemoryReadout
 from sam2_rt.modeling.sam2 import DecodeOutput, SAM2Model
 
-LOG = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 BACKENDS = BACKEND_NAMES
 # Fallback order when a backend is unavailable.
@@ -408,8 +408,8 @@ class _CountingCompiler:
         rows, per_row_frames = self.shape
         self.runner.compilations[self.component] += 1
         self.runner.events.append(CompileEvent(self.component, rows, "compiled", seconds, per_row_frames))
-        LOG.info("compiled %s for %d row(s)%s in %.1f s", self.component, rows,
-                 " of several frames" if per_row_frames else "", seconds)
+        logger.info("compiled %s for %d row(s)%s in %.1f s", self.component, rows,
+                    " of several frames" if per_row_frames else "", seconds)
         return compiled
 
 
@@ -485,12 +485,12 @@ def make_runner(model: SAM2Model, options: RunnerOptions) -> Tuple[EagerRunner, 
     device = next(model.parameters()).device
     choice = resolve_backend(options.backend, device)
     for reason in choice.reasons:
-        LOG.warning("backend %r unavailable, falling back: %s", options.backend, reason)
+        logger.warning("backend %r unavailable, falling back: %s", options.backend, reason)
     buckets = object_buckets(options.max_objects)
     cuda_graphs = options.cuda_graphs
     if cuda_graphs and (choice.used != "compile" or device.type != "cuda"):
-        LOG.warning("CUDA graphs need the compile backend on a CUDA device (running %s on %s): not used",
-                    choice.used, device)
+        logger.warning("CUDA graphs need the compile backend on a CUDA device (running %s on %s): not used",
+                       choice.used, device)
         cuda_graphs = False
     if choice.used == "eager":
         return EagerRunner(model), choice

@@ -54,7 +54,7 @@ from sam2_rt.track_outputs import JsonLines, MaskPngs, OutputError, OverlayVideo
 from sam2_rt.tracker import Tracker, TrackerConfig, TrackerInputError
 from sam2_rt.video import DEFAULT_FRAME_ID, FrameSource, VideoFrame, VideoSourceError, open_source
 
-LOG = logging.getLogger("sam2_rt.cli")
+logger = logging.getLogger("sam2_rt.cli")
 DEFAULT_MODEL = "sam2.1_hiera_tiny"
 # Frame rate of the overlay video when the input does not say (cameras that report none).
 FALLBACK_FPS = 30.0
@@ -169,7 +169,7 @@ def make_tracker(args: argparse.Namespace) -> Tuple[Tracker, str]:
     # Compiled backends build (or load) every shape now, never in the middle of a video.
     report = tracker.warmup()
     if report.events:
-        LOG.info("warm-up: %s in %.1f s", report.summary(), report.seconds)
+        logger.info("warm-up: %s in %.1f s", report.summary(), report.seconds)
     return tracker, weights
 
 
@@ -224,7 +224,7 @@ def track_frames(
                 driver, detections = detector
                 for decision in driver.before_step(tracker, state, detections.get(frame.index, ()),
                                                    frame.rgb.shape[:2]):
-                    LOG.debug("frame %d: %s", frame.index, decision)
+                    logger.debug("frame %d: %s", frame.index, decision)
                     stats.decisions[decision.kind.value] = stats.decisions.get(decision.kind.value, 0) + 1
             start = time.perf_counter()
             result = tracker.step(state, frame.rgb)
@@ -308,7 +308,7 @@ def run_track(args: argparse.Namespace) -> int:
         raise UsageError("sam2-rt track", "no prompts: give --point, --box, --prompts or --detections")
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(open_source(args.input, topic=args.topic, fps=args.fps))
-        LOG.info("%s", source.describe())
+        logger.info("%s", source.describe())
         outputs = _open_outputs(args, source, stack)
         tracker, weights = make_tracker(args)
         for schedule in schedules:
@@ -323,7 +323,7 @@ def run_track(args: argparse.Namespace) -> int:
         stats = track_frames(tracker, frames, schedules, outputs, progress, detector)
     left = sum(len(schedule) for schedule in schedules)
     if left:
-        LOG.warning("%d prompt(s) were never applied: their frame or time comes after the last frame tracked", left)
+        logger.warning("%d prompt(s) were never applied: their frame or time comes after the last frame tracked", left)
     summary = _summary(stats, tracker, input=source.name, weights=weights, interrupted=stats.interrupted,
                        outputs=[output.summary for output in outputs])
     if detector is not None:
@@ -398,7 +398,7 @@ def run_download(args: argparse.Namespace) -> int:
             status = f"present, sha256 {row.sha256_state}" if row.present else "not downloaded"
             emit(f"{row.name:<22} {size:>10}  {status:<30} {row.path}")
         if any(row.remote_bytes is None for row in rows):
-            LOG.warning("sizes marked ? could not be asked from the server (offline, or it does not say)")
+            logger.warning("sizes marked ? could not be asked from the server (offline, or it does not say)")
         return 0
     names = args.names or [DEFAULT_MODEL]
     try:
@@ -410,8 +410,8 @@ def run_download(args: argparse.Namespace) -> int:
         path = download(name, folder, url=urls[name], progress=_download_bar(name, args.quiet), timeout=args.timeout)
         emit(f"{name}: {path}")
     if args.dest and folder.resolve() != default_cache_dir().resolve():
-        LOG.info("files outside %s are not found by default: pass --checkpoint FILE to `track`, or the "
-                 "node's checkpoint parameter", default_cache_dir())
+        logger.info("files outside %s are not found by default: pass --checkpoint FILE to `track`, or the "
+                    "node's checkpoint parameter", default_cache_dir())
     return 0
 
 

@@ -141,7 +141,8 @@ class ModelConfig:
     # At most this many object pointers (1 per frame) reach memory attention; also normalises their
     # temporal distance.
     max_obj_ptrs_in_encoder: int = 16
-    # Most conditioning frames attended at once (-1: no limit, the closest are kept otherwise).
+    # Most conditioning frames attended at once (-1: no limit, the closest are kept otherwise). The tracker
+    # implements -1 only (every official model) and refuses other values.
     max_cond_frames_in_attn: int = -1
     # Temporal stride r of the non-conditioning memories during evaluation.
     memory_temporal_stride_for_eval: int = 1
@@ -160,7 +161,8 @@ class ModelConfig:
     multimask_max_pt_num: int = 1
     # ... also on tracked (non-initial) frames.
     multimask_output_for_tracking: bool = True
-    # Only pointers of conditioning frames in the past are attended during evaluation.
+    # Only pointers of conditioning frames in the past are attended during evaluation. A stream has no
+    # future frames, so the tracker behaves the same either way and reads neither value.
     only_obj_ptrs_in_the_past_for_eval: bool = True
     # Pointers carry a sine encoding of their temporal distance (False: zero encoding). SAM 2.1 only.
     add_tpos_enc_to_obj_ptrs: bool = True

@@ -44,7 +44,7 @@ from sam2_rt.checkpoint import default_cache_dir
 from sam2_rt.export import COMPONENTS, AutocastExport, component_inputs, component_module
 from sam2_rt.modeling.sam2 import SAM2Model
 
-LOG = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # First bytes of a cache entry, then the header length (8 bytes, big-endian), the JSON header, the engine.
 ENTRY_MAGIC = b"SAM2RT-TRT-ENGINE\n"
@@ -350,7 +350,7 @@ def cached_engine(
             return load(cached), "loaded"
         action = "built"
     except (CacheEntryError, RuntimeError, AssertionError) as err:
-        LOG.warning("engine cache entry %s cannot be used (%s): rebuilding it", cache.path(key), err)
+        logger.warning("engine cache entry %s cannot be used (%s): rebuilding it", cache.path(key), err)
         action = "rebuilt"
     engine = build()
     cache.write(key, engine)
@@ -425,15 +425,15 @@ class EngineSet:
         event = CompileEvent(component, shape.rows, action, time.perf_counter() - start, shape.per_row_frames)
         self.runner.compilations[component] += 1
         self.runner.events.append(event)
-        LOG.info("TensorRT engine %s for %d row(s)%s: %s in %.1f s", component, shape.rows,
-                 " of several frames" if shape.per_row_frames else "", action, event.seconds)
+        logger.info("TensorRT engine %s for %d row(s)%s: %s in %.1f s", component, shape.rows,
+                    " of several frames" if shape.per_row_frames else "", action, event.seconds)
         return event
 
     def run(self, component: str, shape: ProgramShape, *inputs: torch.Tensor) -> Tensors:
         module = self.modules.get((component, shape))
         if module is None:
-            LOG.warning("no TensorRT engine of %s for %s was prepared before the stream: building it now "
-                        "(Tracker.warmup() builds every one before the first frame)", component, shape)
+            logger.warning("no TensorRT engine of %s for %s was prepared before the stream: building it now "
+                           "(Tracker.warmup() builds every one before the first frame)", component, shape)
             self.prepare(component, shape)
             module = self.modules[(component, shape)]
         engine_inputs = [t.float().contiguous() if t.is_floating_point() else t.contiguous() for t in inputs]

@@ -184,10 +184,6 @@ class MemoryBank:
         # order[0] is the first prompted frame: keep it while there is another slot to give up.
         return int(order[1]) if len(order) > 1 else int(order[0])
 
-    def num_conditioning_frames(self, row: int) -> int:
-        """How many conditioning frames the object in `row` holds."""
-        return int((self.cond_frames[row] != EMPTY).sum())
-
     def read(
         self, rows: List[int], frame_index: int, num_maskmem: int, dtype: torch.dtype, compact: bool = True
     ) -> MemoryReadout:

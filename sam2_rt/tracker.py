@@ -251,7 +251,7 @@ class WarmupReport:
         return f"backend {self.backend} ({self.precision}), buckets {list(self.buckets)}{streams}: " + ", ".join(parts)
 
 
-class _FrameOutputs(NamedTuple):
+class _StepOutputs(NamedTuple):
     """Per-object model outputs of one frame, in row order (N objects)."""
 
     low_res_masks: torch.Tensor  # (N, 1, S/4, S/4) float32 logits
@@ -276,9 +276,13 @@ class Tracker:
         self.config = config
         self.model_config = model.config
         if not self.model_config.use_mask_input_as_output_without_sam:
-            raise ValueError("mask prompts through the SAM decoder are not implemented (no official model uses them)")
+            raise ValueError("use_mask_input_as_output_without_sam=False (mask prompts through the SAM decoder) is not "
+                             "implemented (no official model uses it)")
         if self.model_config.memory_temporal_stride_for_eval != 1:
             raise ValueError("only memory_temporal_stride_for_eval == 1 is implemented (as in every official model)")
+        if self.model_config.max_cond_frames_in_attn != -1:
+            raise ValueError("only max_cond_frames_in_attn == -1 (every conditioning frame of the bounded memory "
+                             "bank is attended) is implemented, as in every official model")
         self.device = next(model.parameters()).device
         self.image_size = self.model_config.image_size
         self._autocast_dtype = PRECISIONS[config.precision]
@@ -759,7 +763,7 @@ class Tracker:
         mem_feat, mem_pos = self._encode_memory(_frame_rows(feat, row_frame), outputs, prompted_rows)
         for step in steps:
             rows = slice(step.first_row, step.first_row + len(step.object_ids))
-            step.outputs = _FrameOutputs(*(values[rows] for values in outputs))
+            step.outputs = _StepOutputs(*(values[rows] for values in outputs))
             step.memory = _NewMemory(
                 mem_feat=mem_feat[rows],
                 obj_ptr=step.outputs.obj_ptr,
@@ -823,7 +827,7 @@ class Tracker:
         )
 
     def _encode_memory(
-        self, feat: torch.Tensor, outputs: _FrameOutputs, prompted_rows: List[int]
+        self, feat: torch.Tensor, outputs: _StepOutputs, prompted_rows: List[int]
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Encode this frame's memory of every row in one batch: (N, D, h, w) features and positions.
 
@@ -934,7 +938,7 @@ class _StreamStep:
     frame_index: int
     object_ids: List[int]  # tracked objects, then new ones whose first prompt is pending (row order)
     first_row: int = 0  # its first row among the rows of all streams of its model calls
-    outputs: Optional[_FrameOutputs] = None
+    outputs: Optional[_StepOutputs] = None
     memory: Optional[_NewMemory] = None
 
     @classmethod
@@ -1009,21 +1013,21 @@ def _group_by_num_points(rows: List[int], prompt_of_row: Dict[int, Optional[Prep
     return list(groups.values())
 
 
-def _gather_rows(decoded: Dict[int, Tuple[DecodeOutput, int]], num_objects: int) -> _FrameOutputs:
+def _gather_rows(decoded: Dict[int, Tuple[DecodeOutput, int]], num_objects: int) -> _StepOutputs:
     """Assemble per-object outputs of several decoder batches into row order."""
     sources = [decoded[row] for row in range(num_objects)]
     first = sources[0][0]
     if all(out is first for out, _ in sources) and [i for _, i in sources] == list(range(num_objects)):
         return _frame_outputs(first)  # the common case: every object tracked in one batch
     parts = [_frame_outputs(out) for out, _ in sources]
-    return _FrameOutputs(
-        *(torch.stack([part[k][i] for part, (_, i) in zip(parts, sources)]) for k in range(len(_FrameOutputs._fields)))
+    return _StepOutputs(
+        *(torch.stack([part[k][i] for part, (_, i) in zip(parts, sources)]) for k in range(len(_StepOutputs._fields)))
     )
 
 
-def _frame_outputs(out: DecodeOutput) -> _FrameOutputs:
+def _frame_outputs(out: DecodeOutput) -> _StepOutputs:
     """The fields of a DecodeOutput the tracker keeps, as float32 where they leave the model."""
-    return _FrameOutputs(
+    return _StepOutputs(
         low_res_masks=out.low_res_masks.float(),
         high_res_masks=out.high_res_masks.float(),
         ious=out.ious.float().amax(dim=1),

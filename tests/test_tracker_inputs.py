@@ -285,3 +285,16 @@ def test_reduced_precision_on_a_cpu_without_it_warns(
     assert len(warnings) == (0 if native else 1), warnings
     if warnings:
         assert "precision='bf16'" in warnings[0] and "slower than fp32" in warnings[0]
+
+
+@pytest.mark.parametrize("field, value", [("use_mask_input_as_output_without_sam", False),
+                                          ("memory_temporal_stride_for_eval", 2),
+                                          ("max_cond_frames_in_attn", 2)])
+def test_a_model_configuration_the_tracker_does_not_implement_is_refused(tracker: Tracker, field: str,
+                                                                         value: Any) -> None:
+    import dataclasses
+
+    model = copy.copy(tracker.model)  # shallow: the same weights, another config
+    model.config = dataclasses.replace(tracker.model.config, **{field: value})
+    with pytest.raises(ValueError, match=field):
+        Tracker(model, TrackerConfig(max_objects=3))
