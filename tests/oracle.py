@@ -97,6 +97,15 @@ def set_object_score_bias(model: nn.Module, bias: float) -> None:
         model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(bias)
 
 
+def present_objects_model(image_size: int, name: str = "sam2.1_hiera_tiny", seed: int = 0) -> SAM2Model:
+    """Our model with seeded random weights whose objects are present unless a prompt says otherwise (object
+    score bias +4), so that tracking produces real masks; in eval mode."""
+    model = SAM2Model(get_config(name, image_size))
+    randomize_parameters(model, seed=seed)
+    set_object_score_bias(model, 4.0)
+    return model.eval()
+
+
 class MemoryScene(NamedTuple):
     """Memories of one object (batch 1), as Meta's output_dict and as our fixed slots."""
 

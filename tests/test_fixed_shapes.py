@@ -20,9 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.gpu import synthetic_frames  # noqa: E402  (numpy only: these tests also run on the GPU machine)
-from oracle import randomize_parameters, set_object_score_bias  # noqa: E402
+from oracle import present_objects_model  # noqa: E402
 from sam2_rt import backends  # noqa: E402
-from sam2_rt.config import get_config  # noqa: E402
 from sam2_rt.modeling.sam2 import SAM2Model  # noqa: E402
 from sam2_rt.tracker import ObjectState, Tracker, TrackerConfig, TrackResult  # noqa: E402
 
@@ -36,10 +35,7 @@ Events = Dict[int, List[Tuple[int, Optional[dict]]]]
 
 @pytest.fixture(scope="module")
 def model() -> SAM2Model:
-    model = SAM2Model(get_config("sam2.1_hiera_tiny", IMAGE_SIZE))
-    randomize_parameters(model, seed=0)
-    set_object_score_bias(model, 4.0)  # objects present unless a prompt says otherwise: real masks
-    return model.eval()
+    return present_objects_model(IMAGE_SIZE)
 
 
 def video(num_frames: int) -> Tuple[np.ndarray, np.ndarray]:

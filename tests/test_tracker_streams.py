@@ -16,8 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.gpu import synthetic_frames  # noqa: E402
-from oracle import randomize_parameters, set_object_score_bias  # noqa: E402
-from sam2_rt.config import get_config  # noqa: E402
+from oracle import present_objects_model  # noqa: E402
 from sam2_rt.modeling.sam2 import SAM2Model  # noqa: E402
 from sam2_rt.tracker import ObjectState, StreamState, Tracker, TrackerConfig, TrackerInputError, TrackResult  # noqa: E402
 
@@ -49,10 +48,7 @@ EVENTS: Events = {
 
 @pytest.fixture(scope="module")
 def model() -> SAM2Model:
-    model = SAM2Model(get_config("sam2.1_hiera_tiny", IMAGE_SIZE))
-    randomize_parameters(model, seed=0)
-    set_object_score_bias(model, 4.0)  # objects present unless a prompt says otherwise: real masks
-    return model.eval()
+    return present_objects_model(IMAGE_SIZE)
 
 
 def apply_events(tracker: Tracker, streams: Dict[str, StreamState], frame_index: int) -> None:
