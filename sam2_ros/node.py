@@ -9,8 +9,8 @@ validation), `requests` (prompt / remove / reset requests, validated and answere
 frame), `worker` (latest-frame slots, the worker thread, statistics), `outputs` and `overlay` (messages).
 
 One model serves every camera of the `cameras` parameter (default: one camera with the plain topic names).
-Threads: one single-threaded executor runs the callbacks; ONE worker thread runs the model. Image callbacks only put
-the message into their camera's one-slot buffer (`sam2_ros.worker`). Each round, the worker takes the newest
+Threads: one single-threaded executor runs the callbacks; ONE worker thread runs the model. Image callbacks
+only put the message into their camera's one-slot buffer (`sam2_ros.worker`). Each round, the worker takes the newest
 frame of every camera that has one and tracks them in ONE batched step (`Tracker.step_many`: one image-encoder
 batch, the objects of all cameras together); an image that cannot be decoded leaves only its camera out, and
 a failing batch is retried camera by camera. Services, the prompt topics and /diagnostics never wait for a

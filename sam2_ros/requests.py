@@ -122,7 +122,7 @@ class ObjectBook:
         self._queue: List[QueuedRequest] = []
         self._frame_size: Optional[Tuple[int, int]] = None
 
-    # ------------------------------------------------------------------ executor threads
+    # ------------------------------------------------------------------ the executor thread (callbacks)
 
     def submit_prompt(self, request: PromptRequest) -> str:
         """Validate a prompt and queue it; returns the confirmation.
