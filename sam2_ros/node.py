@@ -9,11 +9,13 @@ validation), `requests` (prompt / remove / reset requests, validated and answere
 frame), `worker` (latest-frame slots, the worker thread, statistics), `outputs` and `overlay` (messages).
 
 One model serves every camera of the `cameras` parameter (default: one camera with the plain topic names).
-Threads: one single-threaded executor runs the callbacks; ONE worker thread runs the model. Image callbacks
-only put the message into their camera's one-slot buffer (`sam2_ros.worker`). Each round, the worker takes the newest
-frame of every camera that has one and tracks them in ONE batched step (`Tracker.step_many`: one image-encoder
-batch, the objects of all cameras together); an image that cannot be decoded leaves only its camera out, and
-a failing batch is retried camera by camera. Services, the prompt topics and /diagnostics never wait for a
+Threads: one single-threaded executor runs the callbacks; ONE worker thread runs the model (by default). Image
+callbacks only put the message into their camera's one-slot buffer (`sam2_ros.worker`). Each round, the worker
+takes the newest frame of every camera that has one and tracks them in ONE batched step (`Tracker.step_many`:
+one image-encoder batch, the objects of all cameras together); an image that cannot be decoded leaves only its
+camera out, and a failing batch is retried camera by camera. With `worker_threads` N > 1 (eager backend; for
+CPUs), N worker threads each take up to ceil(cameras / N) of the waiting cameras per round, least recently
+served first, and track them in their own batched step, beside the others. Services, the prompt topics and /diagnostics never wait for a
 model step. Every output carries the INPUT image's header.
 
 Lifecycle (``rclpy.lifecycle``): configure validates the parameters and creates each camera's publishers and
@@ -30,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import math
 import os
 import signal
 import threading
@@ -223,6 +226,7 @@ class TrackerNode(LifecycleNode):
         self._diagnostics_window = float(self.get_parameter("diagnostics_window").value)
 
         self._last_error_log: Dict[Tuple[str, str], float] = {}
+        self._error_log_lock = threading.Lock()
         self._status = "unconfigured"
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self._diagnostics_timer: Optional[Any] = None
@@ -386,11 +390,30 @@ class TrackerNode(LifecycleNode):
             f"backend {backend.used}{'' if backend.used == backend.requested else f' (asked: {backend.requested})'}"
             f"{warmup}, weights: {weights}"
         )
-        session = Session(
-            tracker=tracker, description=description, device=str(device), random_weights=random_weights,
-            worker=FrameWorker(process=self._process, on_error=self._on_worker_error),
-        )
+        worker = self._frame_worker(settings.worker_threads, backend.used)
+        if worker.thread_count > 1:
+            description += f", {worker.thread_count} worker threads"
+        session = Session(tracker=tracker, description=description, device=str(device),
+                          random_weights=random_weights, worker=worker)
         return session, settings
+
+    def _frame_worker(self, worker_threads: int, backend: str) -> FrameWorker:
+        """The worker: `worker_threads` threads (at most one per camera), each taking its share of the cameras.
+
+        Several threads step different streams at the same time, which only the eager backend allows (a
+        compiled graph or TensorRT engine runs one call at a time): any other backend gets one thread, with a
+        warning.
+        """
+        threads = min(worker_threads, len(self._cameras))
+        if threads > 1 and backend != "eager":
+            self.get_logger().warning(
+                f"worker_threads {worker_threads} needs backend eager (backend {backend} runs one step at a time): "
+                "using 1 worker thread")
+            threads = 1
+        if threads == 1:
+            return FrameWorker(process=self._process, on_error=self._on_worker_error)
+        return FrameWorker(process=self._process, on_error=self._on_worker_error, threads=threads,
+                           share=math.ceil(len(self._cameras) / threads))
 
     def _subscribe(self, camera: Camera, settings: NodeSettings) -> List[Any]:
         qos = image_qos(settings.input_reliability)
@@ -485,8 +508,11 @@ class TrackerNode(LifecycleNode):
     def _log_limited(self, key: Tuple[str, str], line: str) -> None:
         """A warning, unless one of this (camera, kind) was logged within ERROR_LOG_PERIOD_S (then debug)."""
         now = time.monotonic()
-        if now - self._last_error_log.get(key, -np.inf) >= ERROR_LOG_PERIOD_S:
-            self._last_error_log[key] = now
+        with self._error_log_lock:  # worker threads and the executor report
+            due = now - self._last_error_log.get(key, -np.inf) >= ERROR_LOG_PERIOD_S
+            if due:
+                self._last_error_log[key] = now
+        if due:
             self.get_logger().warning(line)
         else:
             self.get_logger().debug(line)

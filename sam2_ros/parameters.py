@@ -109,6 +109,15 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
         "whenever another thread takes one of them.",
         value_range=(0, 1024, 1),
     ),
+    ParameterSpec(
+        "worker_threads", 1,
+        "Threads that run the model. 1: each round tracks the newest frame of every camera in ONE batched step "
+        "(the choice on a GPU). N > 1 (backend eager only; others run with 1): each thread tracks at most "
+        "ceil(cameras / N) cameras per round, least recently served first, in its own batched step, beside the "
+        "others. On a CPU with several cameras, N = cores with cpu_threads 1 uses the cores better than torch's "
+        "intra-op threads (bench/multicam.py).",
+        value_range=(1, 64, 1),
+    ),
     ParameterSpec("max_objects", 16, "Most objects tracked at once per camera (memory is preallocated for all).",
                   value_range=(1, MAX_OBJECTS_LIMIT, 1)),
     ParameterSpec("max_conditioning_frames", 4, "Prompted frames kept per object (the first and the most recent).",
@@ -197,6 +206,7 @@ class NodeSettings:
     warmup: bool
     image_size: int
     cpu_threads: int
+    worker_threads: int
     max_objects: int
     max_conditioning_frames: int
     lost_after_frames: int
@@ -216,7 +226,7 @@ class NodeSettings:
 # passed to the node only when given: left empty, the params file's value (or the node's default) applies.
 LAUNCH_ARGUMENTS: Tuple[str, ...] = (
     "model", "checkpoint", "allow_random_weights", "device", "backend", "precision", "warmup", "image_size",
-    "max_objects", "cpu_threads", "use_compressed", "cameras",
+    "max_objects", "cpu_threads", "worker_threads", "use_compressed", "cameras",
 )
 
 

@@ -1,17 +1,23 @@
-"""Between the image callbacks and the model: latest-frame slots, the worker thread, and the node's figures.
+"""Between the image callbacks and the model: latest-frame slots, the worker threads, and the node's figures.
 
 The image callbacks only put a message into its camera's one-slot buffer (a frame still waiting there is
 dropped and counted): they never block, and the latency stays bounded when cameras are faster than the model.
-ONE worker thread takes, each round, the newest waiting frame of every camera that has one and hands them to
-the node's `process` function together. Every camera with a frame waiting is served in every round, so no
-camera starves and none waits behind another for more than one round.
+
+One worker thread (the default) takes, each round, the newest waiting frame of every camera that has one and
+hands them to the node's `process` function together. Every camera with a frame waiting is served in every
+round, so no camera starves and none waits behind another for more than one round.
+
+With several worker threads (CPU only, see the node's `worker_threads`), each round of a thread takes at most
+its share of the cameras (ceil(cameras / threads)), those waiting and not held by another thread, least
+recently served first (round-robin); a camera is held by one thread from `take` to `release`, so its frames are
+tracked one at a time and in order, while the other threads track the other cameras.
 """
 from __future__ import annotations
 
 import threading
 import time
 from collections import deque
-from typing import Callable, Deque, Dict, Generic, List, Mapping, Optional, Tuple, TypeVar
+from typing import Callable, Deque, Dict, Generic, Iterable, List, Mapping, Optional, Set, Tuple, TypeVar
 
 import numpy as np
 
@@ -42,13 +48,17 @@ DETECTION_EVENTS = ("detections_received", "detections_started", "detections_rea
 class LatestFrames(Generic[Item]):
     """One slot per camera: a new frame replaces the one still waiting there.
 
-    `put` never blocks. `take` blocks until at least one camera has a frame (or the slots are closed, then it
-    returns None) and takes the frames of every camera that has one.
+    `put` never blocks. `take` blocks until a camera that is not held has a frame (or the slots are closed, then
+    it returns None) and takes the frames of such cameras (at most `limit` of them, least recently served
+    first), holding those cameras until `release`: a held camera's new frames wait in its slot.
     """
 
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self._items: Dict[str, Item] = {}
+        self._held: Set[str] = set()
+        self._served: Dict[str, int] = {}  # camera -> number of the take that last served it
+        self._takes = 0
         self._closed = False
 
     def put(self, camera: str, item: Item) -> bool:
@@ -59,18 +69,34 @@ class LatestFrames(Generic[Item]):
             self._condition.notify()
         return dropped
 
-    def take(self) -> Optional[Dict[str, Item]]:
-        """The newest frame of every camera that has one (removed from the slots); None once closed."""
+    def take(self, limit: Optional[int] = None) -> Optional[Dict[str, Item]]:
+        """The newest frame of every camera that has one and is not held, at most `limit` cameras (None: all),
+        least recently served first; they are removed from the slots and their cameras held until `release`.
+        None once closed."""
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be >= 1 or None, got {limit}")
         with self._condition:
-            while not self._items and not self._closed:
+            while not self._closed and not (waiting := [name for name in self._items if name not in self._held]):
                 self._condition.wait()
             if self._closed:
                 return None
-            items, self._items = self._items, {}
+            waiting.sort(key=lambda name: self._served.get(name, -1))  # stable: arrival order among equals
+            self._takes += 1
+            items: Dict[str, Item] = {}
+            for name in waiting[:limit]:
+                items[name] = self._items.pop(name)
+                self._served[name] = self._takes
+                self._held.add(name)
             return items
 
+    def release(self, cameras: Iterable[str]) -> None:
+        """Cameras taken by `take` are done: their next frames can be taken."""
+        with self._condition:
+            self._held.difference_update(cameras)
+            self._condition.notify_all()
+
     def close(self) -> None:
-        """Wake the worker for good; later `take` calls return None and frames still waiting are dropped."""
+        """Wake the workers for good; later `take` calls return None and frames still waiting are dropped."""
         with self._condition:
             self._closed = True
             self._items = {}
@@ -78,33 +104,50 @@ class LatestFrames(Generic[Item]):
 
 
 class FrameWorker(Generic[Item]):
-    """The thread that runs the model: `process` gets each round's frames, by camera.
+    """The threads that run the model: `process` gets each round's frames, by camera.
 
+    One thread (the default) serves every camera with a waiting frame in each round. With `threads` > 1, each
+    thread takes at most `share` cameras per round (see LatestFrames.take); `process` is then called from
+    several threads at once, never with the same camera twice at a time.
     `process` must handle its own errors; anything it raises is passed to `on_error` and the worker goes on.
     """
 
     def __init__(self, process: Callable[[Dict[str, Item]], None],
-                 on_error: Callable[[Exception], None], name: str = "sam2_worker") -> None:
+                 on_error: Callable[[Exception], None], name: str = "sam2_worker",
+                 threads: int = 1, share: Optional[int] = None) -> None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
         self.frames: LatestFrames[Item] = LatestFrames()
         self._process = process
         self._on_error = on_error
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._share = share
+        self._threads = [threading.Thread(target=self._run, name=name if threads == 1 else f"{name}_{index}",
+                                          daemon=True)
+                         for index in range(threads)]
+
+    @property
+    def thread_count(self) -> int:
+        return len(self._threads)
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
-        """Close the slots and wait for the frame in progress to finish (its outputs are published)."""
+        """Close the slots and wait for the frames in progress to finish (their outputs are published)."""
         self.frames.close()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join()
+        for thread in self._threads:
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join()
 
     def _run(self) -> None:
-        while (frames := self.frames.take()) is not None:
+        while (frames := self.frames.take(self._share)) is not None:
             try:
                 self._process(frames)
             except Exception as err:  # noqa: BLE001 - the worker must survive anything one frame raises
                 self._on_error(err)
+            finally:
+                self.frames.release(frames)
 
 
 class NodeStats:

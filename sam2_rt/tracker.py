@@ -264,6 +264,10 @@ class _StepOutputs(NamedTuple):
 class Tracker:
     """Tracks prompted objects through streams of frames with one SAM 2 model.
 
+    Threads: a stream is used by one thread at a time. With the eager backend, different streams may be stepped
+    by different threads at the same time (the tracker keeps no state but the streams'; the weights are only
+    read). The compile and tensorrt backends run one step at a time (their graphs and engines are shared).
+
     Arguments:
       model: the SAM 2 model (put in eval mode here); any device.
       config: tracker options.

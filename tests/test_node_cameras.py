@@ -2,7 +2,8 @@
 
 Each camera has its own topics (<name>/image, <name>/masks, ...), its own object ids and its own requests;
 every output carries its own camera's header and size. When the model is slower than the cameras, every
-camera still gets its share of processed frames (counted, not timed).
+camera still gets its share of processed frames (counted, not timed). The DDS tests run twice: with the default
+worker (every camera in one batched step per round) and with two worker threads (`worker_threads:=2`).
 """
 from __future__ import annotations
 
@@ -35,18 +36,20 @@ FRAMES = iter(range(20_000, 1_000_000))
 SIZES = {"front": (640, 480), "rear": (320, 240)}
 
 
-@pytest.fixture(scope="module")
-def cameras(tmp_path_factory):
+# The default worker (every camera in one batched step per round) and two worker threads (one camera each).
+@pytest.fixture(scope="module", params=[1, 2], ids=["1 worker", "2 worker threads"])
+def cameras(request, tmp_path_factory):
     processes = Processes()
     clients = {}
     with open_rclpy_context(FASTDDS_DEFAULT_PROFILES_FILE=str(FASTDDS_PROFILE)) as context:
         try:
             parameters = ("image_size:=128", "device:=cpu", "allow_random_weights:=true", "cameras:=[front, rear]",
-                          "diagnostics_period:=0.5")
+                          "diagnostics_period:=0.5", f"worker_threads:={request.param}")
             proc = processes.start(*node_command(*parameters, namespace="/multi"), env=node_env(tmp_path_factory))
             output = OutputReader(proc)
             assert output.wait_for("activated:", timeout=120.0), output.text()
             assert "listening on /multi/front/image, /multi/rear/image" in output.text()
+            assert ("2 worker threads" in output.text()) == (request.param == 2), output.text()
             clients = {name: Client(context, namespace="/multi", camera=name, frame_id=f"{name}_optical")
                        for name in SIZES}
             for name, client in clients.items():
@@ -211,4 +214,25 @@ def test_a_round_tracks_every_camera_in_one_batch_and_a_failing_camera_costs_the
         assert rear.stream.object_ids == [1] and rear.stream.frame_index == 1
     finally:
         node.stop()
+        node.destroy_node()
+
+
+def test_worker_threads_are_at_most_one_per_camera_and_only_with_the_eager_backend(rclpy_context) -> None:
+    from rclpy.parameter import Parameter
+
+    from sam2_ros.node import TrackerNode
+
+    overrides = [Parameter("autostart", value=False), Parameter("cameras", value=["a", "b", "c"])]
+    node = TrackerNode(context=rclpy_context, parameter_overrides=overrides)
+    try:
+        node.trigger_configure()
+        two = node._frame_worker(2, "eager")
+        assert two.thread_count == 2 and two._share == 2  # ceil(3 cameras / 2 threads) per round
+        assert node._frame_worker(8, "eager").thread_count == 3  # more threads than cameras would idle
+        one = node._frame_worker(1, "eager")
+        assert one.thread_count == 1 and one._share is None  # every camera in each round
+        # a compiled graph or an engine runs one step at a time: one thread (with a warning)
+        assert node._frame_worker(2, "compile").thread_count == 1
+        assert node._frame_worker(2, "tensorrt").thread_count == 1
+    finally:
         node.destroy_node()

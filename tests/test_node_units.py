@@ -44,7 +44,43 @@ def test_latest_frames_keep_only_the_newest_frame_of_each_camera_and_report_each
     assert frames.put("front", "front 2") is True
     assert frames.take() == {"front": "front 2", "rear": "rear 0"}  # every camera with a frame, each round
     assert frames.put("front", "front 3") is False  # the slots were emptied
+    frames.release(["front", "rear"])
     assert frames.take() == {"front": "front 3"}
+
+
+def test_latest_frames_with_a_limit_serve_the_least_recently_served_cameras_and_hold_them_until_released() -> None:
+    frames = LatestFrames()
+    for name in ("a", "b", "c"):
+        frames.put(name, f"{name} 0")
+    assert frames.take(limit=2) == {"a": "a 0", "b": "b 0"}  # arrival order among cameras never served
+    frames.put("a", "a 1")
+    # a and b are held (their frames are being tracked): another thread's round gets c only, not a's new frame
+    assert frames.take(limit=2) == {"c": "c 0"}
+    frames.put("b", "b 1")
+    frames.put("c", "c 1")
+    frames.release(["a", "b"])
+    # a, b (served by the first take) before c (served by the second), c's new frame waits: it is held
+    assert frames.take(limit=2) == {"a": "a 1", "b": "b 1"}
+    frames.release(["c"])
+    frames.put("a", "a 2")
+    assert frames.take(limit=2) == {"c": "c 1"}  # a is held again; c waited longest
+    with pytest.raises(ValueError, match="limit"):
+        frames.take(limit=0)
+
+
+def test_a_take_waits_while_the_only_waiting_frame_is_of_a_held_camera() -> None:
+    frames = LatestFrames()
+    frames.put("a", "a 0")
+    assert frames.take(limit=1) == {"a": "a 0"}
+    frames.put("a", "a 1")
+    taken: list = []
+    other = threading.Thread(target=lambda: taken.append(frames.take(limit=1)))
+    other.start()
+    assert _wait_until(lambda: len(frames._condition._waiters) == 1)
+    assert taken == []  # a is held: its frame waits for the release
+    frames.release(["a"])
+    other.join(timeout=10.0)
+    assert taken == [{"a": "a 1"}]
 
 
 def _wait_until(predicate, timeout: float = 10.0) -> bool:
@@ -85,6 +121,44 @@ def test_frame_worker_processes_rounds_survives_errors_and_stops_after_the_frame
     worker.stop()
     assert rounds == [{"a": "boom"}, {"a": "fine"}] and str(errors[0]) == "one frame failed"
     assert worker.frames.put("a", "late") is False and worker.frames.take() is None
+
+
+def test_several_worker_threads_share_the_cameras_and_never_process_one_camera_twice_at_a_time() -> None:
+    lock = threading.Lock()
+    busy: set = set()
+    overlaps, rounds, threads_used = [], [], set()
+    both_busy = threading.Event()
+
+    def process(batch):
+        with lock:
+            overlaps.extend(name for name in batch if name in busy)
+            busy.update(batch)
+            rounds.append(sorted(batch))
+            threads_used.add(threading.current_thread().name)
+            if len(busy) == 4:
+                both_busy.set()
+        time.sleep(0.02)
+        with lock:
+            busy.difference_update(batch)
+
+    worker = FrameWorker(process, lambda err: None, threads=2, share=2)
+    assert worker.thread_count == 2
+    worker.start()
+    try:
+        for frame in range(30):
+            for name in ("a", "b", "c", "d"):
+                worker.frames.put(name, frame)
+            time.sleep(0.005)
+        assert _wait_until(lambda: sum(len(r) for r in rounds) >= 20)
+    finally:
+        worker.stop()
+    assert overlaps == []  # a camera is in one round at a time
+    assert all(len(r) <= 2 for r in rounds)  # each round takes at most its share
+    assert threads_used == {"sam2_worker_0", "sam2_worker_1"} and both_busy.is_set()
+    served = {name: sum(name in r for r in rounds) for name in "abcd"}
+    assert max(served.values()) - min(served.values()) <= 2, served  # round-robin: no camera starves
+    with pytest.raises(ValueError, match="threads"):
+        FrameWorker(process, lambda err: None, threads=0)
 
 
 def test_diagnostics_faults_cover_a_recent_window_while_totals_stay() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -143,6 +144,43 @@ def test_two_streams_stepped_together_equal_each_stepped_alone(model: SAM2Model,
     assert last_a.object_ids == [1, 3] and last_b.object_ids == [7, 8, 9]
     assert last_a.masks.shape[1:] == SIZE_A and last_b.masks.shape[1:] == SIZE_B
     assert ObjectState.TRACKING in last_a.states + last_b.states
+
+
+def test_two_threads_stepping_different_streams_at_once_equal_each_stepped_alone(model: SAM2Model) -> None:
+    """The eager backend keeps no state but the streams': the node's worker threads (worker_threads > 1) step
+    different cameras' streams at the same time with one tracker."""
+    tracker = Tracker(model, TrackerConfig(max_objects=4))
+    streams = {"a": tracker.create_stream(), "b": tracker.create_stream()}
+    frames = {"a": FRAMES_A, "b": FRAMES_B}
+    results: Dict[str, List[TrackResult]] = {"a": [], "b": []}
+    errors: List[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def run(name: str) -> None:
+        try:
+            for index in range(NUM_FRAMES):
+                for stream, obj_id, prompt in EVENTS.get(index, []):
+                    if stream != name:
+                        continue
+                    if prompt is None:
+                        tracker.remove_objects(streams[name], [obj_id])
+                    else:
+                        tracker.add_prompt(streams[name], obj_id, frame_size=SIZE_A if name == "a" else SIZE_B,
+                                           **prompt)
+                barrier.wait(timeout=60.0)  # both threads step their frame `index` at the same time
+                results[name].append(tracker.step(streams[name], frames[name][index]))
+        except BaseException as err:  # noqa: BLE001 - reported by the test thread
+            errors.append(err)
+            barrier.abort()
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300.0)
+    assert not errors, errors
+    assert_equal_results([list(pair) for pair in zip(results["a"], results["b"])],
+                         run_alone(Tracker(model, TrackerConfig(max_objects=4))))
 
 
 def _recorder(method: Callable, calls: List[Tuple[int, ...]], shape_of: Callable) -> Callable:
