@@ -15,8 +15,8 @@ takes the newest frame of every camera that has one and tracks them in ONE batch
 one image-encoder batch, the objects of all cameras together); an image that cannot be decoded leaves only its
 camera out, and a failing batch is retried camera by camera. With `worker_threads` N > 1 (eager backend; for
 CPUs), N worker threads each take up to ceil(cameras / N) of the waiting cameras per round, least recently
-served first, and track them in their own batched step, beside the others. Services, the prompt topics and /diagnostics never wait for a
-model step. Every output carries the INPUT image's header.
+served first, and track them in their own batched step, beside the others. Services, the prompt topics and
+/diagnostics never wait for a model step. Every output carries the INPUT image's header.
 
 Lifecycle (``rclpy.lifecycle``): configure validates the parameters and creates each camera's publishers and
 the services; activate loads the model (refused without a checkpoint unless ``allow_random_weights``) and

@@ -56,7 +56,8 @@ class MemoryAttentionLayer(nn.Module):
         self.pos_enc_at_cross_attn_keys = pos_enc_at_cross_attn_keys
 
     def _dropout(self, x: Tensor) -> Tensor:
-        return F.dropout(x, self.dropout_value, self.training)
+        # Inference skips the call (dropout is the identity in eval mode; the call costs per-op overhead).
+        return F.dropout(x, self.dropout_value, True) if self.training else x
 
     def forward(
         self,
