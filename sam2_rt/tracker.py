@@ -1045,7 +1045,10 @@ def _as_float_array(value: ArrayLike, name: str) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     try:
-        array = np.asarray(value, dtype=np.float64)
+        array = np.asarray(value)
+        if array.dtype.kind == "c":  # a cast would drop the imaginary part (with only a warning)
+            raise TrackerInputError(f"{name} must be real numbers, got complex values {array.tolist()}")
+        array = array.astype(np.float64)
     except (TypeError, ValueError) as err:
         raise TrackerInputError(f"{name} must be numbers, got {value!r}") from err
     if not np.isfinite(array).all():
