@@ -54,7 +54,7 @@ def cameras(request, tmp_path_factory):
                        for name in SIZES}
             for name, client in clients.items():
                 client.step(next(FRAMES), *SIZES[name])
-            yield clients, output
+            yield clients, output, request.param
         finally:
             for client in clients.values():
                 client.close()
@@ -66,7 +66,7 @@ def step(client: Client) -> TrackedObjectArray:
 
 
 def test_each_camera_has_its_own_objects_headers_and_sizes(cameras) -> None:
-    clients, _ = cameras
+    clients, _, _ = cameras
     front, rear = clients["front"], clients["rear"]
     front.reset()
     rear.reset()
@@ -94,7 +94,7 @@ def test_each_camera_has_its_own_objects_headers_and_sizes(cameras) -> None:
 
 
 def test_requests_name_a_camera_and_a_wrong_or_missing_name_is_a_clear_error(cameras) -> None:
-    clients, _ = cameras
+    clients, _, _ = cameras
     front = clients["front"]
     for request, client in ((AddPrompt.Request(camera="side"), front.add_prompt),
                             (RemoveObjects.Request(camera="side", object_ids=[1]), front.remove),
@@ -106,7 +106,7 @@ def test_requests_name_a_camera_and_a_wrong_or_missing_name_is_a_clear_error(cam
 
 
 def test_per_camera_diagnostics_and_a_total(cameras) -> None:
-    clients, _ = cameras
+    clients, _, _ = cameras
     front, rear = clients["front"], clients["rear"]
     step(front)
     step(rear)
@@ -128,7 +128,7 @@ def _publish(client: Client, rate_hz: float, stop: threading.Event, sent: list) 
 
 
 def test_a_slow_camera_and_a_fast_one_both_get_their_share_of_a_slow_model(cameras) -> None:
-    clients, _ = cameras
+    clients, _, worker_threads = cameras
     front, rear = clients["front"], clients["rear"]
     for client in (front, rear):
         client.reset()
@@ -144,17 +144,22 @@ def test_a_slow_camera_and_a_fast_one_both_get_their_share_of_a_slow_model(camer
     for thread in threads:
         thread.start()
     try:
-        assert wait_until(lambda: len(rear.objects) - processed_before["rear"] >= 6, timeout=4 * STEP_TIMEOUT)
+        assert wait_until(lambda: all(len(client.objects) - processed_before[name] >= 6
+                                      for name, client in clients.items()), timeout=4 * STEP_TIMEOUT)
     finally:
         stop.set()
         for thread in threads:
             thread.join()
     processed = {name: [i for i in sent[name] if i in client.objects] for name, client in clients.items()}
-    # Slower than both cameras, the model took a frame of each camera in (nearly) every round: the 5 Hz camera
+    # Both cameras got processed frames while the fast one sent more than the model could take: the 5 Hz camera
     # was not starved by the 30 Hz one, and dropped frames of the fast one show the model was the bottleneck.
     assert len(processed["rear"]) >= 5 and len(processed["front"]) >= 5, processed
-    assert abs(len(processed["front"]) - len(processed["rear"])) <= 2, processed
     assert len(processed["front"]) < len(sent["front"]) / 2, (len(processed["front"]), len(sent["front"]))
+    if worker_threads == 1:
+        # One batched step per round takes a frame of each camera in (nearly) every round.
+        assert abs(len(processed["front"]) - len(processed["rear"])) <= 2, processed
+    # With a thread per camera each camera goes at the pace of its own steps (the 640x480 camera's are the
+    # slower ones): no round couples them, so their counts need not match.
 
 
 def test_a_round_tracks_every_camera_in_one_batch_and_a_failing_camera_costs_the_others_nothing(
