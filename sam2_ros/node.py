@@ -410,10 +410,9 @@ class TrackerNode(LifecycleNode):
                 f"worker_threads {worker_threads} needs backend eager (backend {backend} runs one step at a time): "
                 "using 1 worker thread")
             threads = 1
-        if threads == 1:
-            return FrameWorker(process=self._process, on_error=self._on_worker_error)
-        return FrameWorker(process=self._process, on_error=self._on_worker_error, threads=threads,
-                           share=math.ceil(len(self._cameras) / threads))
+        # One thread takes every waiting camera each round (share None); several take their share each.
+        share = math.ceil(len(self._cameras) / threads) if threads > 1 else None
+        return FrameWorker(process=self._process, on_error=self._on_worker_error, threads=threads, share=share)
 
     def _subscribe(self, camera: Camera, settings: NodeSettings) -> List[Any]:
         qos = image_qos(settings.input_reliability)
