@@ -25,7 +25,8 @@ removes publishers and services; ``autostart`` runs configure + activate on star
 
 Errors (malformed images, invalid prompts, unknown ids or cameras, anything raised while tracking) are counted
 per kind and logged at most once per kind and camera every few seconds; the node keeps running and keeps the
-objects it tracks. SIGINT / SIGTERM stop the worker first, then the ROS context: exit code 0.
+objects it tracks. SIGINT / SIGTERM stop the worker first, then the ROS context: exit code 0 (1 when the
+executor's thread died of an exception, or a model step did not finish in time: respawn sees a crash).
 """
 from __future__ import annotations
 
@@ -38,9 +39,9 @@ import signal
 import threading
 import time
 import traceback
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import torch
@@ -70,6 +71,7 @@ from sam2_ros.worker import (
     WORKER_ERRORS,
     FrameWorker,
     NodeStats,
+    WorkerStuckError,
     total_snapshot,
 )
 from sam2_rt.association import AssociationConfig
@@ -77,6 +79,14 @@ from sam2_rt.detection_driver import DetectionDriver, started_and_removed
 from sam2_rt.runtime import RANDOM_WEIGHTS_BANNER, MissingCheckpointError, build_model, resolve_checkpoint, resolve_device
 from sam2_rt.tracker import StreamState, Tracker, TrackerConfig, TrackerInputError, TrackResult, check_frame
 
+# The spinning thread retries rclpy's InvalidHandle (see `_spin`) at most this many times within
+# INVALID_HANDLE_WINDOW_S: each retry is one entity destroyed while the executor collected it, which happens
+# at lifecycle transitions; more means a handle stays invalid and the executor would spin hot, deaf, forever.
+INVALID_HANDLE_RETRIES = 100
+INVALID_HANDLE_WINDOW_S = 10.0
+# Distinct failures (camera, exception type, raising line) whose traceback is logged once; past this many
+# the node logs them as one line only (bounds memory however many kinds of failure there are).
+TRACEBACKS_LOGGED_LIMIT = 256
 # Seconds between the warnings of a node running with random weights.
 RANDOM_WEIGHTS_WARNING_PERIOD_S = 5.0
 # Each kind of error is logged at most once per camera in this many seconds (the counters count every one;
@@ -226,10 +236,21 @@ class TrackerNode(LifecycleNode):
         self._diagnostics_window = float(self.get_parameter("diagnostics_window").value)
 
         self._last_error_log: Dict[Tuple[str, str], float] = {}
+        self._tracebacks_logged: Set[Tuple[str, str, str]] = set()
         self._error_log_lock = threading.Lock()
-        self._status = "unconfigured"
+        # Requests that name no camera of this node (unknown, ambiguous, or none configured): counted here.
+        self._unrouted = NodeStats()
+        # What /diagnostics says while the node is not active (and at which level): set by every transition.
+        self._status = ""
+        self._status_level = DiagnosticStatus.WARN
+        self._set_status("unconfigured", f"configure and activate it: {self._lifecycle_command('configure')}, "
+                                         f"then {self._lifecycle_command('activate')}")
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
-        self._diagnostics_timer: Optional[Any] = None
+        # /diagnostics from the start: a node that fails to configure or activate says why for as long as it
+        # stays inactive (configure re-creates the timer with the diagnostics_period of that moment).
+        self._diagnostics_timer = self.create_timer(
+            float(self.get_parameter("diagnostics_period").value), self._publish_diagnostics
+        )
         self._request_services: List[Any] = []
         self._random_weights_timer: Optional[Any] = None
         # Created on configure, destroyed on cleanup.
@@ -269,6 +290,14 @@ class TrackerNode(LifecycleNode):
 
     # ------------------------------------------------------------------ lifecycle
 
+    def _lifecycle_command(self, transition: str) -> str:
+        return f"`ros2 lifecycle set {self.get_fully_qualified_name()} {transition}`"
+
+    def _set_status(self, state: str, fix: str = "", level: int = DiagnosticStatus.WARN) -> None:
+        """The state /diagnostics reports while the node is not active: what happened, and what to do next."""
+        self._status = f"{state}; {fix}" if fix else state
+        self._status_level = level
+
     def start(self) -> bool:
         """Configure and activate (the `autostart` path); returns whether the node is active."""
         if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
@@ -283,7 +312,9 @@ class TrackerNode(LifecycleNode):
             if (problem := parameter_problem(name, self.get_parameter(name).value)) is not None
         ]
         if problems:
-            self._status = "configure failed: invalid parameters: " + "; ".join(problems)
+            self._set_status("configure failed: invalid parameters: " + "; ".join(problems),
+                             f"set valid values (`ros2 param set {self.get_fully_qualified_name()} NAME VALUE`), "
+                             f"then {self._lifecycle_command('configure')}", DiagnosticStatus.ERROR)
             self.get_logger().error(self._status)
             return TransitionCallbackReturn.FAILURE
         self._cameras = {name: Camera(name, self._create_publishers(name))
@@ -293,10 +324,11 @@ class TrackerNode(LifecycleNode):
             self.create_service(RemoveObjects, "~/remove_objects", self._on_remove_objects),
             self.create_service(Reset, "~/reset", self._on_reset),
         ]
+        self.destroy_timer(self._diagnostics_timer)
         self._diagnostics_timer = self.create_timer(
             float(self.get_parameter("diagnostics_period").value), self._publish_diagnostics
         )
-        self._status = "configured (inactive)"
+        self._set_status("configured (inactive)", f"activate it: {self._lifecycle_command('activate')}")
         self.get_logger().info(f"configured: {len(self._cameras)} camera(s)")
         return super().on_configure(state)
 
@@ -316,9 +348,16 @@ class TrackerNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             session, settings = self._create_session()
-        except Exception as err:  # noqa: BLE001 - any load failure must leave the node inactive with a reason
-            self._status = f"refusing to activate: {err}"
+        except ActivationError as err:  # what to change is in the message: one line
+            self._set_status(f"refusing to activate: {err}", f"then {self._lifecycle_command('activate')}",
+                             DiagnosticStatus.ERROR)
             self.get_logger().error(self._status)
+            return TransitionCallbackReturn.FAILURE
+        except Exception as err:  # noqa: BLE001 - any load failure must leave the node inactive with a reason
+            self._set_status(f"refusing to activate: {type(err).__name__}: {err}",
+                             f"see the traceback in the node's log; then {self._lifecycle_command('activate')}",
+                             DiagnosticStatus.ERROR)
+            self.get_logger().error(f"{self._status}\n{traceback.format_exc()}")
             return TransitionCallbackReturn.FAILURE
         association = AssociationConfig(
             iou_threshold=settings.detection_iou_threshold, score_threshold=settings.detection_min_score,
@@ -334,6 +373,7 @@ class TrackerNode(LifecycleNode):
             camera.stream = session.tracker.create_stream()
             camera.pending_detections = PendingDetections()
             camera.detector = DetectionDriver(association)
+        self._unrouted = NodeStats()
         self._session = session
         session.worker.start()
         for camera in self._cameras.values():
@@ -342,7 +382,7 @@ class TrackerNode(LifecycleNode):
         if session.random_weights:
             self._warn_random_weights()
             self._random_weights_timer = self.create_timer(RANDOM_WEIGHTS_WARNING_PERIOD_S, self._warn_random_weights)
-        self._status = "active"
+        self._set_status("active", level=DiagnosticStatus.OK)
         topics = ", ".join(camera.subscriptions[0].topic_name for camera in self._cameras.values())
         self.get_logger().info(f"activated: {session.description}; listening on {topics}")
         return result
@@ -412,7 +452,15 @@ class TrackerNode(LifecycleNode):
             threads = 1
         # One thread takes every waiting camera each round (share None); several take their share each.
         share = math.ceil(len(self._cameras) / threads) if threads > 1 else None
-        return FrameWorker(process=self._process, on_error=self._on_worker_error, threads=threads, share=share)
+        worker: FrameWorker = FrameWorker(process=self._process, on_error=lambda err: self._on_worker_error(worker, err),
+                                          threads=threads, share=share, describe=self._describe_frame)
+        return worker
+
+    def _describe_frame(self, name: str, frame: Frame) -> str:
+        """A frame of a worker round, as a stuck step is reported: its camera and header stamp."""
+        stamp = frame[0].header.stamp
+        label = self._cameras[name].label if name in self._cameras else repr(name)
+        return f"{label} frame stamped {stamp.sec}.{stamp.nanosec:09d}"
 
     def _subscribe(self, camera: Camera, settings: NodeSettings) -> List[Any]:
         qos = image_qos(settings.input_reliability)
@@ -435,30 +483,39 @@ class TrackerNode(LifecycleNode):
 
     @_logged_transition
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        self._status = "deactivated (inactive)"
-        self.get_logger().info("deactivated: model and objects released")
+        if self._release():
+            self._set_status("deactivated (inactive)", f"activate it again: {self._lifecycle_command('activate')}")
+            self.get_logger().info("deactivated: model and objects released")
+        else:
+            self._set_status("deactivated, but a model step is still running (its thread holds the model)",
+                             "restart the node if it does not finish", DiagnosticStatus.ERROR)
         return super().on_deactivate(state)
 
     @_logged_transition
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._destroy_interfaces()
-        self._status = "unconfigured"
+        self._set_status("unconfigured", f"configure it: {self._lifecycle_command('configure')}")
         return super().on_cleanup(state)
 
     @_logged_transition
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release()
         self._destroy_interfaces()
-        self._status = "shut down"
+        self._set_status("shut down")
         return super().on_shutdown(state)
 
-    def stop(self) -> None:
-        """Stop the worker and free the model (safe in any state; call it before the ROS context shuts down)."""
-        self._release()
+    def stop(self) -> bool:
+        """Stop the worker and free the model (safe in any state; call it before the ROS context shuts down).
+        False when a step was still running after worker.STOP_TIMEOUT_S and was left behind (logged)."""
+        return self._release()
 
-    def _release(self) -> None:
-        """Unsubscribe, finish the frame in progress (its outputs are published), free the model and objects."""
+    def _release(self) -> bool:
+        """Unsubscribe, finish the frame in progress (its outputs are published), free the model and objects.
+
+        A step that does not finish within worker.STOP_TIMEOUT_S is left behind with an error naming it (its
+        camera and frame, for how long): the node goes on releasing, so deactivate, the services and SIGTERM
+        are never held up by it. Returns False then (the stuck thread keeps the model until its step returns).
+        """
         for camera in self._cameras.values():
             for subscription in camera.subscriptions:
                 self.destroy_subscription(subscription)
@@ -468,8 +525,13 @@ class TrackerNode(LifecycleNode):
             self._random_weights_timer = None
         session, self._session = self._session, None
         if session is None:
-            return
-        session.worker.stop()
+            return True
+        try:
+            session.worker.stop()
+            stopped = True
+        except WorkerStuckError as err:
+            self.get_logger().error(f"the model did not stop: {err}")
+            stopped = False
         for camera in self._cameras.values():
             camera.book, camera.stream, camera.detector = None, None, None
         on_cuda = session.tracker.device.type == "cuda"
@@ -478,6 +540,7 @@ class TrackerNode(LifecycleNode):
             torch.cuda.empty_cache()
         else:
             return_freed_heap_memory()
+        return stopped
 
     def _destroy_interfaces(self) -> None:
         for camera in self._cameras.values():
@@ -487,9 +550,6 @@ class TrackerNode(LifecycleNode):
         for service in self._request_services:
             self.destroy_service(service)
         self._request_services = []
-        if self._diagnostics_timer is not None:
-            self.destroy_timer(self._diagnostics_timer)
-            self._diagnostics_timer = None
 
     def _warn_random_weights(self) -> None:
         self.get_logger().warning(
@@ -499,31 +559,48 @@ class TrackerNode(LifecycleNode):
 
     # ------------------------------------------------------------------ errors
 
-    def _report(self, camera: Camera, counter: str, message: str) -> None:
-        """Count an error; log it unless this kind was logged for this camera within ERROR_LOG_PERIOD_S."""
+    def _report(self, camera: Camera, counter: str, message: str, err: Optional[BaseException] = None) -> None:
+        """Count an error; log it unless this kind was logged for this camera within ERROR_LOG_PERIOD_S.
+        With `err`, the first line logged for each distinct failure carries its traceback."""
         count = camera.stats.count_error(counter)
-        self._log_limited((camera.name, counter), f"{camera.label}: {message} [{counter}: {count}]")
+        self._log_limited((camera.name, counter), f"{camera.label}: {message} [{counter}: {count}]", err)
 
-    def _log_limited(self, key: Tuple[str, str], line: str) -> None:
-        """A warning, unless one of this (camera, kind) was logged within ERROR_LOG_PERIOD_S (then debug)."""
+    def _log_limited(self, key: Tuple[str, str], line: str, err: Optional[BaseException] = None) -> None:
+        """A warning, unless one of this (camera, kind) was logged within ERROR_LOG_PERIOD_S (then debug).
+
+        With `err`: the warning carries the traceback the first time this failure (camera, kind, exception
+        type and the line that raised it) is logged; later ones are a line each, as every other error.
+        """
         now = time.monotonic()
+        trace = ""
         with self._error_log_lock:  # worker threads and the executor report
             due = now - self._last_error_log.get(key, -np.inf) >= ERROR_LOG_PERIOD_S
             if due:
                 self._last_error_log[key] = now
+                if err is not None and err.__traceback__ is not None:
+                    last = traceback.extract_tb(err.__traceback__)[-1]
+                    failure = (*key, f"{type(err).__qualname__} at {last.filename}:{last.lineno}")
+                    if failure not in self._tracebacks_logged and len(self._tracebacks_logged) < TRACEBACKS_LOGGED_LIMIT:
+                        self._tracebacks_logged.add(failure)
+                        trace = "\n" + "".join(traceback.format_exception(type(err), err, err.__traceback__)).rstrip()
         if due:
-            self.get_logger().warning(line)
+            self.get_logger().warning(line + trace)
         else:
             self.get_logger().debug(line)
 
     def _report_failure(self, camera: Camera, err: Exception) -> None:
-        """Count and log an unexpected exception of a camera's frame (the camera keeps its objects)."""
-        self._report(camera, WORKER_ERRORS, f"frame failed: {type(err).__name__}: {err} (objects kept)")
+        """Count and log an unexpected exception of a camera's frame (the camera keeps its objects); the first
+        time this failure is logged, with its traceback."""
+        self._report(camera, WORKER_ERRORS, f"frame failed: {type(err).__name__}: {err} (objects kept)", err)
 
-    def _on_worker_error(self, err: Exception) -> None:
-        camera = next(iter(self._cameras.values()), None)
-        if camera is not None:
+    def _on_worker_error(self, worker: FrameWorker, err: Exception) -> None:
+        """An exception that escaped a worker round: charged to each camera of that round (their frames are lost)."""
+        cameras = [self._cameras[name] for name in worker.current_cameras() if name in self._cameras]
+        for camera in cameras:
             self._report_failure(camera, err)
+        if not cameras:
+            self._unrouted.count_error(WORKER_ERRORS)
+            self._log_limited(("", WORKER_ERRORS), f"a worker round failed: {type(err).__name__}: {err}", err)
 
     # ------------------------------------------------------------------ images and the worker
 
@@ -704,9 +781,12 @@ class TrackerNode(LifecycleNode):
         ids = [int(obj_id) for obj_id in request.object_ids]
         try:
             camera = self._camera_for(request.camera)
-            book = self._active_book(camera)
         except TrackerInputError as err:
             return self._reject(response, REQUESTS_REJECTED, f"remove_objects {ids} rejected: {err}")
+        try:
+            book = self._active_book(camera)
+        except TrackerInputError as err:
+            return self._reject(response, REQUESTS_REJECTED, f"remove_objects {ids} rejected: {err}", camera)
         try:
             response.remaining_ids = book.submit_removal(ids)
             response.success, response.message = True, removal_message(ids)
@@ -720,46 +800,57 @@ class TrackerNode(LifecycleNode):
     def _on_reset(self, request: Reset.Request, response: Reset.Response) -> Reset.Response:
         try:
             camera = self._camera_for(request.camera)
-            self._active_book(camera).submit_reset()
         except TrackerInputError as err:
             return self._reject(response, REQUESTS_REJECTED, f"reset rejected: {err}")
+        try:
+            self._active_book(camera).submit_reset()
+        except TrackerInputError as err:
+            return self._reject(response, REQUESTS_REJECTED, f"reset rejected: {err}", camera)
         response.success, response.message = True, RESET_MESSAGE
         self.get_logger().info(f"{camera.label}: reset: {response.message}")
         return response
 
-    def _reject(self, response: Any, counter: str, message: str) -> Any:
-        """Answer a request that names no usable camera (or comes while inactive), and count it."""
+    def _reject(self, response: Any, counter: str, message: str, camera: Optional[Camera] = None) -> Any:
+        """Answer a request that cannot be served, and count it: against `camera` when the request named one of
+        this node's cameras (it came while inactive), else against no camera (the node's totals only)."""
         response.success, response.message = False, message
-        camera = next(iter(self._cameras.values()), None)
         if camera is not None:
             self._report(camera, counter, message)
         else:
-            self.get_logger().warning(message)
+            count = self._unrouted.count_error(counter)
+            self._log_limited(("", counter), f"{message} [{counter}: {count}]")
         return response
 
     # ------------------------------------------------------------------ diagnostics
 
     def _publish_diagnostics(self) -> None:
+        self._diagnostics_pub.publish(self.diagnostics())
+
+    def diagnostics(self) -> DiagnosticArray:
+        """The /diagnostics message of now: the node's status (and each camera's, when they are named)."""
         session = self._session
         snapshots = {name: camera.stats.snapshot() for name, camera in self._cameras.items()}
         faults = {name: camera.stats.recent_faults(self._diagnostics_window) for name, camera in self._cameras.items()}
         objects = {name: camera.book.object_ids() if camera.book is not None else []
                    for name, camera in self._cameras.items()}
-        total_faults = sum((Counter(counts) for counts in faults.values()), Counter())
-        statuses = [self._status_of("tracker", session, total_snapshot(snapshots), dict(total_faults),
+        # The node's totals also count the requests that named no camera of it.
+        total_faults = sum((Counter(counts) for counts in faults.values()),
+                           Counter(self._unrouted.recent_faults(self._diagnostics_window)))
+        totals = total_snapshot({**snapshots, "(no camera)": self._unrouted.snapshot()})
+        statuses = [self._status_of("tracker", session, totals, dict(total_faults),
                                     [obj for ids in objects.values() for obj in ids])]
         if list(self._cameras) != [""]:
             statuses += [self._status_of(f"camera {name}", session, snapshots[name], faults[name], objects[name])
                          for name in self._cameras]
         array = DiagnosticArray(status=statuses)
         array.header.stamp = self.get_clock().now().to_msg()
-        self._diagnostics_pub.publish(array)
+        return array
 
     def _status_of(self, what: str, session: Optional[Session], figures: Dict[str, float],
                    faults: Dict[str, int], objects: List[int]) -> DiagnosticStatus:
         """One DiagnosticStatus: the level reflects the last `diagnostics_window` seconds; totals are values."""
         if session is None:
-            level, message = DiagnosticStatus.WARN, self._status
+            level, message = self._status_level, self._status
         elif session.random_weights:
             level, message = DiagnosticStatus.WARN, "running with RANDOM weights: masks are meaningless"
         elif faults:
@@ -801,25 +892,51 @@ class _RosLogHandler(logging.Handler):
             self._logger.info(message)
 
 
-def _spin(executor: Executor, stop: threading.Event) -> None:
-    """Spin until the executor is shut down; a context shut down from outside also ends the node.
+def _spin(executor: Executor, stop: threading.Event, retries: int = INVALID_HANDLE_RETRIES,
+          window_s: float = INVALID_HANDLE_WINDOW_S) -> Optional[BaseException]:
+    """Spin until the executor is shut down; a context shut down from outside also ends the node. Sets `stop`
+    when it ends, and returns None then, or the exception that ended it (a callback's bug, ...).
 
     Stopping the node from the main thread (deactivate, cleanup) destroys publishers, subscriptions and
     services while the spinning thread may be collecting them for its wait set: rclpy (Humble to Kilted) then raises InvalidHandle
     in the spinning thread (ros2/rclpy#1206, #1284), which would end it and leave the node deaf. The destroyed
-    entity is no longer listed by the next round, so spinning simply goes on.
+    entity is no longer listed by the next round, so spinning simply goes on, up to `retries` times within
+    `window_s` seconds: more is a handle that stays invalid, and ends the spinning like any other error.
     """
+    retried: Deque[float] = deque()
     try:
         while True:
             try:
                 executor.spin()
-                return
-            except InvalidHandle:
-                continue
+                return None
+            except InvalidHandle as err:
+                now = time.monotonic()
+                retried.append(now)
+                while retried[0] < now - window_s:
+                    retried.popleft()
+                if len(retried) > retries:
+                    failure = RuntimeError(f"rclpy raised InvalidHandle {len(retried)} times within {window_s:g} s "
+                                           f"while spinning (last: {err}): a handle stays invalid")
+                    failure.__cause__ = err
+                    return failure
     except ExternalShutdownException:
-        pass
+        return None
+    except Exception as err:  # noqa: BLE001 - reported by main, which then exits non-zero
+        return err
     finally:
         stop.set()
+
+
+class _ExecutorThread(threading.Thread):
+    """The thread that spins the node's executor (`_spin`); `error` is what ended it, None for a clean end."""
+
+    def __init__(self, executor: Executor, stop: threading.Event) -> None:
+        super().__init__(name="sam2_executor")
+        self._spun, self._stop_event = executor, stop  # threading.Thread has a _stop of its own
+        self.error: Optional[BaseException] = None
+
+    def run(self) -> None:
+        self.error = _spin(self._spun, self._stop_event)
 
 
 def main(args: Optional[Sequence[str]] = None) -> int:
@@ -827,10 +944,13 @@ def main(args: Optional[Sequence[str]] = None) -> int:
 
     SIGINT and SIGTERM are handled here, not by rclpy: the worker stops (finishing and publishing the frame in
     progress) before the executor and the ROS context shut down, so nothing publishes into a dead context.
+    Returns 0 after a signal; 1 when the executor's thread died of an exception (logged with its traceback) or
+    a model step was still running when the node stopped, so that respawn and systemd see a failure.
     """
     stop = threading.Event()
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda *_: stop.set())
+    status = 0
     with rclpy_session(args, signal_handlers=False):
         node = TrackerNode()
         handler = _RosLogHandler(node)
@@ -839,7 +959,7 @@ def main(args: Optional[Sequence[str]] = None) -> int:
         library_logger.setLevel(logging.INFO)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        spinner = threading.Thread(target=_spin, args=(executor, stop), name="sam2_executor")
+        spinner = _ExecutorThread(executor, stop)
         try:
             if node.get_parameter("autostart").value and not stop.is_set():
                 node.start()
@@ -847,13 +967,20 @@ def main(args: Optional[Sequence[str]] = None) -> int:
             while not stop.wait(timeout=0.5):  # a timed wait: the signal handler runs between two waits
                 pass
         finally:
-            node.stop()
+            if not node.stop():
+                status = 1
             executor.shutdown()
             if spinner.is_alive():
                 spinner.join()
+            if spinner.error is not None:
+                error = spinner.error
+                node.get_logger().fatal(
+                    "the executor thread died, the node stops (exit status 1):\n"
+                    + "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip())
+                status = 1
             library_logger.removeHandler(handler)
             node.destroy_node()
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Callable, Deque, Dict, Generic, Iterable, List, Mapping, Optional, Set, Tuple, TypeVar
 
 import numpy as np
@@ -30,6 +31,10 @@ STATS_WINDOW_S = 5.0
 ERROR_WINDOW_S = 10.0
 # Most processed frames and errors remembered for those windows (bounds memory at any frame rate).
 HISTORY_LIMIT = 4096
+# Seconds `FrameWorker.stop` waits for the steps in progress: a step that takes longer is reported as stuck
+# (WorkerStuckError) and left behind, so deactivate, the services and SIGTERM never wait for it. A step at
+# 1024 px on a 2-core CPU takes a few seconds; the first TensorRT build without warm-up, minutes.
+STOP_TIMEOUT_S = 30.0
 
 # Error counters reported in /diagnostics.
 IMAGES_REJECTED = "images_rejected"  # malformed or undecodable images
@@ -103,24 +108,45 @@ class LatestFrames(Generic[Item]):
             self._condition.notify_all()
 
 
+class WorkerStuckError(RuntimeError):
+    """`FrameWorker.stop` gave up waiting: the message names each step still running, its cameras and for how
+    long. The threads are daemons: they end when their step returns (its outputs are then dropped)."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """A round in progress on one worker thread."""
+
+    thread: str
+    frames: str  # what the round holds, by FrameWorker's `describe` ("camera 'front' (stamp 12.5)")
+    started: float  # time.monotonic() when the round began
+    cameras: Tuple[str, ...]
+
+
 class FrameWorker(Generic[Item]):
     """The threads that run the model: `process` gets each round's frames, by camera.
 
     One thread (the default) serves every camera with a waiting frame in each round. With `threads` > 1, each
     thread takes at most `share` cameras per round (see LatestFrames.take); `process` is then called from
     several threads at once, never with the same camera twice at a time.
-    `process` must handle its own errors; anything it raises is passed to `on_error` and the worker goes on.
+    `process` must handle its own errors; anything it raises is passed to `on_error` and the worker goes on
+    (`on_error` runs on the worker thread: `current_cameras` names the cameras of the failed round).
+    `describe(camera, item)` names a frame in the error of a stuck `stop`.
     """
 
     def __init__(self, process: Callable[[Dict[str, Item]], None],
                  on_error: Callable[[Exception], None], name: str = "sam2_worker",
-                 threads: int = 1, share: Optional[int] = None) -> None:
+                 threads: int = 1, share: Optional[int] = None,
+                 describe: Callable[[str, Item], str] = lambda camera, item: repr(camera)) -> None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.frames: LatestFrames[Item] = LatestFrames()
         self._process = process
         self._on_error = on_error
+        self._describe = describe
         self._share = share
+        self._steps: Dict[int, Step] = {}  # thread ident -> its round in progress
+        self._steps_lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, name=name if threads == 1 else f"{name}_{index}",
                                           daemon=True)
                          for index in range(threads)]
@@ -133,20 +159,55 @@ class FrameWorker(Generic[Item]):
         for thread in self._threads:
             thread.start()
 
-    def stop(self) -> None:
-        """Close the slots and wait for the frames in progress to finish (their outputs are published)."""
+    def steps(self) -> List[Step]:
+        """The rounds in progress now, one per busy thread."""
+        with self._steps_lock:
+            return list(self._steps.values())
+
+    def current_cameras(self) -> Tuple[str, ...]:
+        """The cameras of the calling worker thread's round in progress (none outside a round)."""
+        with self._steps_lock:
+            step = self._steps.get(threading.get_ident())
+        return step.cameras if step is not None else ()
+
+    def stop(self, timeout_s: Optional[float] = None) -> None:
+        """Close the slots and wait for the frames in progress to finish (their outputs are published).
+
+        Waits at most `timeout_s` (None: STOP_TIMEOUT_S) in all; raises WorkerStuckError naming the steps still
+        running then.
+        """
+        if timeout_s is None:
+            timeout_s = STOP_TIMEOUT_S
         self.frames.close()
+        deadline = time.monotonic() + timeout_s
         for thread in self._threads:
             if thread.is_alive() and thread is not threading.current_thread():
-                thread.join()
+                thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = {thread.ident for thread in self._threads
+                 if thread.is_alive() and thread is not threading.current_thread()}
+        if stuck:
+            now = time.monotonic()
+            with self._steps_lock:
+                steps = [step for ident, step in self._steps.items() if ident in stuck]
+            listed = "; ".join(f"{step.thread}: the step of {step.frames}, running for {now - step.started:.1f} s"
+                               for step in steps) or "between two rounds"
+            raise WorkerStuckError(f"{len(stuck)} worker thread(s) still busy after {timeout_s:g} s ({listed}); "
+                                   "left behind, their outputs will be dropped")
 
     def _run(self) -> None:
+        ident, name = threading.get_ident(), threading.current_thread().name
         while (frames := self.frames.take(self._share)) is not None:
+            step = Step(name, ", ".join(self._describe(camera, item) for camera, item in frames.items()),
+                        time.monotonic(), tuple(frames))
+            with self._steps_lock:
+                self._steps[ident] = step
             try:
                 self._process(frames)
             except Exception as err:  # noqa: BLE001 - the worker must survive anything one frame raises
                 self._on_error(err)
             finally:
+                with self._steps_lock:
+                    del self._steps[ident]
                 self.frames.release(frames)
 
 
