@@ -226,6 +226,10 @@ class TrackerNode(LifecycleNode):
     and `/diagnostics`. Services (private): `~/add_prompt`, `~/remove_objects`, `~/reset`.
     """
 
+    # torch's CPU thread count is process-wide: only the node's own process (`main`) sets it from cpu_threads on
+    # activation. A node made inside another process (a test, a program embedding it) leaves it to that process.
+    sets_process_threads = False
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         for spec in PARAMETERS:
@@ -395,7 +399,8 @@ class TrackerNode(LifecycleNode):
             raise ActivationError(str(err)) from None
         cpu_note = ""
         if device.type == "cpu":
-            torch.set_num_threads(resolve_cpu_threads(settings.cpu_threads))
+            if self.sets_process_threads:
+                torch.set_num_threads(resolve_cpu_threads(settings.cpu_threads))
             cpu_note = f" (torch threads: {torch.get_num_threads()})"
         # Random weights only as a fallback: a checkpoint that exists is always used.
         random_weights = settings.allow_random_weights and resolve_checkpoint(settings.model, settings.checkpoint) is None
@@ -953,6 +958,7 @@ def main(args: Optional[Sequence[str]] = None) -> int:
     status = 0
     with rclpy_session(args, signal_handlers=False):
         node = TrackerNode()
+        node.sets_process_threads = True  # this process is the node's own
         handler = _RosLogHandler(node)
         library_logger = logging.getLogger("sam2_rt")
         library_logger.addHandler(handler)
