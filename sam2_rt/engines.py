@@ -11,7 +11,8 @@ into ``EngineCache`` under a key of everything that changes it: model name, weig
 precision, component, bucket, frame features, input shapes and dtypes, torch / torch-tensorrt / TensorRT
 versions and GPU
 name. A later start with the same key loads it without building; an entry that is corrupt, stale (written
-for another key or format) or that TensorRT refuses to load is rebuilt, with one warning.
+for another key or format) or that TensorRT refuses to deserialise is rebuilt, with one warning; any other
+error of loading (CUDA out of memory, a driver error) propagates and leaves the entry as it is.
 
 Building needs TensorRT but not a GPU: without CUDA (CI), ``cuda_stand_ins`` lets torch-tensorrt import and
 build, and stops before TensorRT deserialises the engine (only that needs a GPU). Running an engine needs
@@ -123,18 +124,19 @@ def import_torch_tensorrt() -> ModuleType:
 
 def export_component(
     model: SAM2Model, component: str, bucket: int, precision: str, num_conditioning: int,
-    per_row_frames: bool = False,
+    per_row_frames: bool = False, steady: int = 0,
 ) -> Tuple[torch.export.ExportedProgram, Tensors]:
     """torch.export one component for `bucket` objects (frames for the image encoder), under autocast for
-    fp16 / bf16; `per_row_frames`: frame features one per row (see component_inputs).
+    fp16 / bf16; `per_row_frames`: frame features one per row; `steady`: memory attention's mask-free program
+    of a full memory with this many conditioning frames (see component_inputs).
 
     Returns the program and the example inputs it was exported with (on the model's device); the
     program returns a tuple of float32 (or integer) tensors.
     """
     device = next(model.parameters()).device
-    module = AutocastExport(component_module(model, component), PRECISIONS[precision])
+    module = AutocastExport(component_module(model, component, steady=steady > 0), PRECISIONS[precision])
     inputs = component_inputs(model.config, component, bucket, num_conditioning, device,
-                              per_row_frames=per_row_frames)
+                              per_row_frames=per_row_frames, steady=steady)
     with torch.inference_mode(False), torch.no_grad():
         program = torch.export.export(module, inputs)
     return program, inputs
@@ -259,6 +261,7 @@ class EngineKey:
     tensorrt: str
     gpu: str
     per_row_frames: bool = False  # frame features one per row (ProgramShape.per_row_frames)
+    steady: int = 0  # memory attention's mask-free program for this many conditioning frames (ProgramShape.steady)
 
     def as_json(self) -> Dict[str, Any]:
         return {name: list(value) if isinstance(value, tuple) else value
@@ -269,7 +272,8 @@ class EngineKey:
 
     def file_name(self) -> str:
         rows = "-rows" if self.per_row_frames else ""
-        prefix = f"{self.model}-{self.image_size}-{self.precision}-{self.component}-b{self.bucket}{rows}"
+        steady = f"-steady{self.steady}" if self.steady else ""
+        prefix = f"{self.model}-{self.image_size}-{self.precision}-{self.component}-b{self.bucket}{rows}{steady}"
         return f"{prefix}-{self.digest()[:16]}.engine"
 
 
@@ -332,6 +336,30 @@ class EngineCache:
         return path
 
 
+# What TensorRT and torch-tensorrt say of an engine they cannot deserialise because it was written by another
+# version, for another GPU or platform, or is damaged: such an entry is stale, and rebuilt. Anything else from
+# loading (CUDA out of memory, a driver error) is not the entry's fault: it propagates, and the file stays.
+STALE_ENGINE_MESSAGES = (
+    "unable to deserialize the tensorrt engine",  # torch-tensorrt's runtimes (C++ and Python)
+    "deserializecudaengine",
+    "engine plan file is incompatible",  # TensorRT: another version
+    "version tag does not match",
+    "serialization assertion",
+    "serialized engine version",
+    "not built to target the loaded tensorrt runtime platform",
+)
+
+
+def is_stale_engine_error(err: BaseException) -> bool:
+    """Whether an exception raised while loading a cached engine says the entry itself is unusable."""
+    if isinstance(err, CacheEntryError):
+        return True
+    if isinstance(err, torch.cuda.OutOfMemoryError) or not isinstance(err, (RuntimeError, AssertionError)):
+        return False
+    message = str(err).lower()
+    return any(marker in message for marker in STALE_ENGINE_MESSAGES)
+
+
 def cached_engine(
     cache: EngineCache,
     key: EngineKey,
@@ -340,16 +368,21 @@ def cached_engine(
 ) -> Tuple[Any, str]:
     """Load the engine of `key` from `cache`, or build and store it.
 
-    `load` turns a serialised engine into what the caller runs (deserialisation, on a GPU); a cached entry
-    it rejects counts as stale. A bad entry is rebuilt with one warning.
+    `load` turns a serialised engine into what the caller runs (deserialisation, on a GPU). An entry that is
+    corrupt or stale (CacheEntryError), or that `load` refuses as written for another TensorRT, GPU or
+    platform (`is_stale_engine_error`), is rebuilt with one warning.
     Returns: (what `load` returned, "loaded" | "built" | "rebuilt").
+    Raises: whatever else `load` raises (CUDA out of memory, driver errors): a build would not help, and the
+      entry, likely good, is kept.
     """
     try:
         cached = cache.read(key)
         if cached is not None:
             return load(cached), "loaded"
         action = "built"
-    except (CacheEntryError, RuntimeError, AssertionError) as err:
+    except Exception as err:
+        if not is_stale_engine_error(err):
+            raise
         logger.warning("engine cache entry %s cannot be used (%s): rebuilding it", cache.path(key), err)
         action = "rebuilt"
     engine = build()
@@ -404,6 +437,7 @@ class EngineSet:
             tensorrt=tensorrt.__version__,
             gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else "none (built without a GPU)",
             per_row_frames=shape.per_row_frames,
+            steady=shape.steady,
         )
 
     def prepare(self, component: str, shape: ProgramShape) -> CompileEvent:
@@ -411,18 +445,20 @@ class EngineSet:
         start = time.perf_counter()
         program, inputs = export_component(
             self.model, component, shape.rows, self.options.precision, self.options.num_conditioning,
-            per_row_frames=shape.per_row_frames,
+            per_row_frames=shape.per_row_frames, steady=shape.steady,
         )
         key = self.key(component, shape, inputs)
         rows = "_rows" if shape.per_row_frames else ""
+        steady = f"_steady{shape.steady}" if shape.steady else ""
         module, action = cached_engine(
             self.cache,
             key,
             lambda: build_engine(program, inputs, self.cache.directory),
-            functools.partial(load_engine, name=f"{component}_b{shape.rows}{rows}"),
+            functools.partial(load_engine, name=f"{component}_b{shape.rows}{rows}{steady}"),
         )
         self.modules[(component, shape)] = module
-        event = CompileEvent(component, shape.rows, action, time.perf_counter() - start, shape.per_row_frames)
+        event = CompileEvent(component, shape.rows, action, time.perf_counter() - start, shape.per_row_frames,
+                             shape.steady)
         self.runner.compilations[component] += 1
         self.runner.events.append(event)
         logger.info("TensorRT engine %s for %d row(s)%s: %s in %.1f s", component, shape.rows,
@@ -445,7 +481,7 @@ class EngineRunner(FixedShapeRunner):
     """A fixed-shape runner whose programs are TensorRT engines (see EngineSet); `prepare` builds them."""
 
     def __init__(self, model: SAM2Model, buckets: Sequence[int], options: RunnerOptions) -> None:
-        super().__init__(model, buckets, {})
+        super().__init__(model, buckets, {}, steady=options.steady_conditioning)
         self.engines = EngineSet(model, self, options)
         self.programs = {component: functools.partial(self.engines.run, component) for component in COMPONENTS}
 
