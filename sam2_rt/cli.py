@@ -37,6 +37,7 @@ from sam2_rt.association import AssociationConfig, Detection
 from sam2_rt.config import BACKEND_NAMES, DEVICE_NAMES, IMAGE_SIZE_MULTIPLE, MODEL_NAMES, PRECISION_NAMES
 from sam2_rt.detection_driver import DetectionDriver, DetectionFileError, load_detections_file
 from sam2_rt.frame_outputs import MAX_OUTPUT_OBJECT_ID, FrameOutputs
+from sam2_rt.overlay import MAX_OVERLAY_OBJECTS
 from sam2_rt.prompts import (
     USER_GUIDE,
     PromptError,
@@ -124,6 +125,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise ValueError(f"expected a number > 0, got {text}")
+    return value
+
+
+def _score(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise ValueError(f"expected a score in 0..1, got {text}")
     return value
 
 
@@ -270,6 +278,9 @@ def _open_outputs(args: argparse.Namespace, source: FrameSource, stack: contextl
         outputs.append(output)
 
     if args.output is not None:
+        if args.max_objects > MAX_OVERLAY_OBJECTS:
+            raise CliError(f"--output draws at most {MAX_OVERLAY_OBJECTS} objects, and --max-objects is "
+                           f"{args.max_objects}: lower --max-objects, or write --masks / --json instead")
         banner = f"{RANDOM_WEIGHTS_BANNER} (sam2-rt download)" if args.random_weights else None
         add(OverlayVideo(args.output, source.fps or FALLBACK_FPS, source.size, args.alpha, banner))
     if args.masks is not None:
@@ -325,6 +336,8 @@ def run_track(args: argparse.Namespace) -> int:
     emit(json.dumps(summary))
     if stats.interrupted and not source.live:
         return 130
+    if source.ended_early:  # a file cut short: its frames were all tracked, but not all of the file (warned)
+        return 1
     return 0
 
 
@@ -517,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     detections = track.add_argument_group("detector-driven tracking (see below)")
     detections.add_argument("--detections", type=Path, metavar="FILE.json",
                             help="detector boxes by frame: they start, refresh and re-acquire objects")
-    detections.add_argument("--detection-min-score", type=float, default=0.5, metavar="S",
+    detections.add_argument("--detection-min-score", type=_argument_type(_score), default=0.5, metavar="S",
                             help="ignore boxes scored below S (default 0.5)")
     detections.add_argument("--refresh-every", type=_argument_type(_non_negative_int), default=0, metavar="N",
                             help="re-prompt a tracked object with its matching box every N frames (default 0: never)")

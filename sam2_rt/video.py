@@ -86,6 +86,7 @@ class FrameSource(abc.ABC):
         metadata); None when unknown.
       num_frames: frames in the input if known in advance (files, folders, bags), None for live sources.
       live: True for cameras and streams (no end, no length).
+      ended_early: the input ended before num_frames (a file cut short or damaged; a warning was logged).
     """
 
     kind: str = ""
@@ -96,6 +97,7 @@ class FrameSource(abc.ABC):
         self.size: Tuple[int, int] = (int(first.rgb.shape[0]), int(first.rgb.shape[1]))
         self.fps = fps
         self.num_frames = num_frames
+        self.ended_early = False
         self._first: Optional[VideoFrame] = first
 
     def __iter__(self) -> Iterator[VideoFrame]:
@@ -151,6 +153,14 @@ class _OpenCVSource(FrameSource):
     def _read(self, index: int) -> Optional[VideoFrame]:
         ok, bgr = self._capture.read()
         if not ok or bgr is None:
+            # OpenCV ends a file the same way at its end and at a frame it cannot decode: the count the file
+            # declares tells them apart.
+            declared = getattr(self, "num_frames", None)  # unknown while the first frame is read
+            if declared is not None and index < declared:
+                self.ended_early = True
+                logger.warning("%s: the video ended after %d of the %d frames it declares (the file is cut short "
+                               "or damaged): the last %d were not read", self.name, index, declared,
+                               declared - index)
             return None
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         if self.live:
