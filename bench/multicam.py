@@ -5,8 +5,9 @@ K synthetic 640x480 rgb8 cameras (a square moving over a dark background, one cl
 dropped by the nodes' latest-frame slots. Two setups, one after the other:
 
   one_node   one node with `cameras:=[cam0, ..., camK-1]`: each round its worker tracks the newest frame of
-             every camera in one batched step (Tracker.step_many); with --one-node-workers W, W worker
-             threads each track their share of the cameras (node parameter worker_threads)
+             every camera in one batched step (Tracker.step_many); with W worker threads (node parameter
+             worker_threads: by default auto, one per camera up to the cores on a CPU; --one-node-workers W)
+             each thread tracks its share of the cameras
   separate   K nodes with one camera each (namespaces /cam0 ...), each its own process, weights and torch
 
 Measured over --frames frames per camera (after a warm-up of every camera's first processed frames):
@@ -21,7 +22,7 @@ Prints one JSON line per setup (and repeat), then the summary line (medians over
   {"summary": true, "cameras", "one_node_fps", "separate_fps", "one_node_rss_mib", "separate_rss_mib", ...}
 
     .venv/bin/python bench/multicam.py --cameras 4 --frames 60 --image-size 128 [--rate 10] [--objects 1]
-                                       [--device cpu] [--one-node-threads 0] [--one-node-workers 1]
+                                       [--device cpu] [--one-node-threads 0] [--one-node-workers 0]
                                        [--separate-threads 0] [--repeats 1]
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -86,23 +88,34 @@ class FrameCounter:
             return self._next
 
 
+# The worker threads a node chose, from its "activated: ..." line ("..., 2 worker threads (auto: ...)").
+WORKER_THREADS = re.compile(r"(\d+) worker threads? \((.*)\)$")
+
+
 def start_nodes(processes: Processes, namespaces_and_cameras: Sequence[tuple], args: argparse.Namespace,
-                cpu_threads: int, worker_threads: int, env: Dict[str, str]) -> List[subprocess.Popen]:
-    """Start one node per (namespace, camera names) and wait until every one is active."""
+                cpu_threads: int, worker_threads: int, env: Dict[str, str]) -> tuple:
+    """Start one node per (namespace, camera names) and wait until every one is active; (processes, the worker
+    threads each chose as logged). cpu_threads / worker_threads 0: the node's default (not passed)."""
     parameters = [f"image_size:={args.image_size}", f"device:={args.device}", "allow_random_weights:=true",
-                  f"max_objects:={args.max_objects}", f"worker_threads:={worker_threads}"]
+                  f"max_objects:={args.max_objects}"]
     if cpu_threads:
         parameters.append(f"cpu_threads:={cpu_threads}")
+    if worker_threads:
+        parameters.append(f"worker_threads:={worker_threads}")
     procs, readers = [], []
     for namespace, cameras in namespaces_and_cameras:
         camera_list = "[" + ", ".join(cameras) + "]" if cameras != [""] else '[""]'
         proc = processes.start(*node_command(*parameters, f"cameras:={camera_list}", namespace=namespace), env=env)
         procs.append(proc)
         readers.append(OutputReader(proc))
+    chosen = []
     for proc, reader in zip(procs, readers):
         if not reader.wait_for("activated:", timeout=ACTIVATION_TIMEOUT_S):
             raise RuntimeError(f"a node did not activate within {ACTIVATION_TIMEOUT_S} s:\n{reader.text()}")
-    return procs
+        line = next(line for line in reader.lines if "activated:" in line)
+        match = WORKER_THREADS.search(line.split("; listening on")[0])
+        chosen.append(f"{match.group(1)} ({match.group(2)})" if match else "?")
+    return procs, chosen
 
 
 def prompt_objects(camera: Camera, counter: FrameCounter, num_objects: int) -> None:
@@ -179,7 +192,7 @@ def gpu_mib(pids: Sequence[int]) -> Optional[float]:
 
 
 def measure(setup: str, cameras: Sequence[Camera], counter: FrameCounter, args: argparse.Namespace,
-            pids: Sequence[int], cpu_threads: int, worker_threads: int) -> Dict[str, object]:
+            pids: Sequence[int], cpu_threads: int, worker_threads: List[str]) -> Dict[str, object]:
     """Warm up, drive the timed window, and gather the setup's figures."""
     warm_up(cameras, counter, args.rate)
     before = [set(camera.published) for camera in cameras]
@@ -218,7 +231,7 @@ def run_setup(setup: str, args: argparse.Namespace, counter: FrameCounter) -> Di
     """Start the nodes of `setup`, prompt, measure, stop them."""
     names = [f"cam{k}" for k in range(args.cameras)]
     cpu_threads = args.one_node_threads if setup == "one_node" else args.separate_threads
-    worker_threads = args.one_node_workers if setup == "one_node" else 1
+    worker_threads = args.one_node_workers if setup == "one_node" else 0
     if setup == "one_node":
         layout = [("/multicam", names)]
         targets = [("/multicam", name, 0) for name in names]
@@ -233,14 +246,14 @@ def run_setup(setup: str, args: argparse.Namespace, counter: FrameCounter) -> Di
     try:
         with open_rclpy_context(FASTDDS_DEFAULT_PROFILES_FILE=str(FASTDDS_PROFILE)) as context:
             try:
-                procs = start_nodes(processes, layout, args, cpu_threads, worker_threads, env)
+                procs, chosen = start_nodes(processes, layout, args, cpu_threads, worker_threads, env)
                 for namespace, camera, node in targets:
                     client = Client(context, namespace=namespace, camera=camera, frame_id=camera or namespace[1:])
                     cameras.append(Camera(client, procs[node].pid))
                 for camera in cameras:
                     prompt_objects(camera, counter, args.objects)
                 return measure(setup, cameras, counter, args, [proc.pid for proc in procs], cpu_threads,
-                               worker_threads)
+                               sorted(set(chosen)))
             finally:
                 for camera in cameras:
                     camera.client.close()
@@ -262,16 +275,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--device", default="cpu", help="node device")
     parser.add_argument("--one-node-threads", type=int, default=0,
                         help="cpu_threads of the node with K cameras (0: the node's default, all cores but one)")
-    parser.add_argument("--one-node-workers", type=int, default=1,
-                        help="worker_threads of the node with K cameras (1: one batched step per round)")
+    parser.add_argument("--one-node-workers", type=int, default=0,
+                        help="worker_threads of the node with K cameras (0: the node's default, auto; 1: one "
+                        "batched step per round)")
     parser.add_argument("--separate-threads", type=int, default=0,
                         help="cpu_threads of each single-camera node (0: the node's default)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="measure the setups this many times, alternating (the summary takes medians)")
     parser.add_argument("--setups", nargs="+", default=["one_node", "separate"], choices=["one_node", "separate"])
     args = parser.parse_args(argv)
-    if min(args.cameras, args.frames, args.repeats, args.one_node_workers) < 1:
-        parser.error("--cameras, --frames, --repeats and --one-node-workers must be >= 1")
+    if min(args.cameras, args.frames, args.repeats) < 1 or args.one_node_workers < 0:
+        parser.error("--cameras, --frames and --repeats must be >= 1, --one-node-workers >= 0")
     counter = FrameCounter()
     results: Dict[str, List[Dict[str, object]]] = {setup: [] for setup in args.setups}
     for repeat in range(args.repeats):
@@ -288,7 +302,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     summary: Dict[str, object] = {
         "summary": True, "cameras": args.cameras, "image_size": args.image_size, "device": args.device,
         "frames": args.frames, "rate_hz": args.rate, "objects": args.objects, "repeats": args.repeats,
-        "one_node_threads": args.one_node_threads or "node default", "one_node_workers": args.one_node_workers,
+        "one_node_threads": args.one_node_threads or "node default",
+        "one_node_workers": args.one_node_workers or "node default",
         "separate_threads": args.separate_threads or "node default",
     }
     for setup in ("one_node", "separate"):

@@ -9,11 +9,12 @@ validation), `requests` (prompt / remove / reset requests, validated and answere
 frame), `worker` (latest-frame slots, the worker thread, statistics), `outputs` and `overlay` (messages).
 
 One model serves every camera of the `cameras` parameter (default: one camera with the plain topic names).
-Threads: one single-threaded executor runs the callbacks; ONE worker thread runs the model (by default). Image
+Threads: one single-threaded executor runs the callbacks; ONE worker thread runs the model (on a GPU; on a
+CPU `worker_threads` auto runs one per camera up to the cores, see below). Image
 callbacks only put the message into their camera's one-slot buffer (`sam2_ros.worker`). Each round, the worker
 takes the newest frame of every camera that has one and tracks them in ONE batched step (`Tracker.step_many`:
 one image-encoder batch, the objects of all cameras together); an image that cannot be decoded leaves only its
-camera out, and a failing batch is retried camera by camera. With `worker_threads` N > 1 (eager backend; for
+camera out, and a failing batch is retried camera by camera. With N > 1 worker threads (eager backend; for
 CPUs), N worker threads each take up to ceil(cameras / N) of the waiting cameras per round, least recently
 served first, and track them in their own batched step, beside the others. Services, the prompt topics and
 /diagnostics never wait for a model step. Every output carries the INPUT image's header.
@@ -130,13 +131,48 @@ def camera_topic(camera: str, name: str) -> str:
     return f"{camera}/{name}" if camera else name
 
 
-def resolve_cpu_threads(requested: int, cores: Optional[int] = None) -> int:
-    """Threads for torch's CPU kernels: `requested`, or for 0 all cores but one (at least one)."""
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_cpu_threads(requested: int, cores: Optional[int] = None, worker_threads: int = 1) -> int:
+    """Threads for torch's CPU kernels (each worker thread runs its own): `requested`, or for 0 all cores but
+    one, shared among the worker threads (at least one each)."""
     if requested > 0:
         return requested
     if cores is None:
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+        cores = available_cores()
+    return max(1, (cores - 1) // worker_threads)
+
+
+def choose_worker_threads(requested: int, cameras: int, device_type: str, backend: str,
+                          cores: Optional[int] = None) -> Tuple[int, str]:
+    """How many threads run the model (parameter worker_threads), and why: (threads, reason).
+
+    0 = auto: on a CPU with the eager backend, one thread per camera up to the cores. Measured on 2 cores with
+    4 cameras (bench/RESULTS.md, "Worker threads"): 2 threads with 1 torch thread each processed 1.03-1.09x the
+    frames/s of 4 single-camera nodes, one thread (one batched step) 0.69x with 1 torch thread and 0.88x with 2:
+    torch's intra-op threads are too fine-grained at these sizes and stall when another thread takes a core.
+    On a GPU one batched step of every camera is the best use of the device, and compiled graphs and TensorRT
+    engines run one step at a time: 1. An explicit count gets at most one thread per camera; more than one
+    needs the eager backend (else 1).
+    """
+    if requested == 0:
+        if device_type != "cpu" or backend != "eager":
+            return 1, f"auto: 1 on {device_type} with backend {backend}"
+        if cores is None:
+            cores = available_cores()
+        return max(1, min(cameras, cores)), f"auto: one per camera, at most one per core ({cores})"
+    threads = min(requested, cameras)
+    if threads > 1 and backend != "eager":
+        return 1, f"worker_threads {requested} needs backend eager (backend {backend} runs one step at a time)"
+    if threads < requested:
+        return threads, f"worker_threads {requested}, at most one per camera"
+    return threads, f"worker_threads {requested}"
 
 
 def return_freed_heap_memory() -> bool:
@@ -397,11 +433,6 @@ class TrackerNode(LifecycleNode):
             device = resolve_device(settings.device)
         except ValueError as err:
             raise ActivationError(str(err)) from None
-        cpu_note = ""
-        if device.type == "cpu":
-            if self.sets_process_threads:
-                torch.set_num_threads(resolve_cpu_threads(settings.cpu_threads))
-            cpu_note = f" (torch threads: {torch.get_num_threads()})"
         # Random weights only as a fallback: a checkpoint that exists is always used.
         random_weights = settings.allow_random_weights and resolve_checkpoint(settings.model, settings.checkpoint) is None
         try:
@@ -424,6 +455,13 @@ class TrackerNode(LifecycleNode):
             ),
         )
         backend = tracker.backend
+        worker = self._frame_worker(settings.worker_threads, backend.used, device.type)
+        cpu_note = ""
+        if device.type == "cpu":
+            if self.sets_process_threads:
+                torch.set_num_threads(resolve_cpu_threads(settings.cpu_threads, worker_threads=worker.thread_count))
+            each = " each" if worker.thread_count > 1 else ""
+            cpu_note = f" (torch threads: {torch.get_num_threads()}{each})"
         warmup = ""
         if settings.warmup:
             # Compiled backends build (or load) every shape now, for the frames of every camera in one batch:
@@ -433,32 +471,29 @@ class TrackerNode(LifecycleNode):
         description = (
             f"model {settings.model} at {settings.image_size} px on {device}{cpu_note}, {settings.precision}, "
             f"backend {backend.used}{'' if backend.used == backend.requested else f' (asked: {backend.requested})'}"
-            f"{warmup}, weights: {weights}"
+            f"{warmup}, weights: {weights}, "
+            f"{worker.thread_count} worker thread{'s' if worker.thread_count > 1 else ''} ({worker.reason})"
         )
-        worker = self._frame_worker(settings.worker_threads, backend.used)
-        if worker.thread_count > 1:
-            description += f", {worker.thread_count} worker threads"
         session = Session(tracker=tracker, description=description, device=str(device),
                           random_weights=random_weights, worker=worker)
         return session, settings
 
-    def _frame_worker(self, worker_threads: int, backend: str) -> FrameWorker:
-        """The worker: `worker_threads` threads (at most one per camera), each taking its share of the cameras.
+    def _frame_worker(self, worker_threads: int, backend: str, device_type: str = "cpu") -> FrameWorker:
+        """The worker: `worker_threads` threads (0 = auto; see choose_worker_threads), each taking its share of
+        the cameras.
 
         Several threads step different streams at the same time, which only the eager backend allows (a
         compiled graph or TensorRT engine runs one call at a time): any other backend gets one thread, with a
-        warning.
+        warning when more were asked for.
         """
-        threads = min(worker_threads, len(self._cameras))
-        if threads > 1 and backend != "eager":
-            self.get_logger().warning(
-                f"worker_threads {worker_threads} needs backend eager (backend {backend} runs one step at a time): "
-                "using 1 worker thread")
-            threads = 1
+        threads, reason = choose_worker_threads(worker_threads, len(self._cameras), device_type, backend)
+        if worker_threads > 1 and threads == 1 and backend != "eager":
+            self.get_logger().warning(f"{reason}: using 1 worker thread")
         # One thread takes every waiting camera each round (share None); several take their share each.
         share = math.ceil(len(self._cameras) / threads) if threads > 1 else None
-        worker: FrameWorker = FrameWorker(process=self._process, on_error=lambda err: self._on_worker_error(worker, err),
-                                          threads=threads, share=share, describe=self._describe_frame)
+        worker: FrameWorker = FrameWorker(
+            process=self._process, on_error=lambda err: self._on_worker_error(worker, err), threads=threads,
+            share=share, describe=self._describe_frame, reason=reason)
         return worker
 
     def _describe_frame(self, name: str, frame: Frame) -> str:
@@ -585,7 +620,8 @@ class TrackerNode(LifecycleNode):
                 if err is not None and err.__traceback__ is not None:
                     last = traceback.extract_tb(err.__traceback__)[-1]
                     failure = (*key, f"{type(err).__qualname__} at {last.filename}:{last.lineno}")
-                    if failure not in self._tracebacks_logged and len(self._tracebacks_logged) < TRACEBACKS_LOGGED_LIMIT:
+                    new = failure not in self._tracebacks_logged
+                    if new and len(self._tracebacks_logged) < TRACEBACKS_LOGGED_LIMIT:
                         self._tracebacks_logged.add(failure)
                         trace = "\n" + "".join(traceback.format_exception(type(err), err, err.__traceback__)).rstrip()
         if due:
@@ -866,6 +902,8 @@ class TrackerNode(LifecycleNode):
         values = {name: f"{value:.2f}" if isinstance(value, float) else str(value) for name, value in figures.items()}
         values.update(objects=str(len(objects)), object_ids=" ".join(map(str, objects)), state=self._status,
                       configuration=session.description if session is not None else "",
+                      worker_threads=(f"{session.worker.thread_count} ({session.worker.reason})"
+                                      if session is not None else ""),
                       recent_faults=str(sum(faults.values())))
         if session is not None:
             # Graphs compiled / engines built per component: after the warm-up they never move.

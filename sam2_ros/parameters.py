@@ -104,19 +104,21 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   value_range=(64, 4096, IMAGE_SIZE_MULTIPLE)),
     ParameterSpec(
         "cpu_threads", 0,
-        "Threads of torch's CPU kernels when the model runs on the CPU; 0 = all cores but one. The node's own "
-        "threads, DDS and the camera driver need a core: OpenMP given every core stalls whole steps (seconds) "
-        "whenever another thread takes one of them.",
+        "Threads of torch's CPU kernels (per worker thread) when the model runs on the CPU; 0 = auto: the cores "
+        "but one, shared among the worker threads (at least 1 each). The node's own threads, DDS and the camera "
+        "driver need a core: OpenMP given every core stalls whole steps (seconds) whenever another thread takes "
+        "one of them.",
         value_range=(0, 1024, 1),
     ),
     ParameterSpec(
-        "worker_threads", 1,
-        "Threads that run the model. 1: each round tracks the newest frame of every camera in ONE batched step "
+        "worker_threads", 0,
+        "Threads that run the model. 0 = auto: on a CPU with the eager backend one per camera, up to the cores "
+        "(the measured best with several cameras, bench/RESULTS.md 'Worker threads'), else 1; the choice is "
+        "logged and in /diagnostics. 1: each round tracks the newest frame of every camera in ONE batched step "
         "(the choice on a GPU). N > 1 (backend eager only; others run with 1): each thread tracks at most "
         "ceil(cameras / N) cameras per round, least recently served first, in its own batched step, beside the "
-        "others. On a CPU with several cameras, N = cores with cpu_threads 1 uses the cores better than torch's "
-        "intra-op threads (bench/multicam.py).",
-        value_range=(1, 64, 1),
+        "others.",
+        value_range=(0, 64, 1),
     ),
     ParameterSpec("max_objects", 16, "Most objects tracked at once per camera (memory is preallocated for all).",
                   value_range=(1, MAX_OBJECTS_LIMIT, 1)),

@@ -3,7 +3,7 @@
 The image callbacks only put a message into its camera's one-slot buffer (a frame still waiting there is
 dropped and counted): they never block, and the latency stays bounded when cameras are faster than the model.
 
-One worker thread (the default) takes, each round, the newest waiting frame of every camera that has one and
+One worker thread (the node's choice on a GPU) takes, each round, the newest waiting frame of every camera that has one and
 hands them to the node's `process` function together. Every camera with a frame waiting is served in every
 round, so no camera starves and none waits behind another for more than one round.
 
@@ -131,15 +131,17 @@ class FrameWorker(Generic[Item]):
     several threads at once, never with the same camera twice at a time.
     `process` must handle its own errors; anything it raises is passed to `on_error` and the worker goes on
     (`on_error` runs on the worker thread: `current_cameras` names the cameras of the failed round).
-    `describe(camera, item)` names a frame in the error of a stuck `stop`.
+    `describe(camera, item)` names a frame in the error of a stuck `stop`; `reason` says what chose `threads`
+    (logged and in /diagnostics).
     """
 
     def __init__(self, process: Callable[[Dict[str, Item]], None],
                  on_error: Callable[[Exception], None], name: str = "sam2_worker",
                  threads: int = 1, share: Optional[int] = None,
-                 describe: Callable[[str, Item], str] = lambda camera, item: repr(camera)) -> None:
+                 describe: Callable[[str, Item], str] = lambda camera, item: repr(camera), reason: str = "") -> None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        self.reason = reason
         self.frames: LatestFrames[Item] = LatestFrames()
         self._process = process
         self._on_error = on_error

@@ -7,7 +7,6 @@ from typing import Any, Iterator, List, Tuple
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("rclpy", reason="needs the ROS 2 wheels (make setup)")
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
@@ -56,14 +55,6 @@ def two_camera_node(rclpy_context) -> Iterator[TrackerNode]:
     finally:
         node.stop()
         node.destroy_node()
-
-
-@pytest.fixture(autouse=True)
-def torch_threads_restored() -> Iterator[None]:
-    """Activating a node sets torch's CPU threads (cpu_threads): put them back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------- the executor thread
