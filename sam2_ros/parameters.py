@@ -288,7 +288,7 @@ def parse_launch_argument(name: str, text: str) -> ParameterValue:
         elif isinstance(default, float):
             value = float(text)
         elif isinstance(default, list):
-            value = [part.strip() for part in text.strip("[]").split(",")]
+            value = [part.strip().strip("\"'") for part in text.strip("[]").split(",")]  # [""] is one camera
         else:
             value = text
     except ValueError as err:
@@ -327,3 +327,90 @@ def launch_parameters(params_file: str, arguments: Mapping[str, str]) -> List[Un
     if overrides:
         parameters.append(overrides)
     return parameters
+
+
+# --------------------------------------------------------------------------- launch remappings
+
+# Defaults of the launch arguments image_topic and detections_topic: the node's own (relative) topic names.
+DEFAULT_IMAGE_TOPIC = "image"
+DEFAULT_DETECTIONS_TOPIC = "detections_in"
+
+
+def params_file_cameras(params_file: str) -> Optional[List[str]]:
+    """The `cameras` a YAML parameter file sets (for any node key, e.g. /**), None when it sets none or the
+    file cannot be read (the node then reports it)."""
+    import yaml  # launch's own dependency; only the launch files need it
+
+    try:
+        document = yaml.safe_load(Path(params_file).expanduser().read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    for section in document.values():
+        values = section.get("ros__parameters") if isinstance(section, dict) else None
+        if isinstance(values, dict) and isinstance(values.get("cameras"), list):
+            return [str(name) for name in values["cameras"]]
+    return None
+
+
+def parse_camera_topics(text: str) -> Dict[str, str]:
+    """`front=/front/image_raw,rear=/rear/image_raw` -> {camera: image topic}.
+
+    Raises:
+      LaunchArgumentError: an item is not CAMERA=TOPIC, or names a camera twice.
+    """
+    topics: Dict[str, str] = {}
+    for item in (part.strip() for part in text.split(",")):
+        camera, equals, topic = item.partition("=")
+        camera, topic = camera.strip(), topic.strip()
+        if not equals or not camera or not topic:
+            raise LaunchArgumentError(f"launch argument camera_topics:={text!r}: expected CAMERA=TOPIC items "
+                                      f"separated by commas, got {item!r}")
+        if camera in topics:
+            raise LaunchArgumentError(f"launch argument camera_topics:={text!r}: camera {camera!r} given twice")
+        topics[camera] = topic
+    return topics
+
+
+def launch_remappings(image_topic: str, detections_topic: str, camera_topics: str,
+                      cameras: Sequence[str]) -> List[Tuple[str, str]]:
+    """The remappings of the launched node's input topics.
+
+    One unnamed camera (`cameras` [""]): `image` (and `image/compressed`) onto `image_topic`, `detections_in`
+    onto `detections_topic`. Named cameras: each camera's `<camera>/image` (and `/compressed`) onto its topic
+    in `camera_topics` ("front=/front/image_raw,rear=..."); the others keep `<namespace>/<camera>/image`.
+
+    Arguments:
+      cameras: the node's cameras: the `cameras` argument if given, else the params file's, else [""].
+    Raises:
+      LaunchArgumentError: image_topic or detections_topic given with named cameras (the node has no `image`
+        topic then: the remap would be ignored), camera_topics without named cameras, or naming a camera the
+        node does not have.
+    """
+    if list(cameras) == [""]:
+        if camera_topics:
+            raise LaunchArgumentError(
+                f"launch argument camera_topics:={camera_topics!r} needs named cameras (cameras:=front,rear); "
+                "one unnamed camera takes image_topic")
+        return [("image", image_topic), ("image/compressed", f"{image_topic}/compressed"),
+                ("detections_in", detections_topic)]
+    named = ", ".join(cameras)
+    if image_topic != DEFAULT_IMAGE_TOPIC:
+        example = ",".join(f"{camera}=/{camera}/image_raw" for camera in cameras)
+        raise LaunchArgumentError(
+            f"launch argument image_topic:={image_topic!r} applies to one unnamed camera, and this node has the "
+            f"cameras {named}: give each camera its topic with camera_topics:={example}")
+    if detections_topic != DEFAULT_DETECTIONS_TOPIC:
+        raise LaunchArgumentError(
+            f"launch argument detections_topic:={detections_topic!r} applies to one unnamed camera, and this node "
+            f"has the cameras {named}: each camera reads its detector's boxes on <namespace>/<camera>/detections_in")
+    topics = parse_camera_topics(camera_topics) if camera_topics else {}
+    unknown = [camera for camera in topics if camera not in cameras]
+    if unknown:
+        raise LaunchArgumentError(f"launch argument camera_topics:={camera_topics!r} names {unknown[0]!r}, which "
+                                  f"is not one of the node's cameras {named}")
+    remappings: List[Tuple[str, str]] = []
+    for camera, topic in topics.items():
+        remappings += [(f"{camera}/image", topic), (f"{camera}/image/compressed", f"{topic}/compressed")]
+    return remappings

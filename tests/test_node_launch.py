@@ -59,8 +59,8 @@ def test_launch_arguments_are_typed_and_validated_like_the_node_parameters() -> 
 
 def test_tracker_launch_declares_every_argument_with_a_description_and_choices() -> None:
     launched = Launched(TRACKER_LAUNCH)
-    assert set(launched.arguments) == {"namespace", "node_name", "image_topic", "detections_topic", "params_file",
-                                       "fastdds_profile", *LAUNCH_ARGUMENTS}
+    assert set(launched.arguments) == {"namespace", "node_name", "image_topic", "camera_topics", "detections_topic",
+                                       "params_file", "fastdds_profile", *LAUNCH_ARGUMENTS}
     assert {"allow_random_weights", "image_size", "max_objects", "cpu_threads"} <= set(LAUNCH_ARGUMENTS)
     for name, argument in launched.arguments.items():
         assert len(argument.description or "") > 15, name
