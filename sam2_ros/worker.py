@@ -114,13 +114,16 @@ class WorkerStuckError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Step:
+class Step(Generic[Item]):
     """A round in progress on one worker thread."""
 
     thread: str
-    frames: str  # what the round holds, by FrameWorker's `describe` ("camera 'front' (stamp 12.5)")
+    frames: Mapping[str, Item]  # the round's frames, by camera
     started: float  # time.monotonic() when the round began
-    cameras: Tuple[str, ...]
+
+    @property
+    def cameras(self) -> Tuple[str, ...]:
+        return tuple(self.frames)
 
 
 class FrameWorker(Generic[Item]):
@@ -147,7 +150,7 @@ class FrameWorker(Generic[Item]):
         self._on_error = on_error
         self._describe = describe
         self._share = share
-        self._steps: Dict[int, Step] = {}  # thread ident -> its round in progress
+        self._steps: Dict[int, Step[Item]] = {}  # thread ident -> its round in progress
         self._steps_lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, name=name if threads == 1 else f"{name}_{index}",
                                           daemon=True)
@@ -161,7 +164,7 @@ class FrameWorker(Generic[Item]):
         for thread in self._threads:
             thread.start()
 
-    def steps(self) -> List[Step]:
+    def steps(self) -> List[Step[Item]]:
         """The rounds in progress now, one per busy thread."""
         with self._steps_lock:
             return list(self._steps.values())
@@ -191,18 +194,19 @@ class FrameWorker(Generic[Item]):
             now = time.monotonic()
             with self._steps_lock:
                 steps = [step for ident, step in self._steps.items() if ident in stuck]
-            listed = "; ".join(f"{step.thread}: the step of {step.frames}, running for {now - step.started:.1f} s"
-                               for step in steps) or "between two rounds"
+            listed = "; ".join(f"{step.thread}: the step of {self._describe_round(step.frames)}, running for "
+                               f"{now - step.started:.1f} s" for step in steps) or "between two rounds"
             raise WorkerStuckError(f"{len(stuck)} worker thread(s) still busy after {timeout_s:g} s ({listed}); "
                                    "left behind, their outputs will be dropped")
+
+    def _describe_round(self, frames: Mapping[str, Item]) -> str:
+        return ", ".join(self._describe(camera, item) for camera, item in frames.items())
 
     def _run(self) -> None:
         ident, name = threading.get_ident(), threading.current_thread().name
         while (frames := self.frames.take(self._share)) is not None:
-            step = Step(name, ", ".join(self._describe(camera, item) for camera, item in frames.items()),
-                        time.monotonic(), tuple(frames))
             with self._steps_lock:
-                self._steps[ident] = step
+                self._steps[ident] = Step(name, frames, time.monotonic())
             try:
                 self._process(frames)
             except Exception as err:  # noqa: BLE001 - the worker must survive anything one frame raises
