@@ -3,9 +3,9 @@
 The image callbacks only put a message into its camera's one-slot buffer (a frame still waiting there is
 dropped and counted): they never block, and the latency stays bounded when cameras are faster than the model.
 
-One worker thread (the node's choice on a GPU) takes, each round, the newest waiting frame of every camera that has one and
-hands them to the node's `process` function together. Every camera with a frame waiting is served in every
-round, so no camera starves and none waits behind another for more than one round.
+One worker thread (the node's choice on a GPU) takes, each round, the newest waiting frame of every camera that
+has one and hands them to the node's `process` function together. Every camera with a frame waiting is served
+in every round, so no camera starves and none waits behind another for more than one round.
 
 With several worker threads (CPU only, see the node's `worker_threads`), each round of a thread takes at most
 its share of the cameras (ceil(cameras / threads)), those waiting and not held by another thread, least
