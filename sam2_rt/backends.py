@@ -36,6 +36,7 @@ import functools
 import importlib.util
 import logging
 import os
+import platform
 import shutil
 import time
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
+from sam2_rt.checkpoint import weights_sha256
+from sam2_rt.compile_cache import CompileCache, default_compile_cache_dir
 from sam2_rt.config import BACKEND_NAMES, PRECISION_NAMES
 from sam2_rt.export import COMPONENTS, component_module, tracking_prompt
 from sam2_rt.memory import MemoryReadout
@@ -54,8 +57,23 @@ logger = logging.getLogger(__name__)
 BACKENDS = BACKEND_NAMES
 # Fallback order when a backend is unavailable.
 _FALLBACK = {"tensorrt": "compile", "compile": "eager"}
-# Compute precisions: fp32, or autocast to bf16 / fp16 (the weights stay float32).
-PRECISIONS: Dict[str, torch.dtype] = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
+# Compute precisions: fp32, or autocast to bf16 / fp16 (the weights stay float32); "auto" resolves to one of
+# them per device (resolve_precision).
+PRECISIONS: Dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+assert set(PRECISIONS) | {"auto"} == set(PRECISION_NAMES)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The compute precision `precision` means on `device`: "auto" is bf16 on a CUDA device with bf16
+    arithmetic (Ampere and newer), fp32 elsewhere (a CPU without native bf16 runs it several times slower
+    than fp32, and one with it loses the parity with fp32 that CPU users rely on); others are themselves."""
+    if precision not in PRECISION_NAMES:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISION_NAMES)}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
+        return "bf16"
+    return "fp32"
 
 Tensors = Tuple[torch.Tensor, ...]
 
@@ -136,6 +154,10 @@ class ProgramShape(NamedTuple):
     rows: int  # objects per call (a bucket of rows); frames per call for the image encoder
     # Frame features come one per row (rows of several frames), instead of batch 1 shared by every row.
     per_row_frames: bool = False
+    # Memory attention only. 0: every memory slot with a key mask (any state of the memory). c >= 1: the
+    # steady-state graph of a full memory with c conditioning frames, exactly its c + R slots and c + Q
+    # pointers and NO mask, so scaled_dot_product_attention can take FlashAttention / cuDNN kernels.
+    steady: int = 0
 
 
 @dataclass(frozen=True)
@@ -151,12 +173,16 @@ class ShapePlan:
     frames: Tuple[int, ...]
     rows: Tuple[int, ...]
     per_row: Tuple[int, ...] = ()
+    steady: Tuple[int, ...] = ()  # conditioning-frame counts of memory attention's mask-free graphs
 
     def shapes(self, component: str) -> Tuple[ProgramShape, ...]:
         """The shapes of `component` (one of export.COMPONENTS)."""
         if component == "image_encoder":
             return tuple(ProgramShape(frames) for frames in self.frames)
-        return tuple(ProgramShape(rows) for rows in self.rows) + tuple(ProgramShape(rows, True) for rows in self.per_row)
+        shapes = tuple(ProgramShape(rows) for rows in self.rows) + tuple(ProgramShape(rows, True) for rows in self.per_row)
+        if component != "memory_attention":
+            return shapes
+        return shapes + tuple(shape._replace(steady=count) for count in self.steady for shape in shapes)
 
 
 # --------------------------------------------------------------------------- runners
@@ -171,6 +197,7 @@ class CompileEvent:
     action: str  # "compiled", "built", "rebuilt" or "loaded"
     seconds: float
     per_row_frames: bool = False  # built for rows of several frames (ProgramShape.per_row_frames)
+    steady: int = 0  # memory attention's mask-free graph for this many conditioning frames (ProgramShape.steady)
 
 
 class EagerRunner:
@@ -214,6 +241,9 @@ class EagerRunner:
         done. Graphs that compile on first call (torch.compile) compile in Tracker.warmup's frames."""
         return []
 
+    def finish_warmup(self) -> None:
+        """Called by Tracker.warmup once every shape ran (the compile backend saves its artifacts here)."""
+
     def begin_frame(self) -> None:
         """Called once before each frame's (or batch of frames') first component."""
 
@@ -226,16 +256,18 @@ class EagerRunner:
     ) -> torch.Tensor:
         """Feature (1 or B, C, h, w), position (1, C, h, w) + a readout of B rows -> (B, C, h, w); see
         SAM2Model.attend_memory."""
+        # A complete readout (known on the host, no device read) attends without a key mask: same result,
+        # and a masked softmax is slower (~10% on CPU; on CUDA a mask rules out FlashAttention).
         return self.model.attend_memory(
             feat,
             pos,
             memory.mem_feats,
             memory.mem_pos,
             memory.mem_tpos_index,
-            memory.mem_valid,
+            None if memory.complete else memory.mem_valid,
             memory.ptrs,
             memory.ptr_tpos,
-            memory.ptr_valid,
+            None if memory.complete else memory.ptr_valid,
             batch_chunk=batch_chunk,
         )
 
@@ -275,8 +307,11 @@ class FixedShapeRunner(EagerRunner):
       programs: component -> callable(ProgramShape, *inputs) -> tuple of tensors (compiled functions or engines).
       cuda_graphs: the programs replay CUDA graphs; their outputs live in static buffers that the next replay
         overwrites, so they are cloned, and each frame starts a new CUDA-graph step.
+      steady: conditioning-frame counts c for which memory attention has a mask-free steady-state program
+        (ProgramShape.steady); a full memory with another count runs the masked program over every slot.
     Attributes:
       buckets: row buckets; frame_buckets: frame buckets of the image encoder ((1,) until serve_streams).
+      steady: as the argument.
     """
 
     fixed_shapes = True
@@ -287,13 +322,17 @@ class FixedShapeRunner(EagerRunner):
         buckets: Sequence[int],
         programs: Dict[str, Callable[..., Tensors]],
         cuda_graphs: bool = False,
+        steady: Sequence[int] = (1,),
     ) -> None:
         super().__init__(model)
         self.buckets = tuple(buckets)
         self.frame_buckets: Tuple[int, ...] = (1,)
         self.programs = programs
         self.cuda_graphs = cuda_graphs
+        self.steady = tuple(sorted(set(steady)))
         self._max_objects = self.buckets[-1]
+        self._num_recent = model.config.num_maskmem - 1
+        self._num_recent_ptrs = model.config.max_obj_ptrs_in_encoder - 1
 
     def batch_for(self, count: int) -> int:
         return bucket_for(count, self.buckets)
@@ -305,7 +344,16 @@ class FixedShapeRunner(EagerRunner):
     def serve_streams(self, max_streams: int) -> ShapePlan:
         self.buckets, self.frame_buckets = stream_buckets(self._max_objects, max_streams)
         per_row = tuple(rows for rows in self.buckets if rows >= 2) if max_streams > 1 else ()
-        return ShapePlan(frames=self.frame_buckets, rows=object_buckets(self._max_objects), per_row=per_row)
+        return ShapePlan(frames=self.frame_buckets, rows=object_buckets(self._max_objects), per_row=per_row,
+                         steady=self.steady)
+
+    def steady_program(self, memory: MemoryReadout) -> int:
+        """The conditioning count c of the mask-free program that serves `memory`, 0 for the masked one."""
+        count = memory.mem_feats.shape[1] - self._num_recent
+        if (memory.complete and count in self.steady
+                and memory.ptrs.shape[1] == count + self._num_recent_ptrs):
+            return count
+        return 0
 
     def begin_frame(self) -> None:
         if self.cuda_graphs:
@@ -328,19 +376,14 @@ class FixedShapeRunner(EagerRunner):
     def attend_memory(
         self, feat: torch.Tensor, pos: torch.Tensor, memory: MemoryReadout, batch_chunk: Optional[int]
     ) -> torch.Tensor:
-        (out,) = self._run(
-            "memory_attention",
-            ProgramShape(memory.mem_feats.shape[0], per_row_frames=feat.shape[0] > 1),
-            feat,
-            pos,
-            memory.mem_feats,
-            memory.mem_pos[:1, :1],  # one encoding shared by every slot: batch 1, expanded in the graph
-            memory.mem_tpos_index,
-            memory.mem_valid,
-            memory.ptrs,
-            memory.ptr_tpos,
-            memory.ptr_valid,
-        )
+        steady = self.steady_program(memory)
+        shape = ProgramShape(memory.mem_feats.shape[0], per_row_frames=feat.shape[0] > 1, steady=steady)
+        # one position encoding shared by every slot: batch 1, expanded in the graph
+        inputs = [feat, pos, memory.mem_feats, memory.mem_pos[:1, :1], memory.mem_tpos_index, memory.mem_valid,
+                  memory.ptrs, memory.ptr_tpos, memory.ptr_valid]
+        if steady:
+            del inputs[8], inputs[5]  # a full memory: no validity masks, no key mask in the graph
+        (out,) = self._run("memory_attention", shape, *inputs)
         return out
 
     def decode_tracked(self, feat_mem: torch.Tensor, feat_s0: torch.Tensor, feat_s1: torch.Tensor) -> DecodeOutput:
@@ -403,22 +446,66 @@ class _CountingCompiler:
 
     def __call__(self, graph: torch.fx.GraphModule, example_inputs: List[torch.Tensor]) -> Callable:
         start = time.perf_counter()
+        hits = _inductor_cache_hits()
         compiled = self.inner(graph, example_inputs)
         seconds = time.perf_counter() - start
-        rows, per_row_frames = self.shape
+        # inductor found the graph's code in its caches (e.g. loaded from our compile cache): nothing generated
+        action = "loaded" if _inductor_cache_hits() > hits else "compiled"
+        rows, per_row_frames, steady = self.shape
         self.runner.compilations[self.component] += 1
-        self.runner.events.append(CompileEvent(self.component, rows, "compiled", seconds, per_row_frames))
-        logger.info("compiled %s for %d row(s)%s in %.1f s", self.component, rows,
-                    " of several frames" if per_row_frames else "", seconds)
+        self.runner.events.append(CompileEvent(self.component, rows, action, seconds, per_row_frames, steady))
+        logger.info("%s %s for %d row(s)%s%s in %.1f s", action, self.component, rows,
+                    " of several frames" if per_row_frames else "",
+                    f" (steady state, {steady} conditioning frame(s), no mask)" if steady else "", seconds)
         return compiled
+
+
+def _inductor_cache_hits() -> int:
+    """Graphs inductor has taken from its FX graph cache in this process so far."""
+    return int(torch._dynamo.utils.counters["inductor"]["fxgraph_cache_hit"])
 
 
 class CompiledRunner(FixedShapeRunner):
     """A fixed-shape runner whose programs are torch.compile'd component wrappers (one graph per shape)."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self, model: SAM2Model, buckets: Sequence[int], cuda_graphs: bool = False, steady: Sequence[int] = (1,),
+        compiler: str = "inductor", cache_dir: Optional[Path] = None, num_conditioning: int = 4,
+        precision: str = "fp32",
+    ) -> None:
+        super().__init__(model, buckets, {}, cuda_graphs=cuda_graphs, steady=steady)
         self._graphs_reserved = 0  # graphs per component this runner added to dynamo's recompile limit
+        self.compiler = compiler
+        self.num_conditioning = num_conditioning
+        self.precision = precision
+        # inductor's artifacts persist in our cache (sam2_rt.compile_cache); other compilers generate no code
+        self.cache_dir = cache_dir
+        self.cache: Optional[CompileCache] = None
+
+    def prepare(self, plan: ShapePlan) -> List[CompileEvent]:
+        """Load the compiled artifacts of a previous warm-up with the same key, if any (compile_cache)."""
+        if self.compiler == "inductor":
+            self.cache = CompileCache(self.cache_dir or default_compile_cache_dir(), self.cache_key(plan))
+            self.cache.load()
+        return []
+
+    def cache_key(self, plan: ShapePlan) -> Dict[str, object]:
+        """Everything the compiled artifacts of a warm-up for `plan` depend on."""
+        device = next(self.model.parameters()).device
+        return dict(
+            model=self.model.config.name, weights_sha256=weights_sha256(self.model),
+            image_size=self.model.config.image_size, precision=self.precision, compiler=self.compiler,
+            cuda_graphs=self.cuda_graphs, num_conditioning=self.num_conditioning,
+            plan=dict(frames=list(plan.frames), rows=list(plan.rows), per_row=list(plan.per_row),
+                      steady=list(plan.steady)),
+            torch=torch.__version__,
+            device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu {platform.machine()}",
+        )
+
+    def finish_warmup(self) -> None:
+        """Save the artifacts when this warm-up generated any code (a warm start from the cache saves nothing)."""
+        if self.cache is not None and any(event.action == "compiled" for event in self.events):
+            self.cache.save()
 
     def serve_streams(self, max_streams: int) -> ShapePlan:
         plan = super().serve_streams(max_streams)
@@ -433,7 +520,9 @@ class CompiledRunner(FixedShapeRunner):
 
 
 def compiled_runner(
-    model: SAM2Model, buckets: Sequence[int], compiler: str = "inductor", cuda_graphs: bool = False
+    model: SAM2Model, buckets: Sequence[int], compiler: str = "inductor", cuda_graphs: bool = False,
+    steady: Sequence[int] = (1,), precision: str = "fp32", num_conditioning: int = 4,
+    cache_dir: Optional[Path] = None,
 ) -> CompiledRunner:
     """A fixed-shape runner whose programs are torch.compile'd component wrappers (one graph per shape).
 
@@ -441,21 +530,29 @@ def compiled_runner(
       compiler: torch.compile backend: "inductor", or any registered name ("eager", "aot_eager": no code
         generation, for tests).
       cuda_graphs: replay each graph as a CUDA graph (inductor on CUDA only).
+      steady: see FixedShapeRunner (memory attention's mask-free wrapper is a function of its own).
+      precision, num_conditioning: part of the compile cache's key (the autocast precision and memory slots
+        the graphs are traced with).
+      cache_dir: where inductor's artifacts are kept between processes (None: default_compile_cache_dir()).
     """
     inner = compile_backend(compiler, cuda_graphs)
-    runner = CompiledRunner(model, buckets, {}, cuda_graphs=cuda_graphs)
+    runner = CompiledRunner(model, buckets, cuda_graphs=cuda_graphs, steady=steady, compiler=compiler,
+                            cache_dir=cache_dir, num_conditioning=num_conditioning, precision=precision)
     runner.serve_streams(1)
     for component in COMPONENTS:
         counter = _CountingCompiler(runner, component, inner)
-        function = torch.compile(component_module(model, component), backend=counter, dynamic=False)
-        runner.programs[component] = functools.partial(_call_compiled, counter, function)
+        functions = {
+            variant: torch.compile(component_module(model, component, steady=variant), backend=counter, dynamic=False)
+            for variant in ((False, True) if component == "memory_attention" else (False,))
+        }
+        runner.programs[component] = functools.partial(_call_compiled, counter, functions)
     return runner
 
 
-def _call_compiled(counter: _CountingCompiler, function: Callable[..., Tensors], shape: ProgramShape,
+def _call_compiled(counter: _CountingCompiler, functions: Dict[bool, Callable[..., Tensors]], shape: ProgramShape,
                    *inputs: torch.Tensor) -> Tensors:
     counter.shape = shape
-    outputs = function(*inputs)
+    outputs = functions[shape.steady > 0](*inputs)
     return outputs if isinstance(outputs, tuple) else (outputs,)
 
 
@@ -473,6 +570,8 @@ class RunnerOptions:
     compiler: str = "inductor"
     cuda_graphs: bool = False
     engine_cache_dir: Optional[Path] = None
+    steady_conditioning: Tuple[int, ...] = (1,)  # FixedShapeRunner's `steady`
+    compile_cache_dir: Optional[Path] = None  # CompiledRunner's `cache_dir`
 
 
 def make_runner(model: SAM2Model, options: RunnerOptions) -> Tuple[EagerRunner, BackendChoice]:
@@ -481,7 +580,8 @@ def make_runner(model: SAM2Model, options: RunnerOptions) -> Tuple[EagerRunner, 
     Nothing is compiled here: Tracker.warmup builds (or loads) every bucket before the first frame.
     """
     if options.precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {options.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        raise ValueError(f"unknown compute precision {options.precision!r} (resolve \"auto\" first with "
+                         f"resolve_precision); choose one of {', '.join(PRECISIONS)}")
     device = next(model.parameters()).device
     choice = resolve_backend(options.backend, device)
     for reason in choice.reasons:
@@ -495,7 +595,8 @@ def make_runner(model: SAM2Model, options: RunnerOptions) -> Tuple[EagerRunner, 
     if choice.used == "eager":
         return EagerRunner(model), choice
     if choice.used == "compile":
-        return compiled_runner(model, buckets, options.compiler, cuda_graphs), choice
+        return compiled_runner(model, buckets, options.compiler, cuda_graphs, options.steady_conditioning,
+                               options.precision, options.num_conditioning, options.compile_cache_dir), choice
     from sam2_rt.engines import engine_runner
 
     return engine_runner(model, buckets, options), choice

@@ -90,6 +90,16 @@ def default_cache_dir() -> Path:
     return Path(override) if override else Path.home() / ".cache" / "sam2_rt"
 
 
+def weights_sha256(model: torch.nn.Module) -> str:
+    """sha256 of every parameter and buffer of `model` (names, dtypes, shapes and bytes), in state_dict order:
+    the weights part of the keys of compiled programs (TensorRT engines, torch.compile artifacts)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def default_checkpoint_path(name: str) -> Path:
     """Default local path of an official checkpoint: <cache dir>/<official file name>."""
     return default_cache_dir() / checkpoint_info(name).filename

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from sam2_rt.backends import PRECISIONS, CompileEvent, FixedShapeRunner, ProgramShape, RunnerOptions, ShapePlan, Tensors
-from sam2_rt.checkpoint import default_cache_dir
+from sam2_rt.checkpoint import default_cache_dir, weights_sha256
 from sam2_rt.export import COMPONENTS, AutocastExport, component_inputs, component_module
 from sam2_rt.modeling.sam2 import SAM2Model
 
@@ -391,15 +391,6 @@ def cached_engine(
 
 
 # --------------------------------------------------------------------------- the engine runner
-
-
-def weights_sha256(model: nn.Module) -> str:
-    """sha256 of every parameter and buffer of `model` (names, dtypes, shapes and bytes), in state_dict order."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _signature(inputs: Sequence[torch.Tensor]) -> Tuple[str, ...]:

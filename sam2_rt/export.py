@@ -114,6 +114,30 @@ class MemoryAttentionExport(nn.Module):
         )
 
 
+class SteadyMemoryAttentionExport(nn.Module):
+    """Memory attention over a FULL memory (every slot and pointer valid): the inputs of MemoryAttentionExport
+    without mem_valid and ptr_valid, and no key mask in the graph, so scaled_dot_product_attention may run
+    FlashAttention / cuDNN / memory-efficient kernels. Same result as the masked graph with all-True masks."""
+
+    def __init__(self, model: SAM2Model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        feat: torch.Tensor,
+        pos: torch.Tensor,
+        mem_feats: torch.Tensor,
+        mem_pos: torch.Tensor,
+        mem_tpos_index: torch.Tensor,
+        ptrs: torch.Tensor,
+        ptr_tpos: torch.Tensor,
+    ) -> torch.Tensor:
+        return traceable(self.model, "attend_memory")(
+            feat, pos, mem_feats, mem_pos.expand_as(mem_feats), mem_tpos_index, None, ptrs, ptr_tpos, None
+        )
+
+
 class MaskAsOutputExport(nn.Module):
     """(feat, feat_s0, feat_s1, mask (B, 1, S, S)) -> DecodeOutput fields as a tuple; see
     SAM2Model.mask_as_output (mask prompts; the tracker runs it eager)."""
@@ -164,11 +188,14 @@ def traceable(model: SAM2Model, method: str) -> Callable[..., Any]:
     return inspect.unwrap(getattr(type(model), method)).__get__(model)
 
 
-def component_module(model: SAM2Model, component: str) -> nn.Module:
-    """The static-shape wrapper of one per-frame component (see COMPONENTS)."""
+def component_module(model: SAM2Model, component: str, steady: bool = False) -> nn.Module:
+    """The static-shape wrapper of one per-frame component (see COMPONENTS); `steady`: memory attention's
+    mask-free wrapper of a full memory (SteadyMemoryAttentionExport)."""
+    if steady and component != "memory_attention":
+        raise ValueError(f"only memory_attention has a steady-state graph, not {component!r}")
     wrappers: Dict[str, nn.Module] = {
         "image_encoder": ImageEncoderExport(model),
-        "memory_attention": MemoryAttentionExport(model),
+        "memory_attention": SteadyMemoryAttentionExport(model) if steady else MemoryAttentionExport(model),
         "mask_decoder": PromptDecoderExport(model, model.use_multimask(False, 0)),
         "memory_encoder": MemoryEncoderExport(model, is_mask_from_pts=False),
     }
@@ -264,6 +291,7 @@ def component_inputs(
     device: torch.device = torch.device("cpu"),
     seed: int = 0,
     per_row_frames: bool = False,
+    steady: int = 0,
 ) -> Tuple[torch.Tensor, ...]:
     """Random inputs of `component_module(model, component)` for `batch` objects, in the shapes and dtypes
     the fixed-shape backends pass (float32 features, int64 / bool slot indices and masks).
@@ -278,6 +306,9 @@ def component_inputs(
       device: where the tensors live.
       per_row_frames: frame features (feat, feat_s0, feat_s1) one per row, for rows of several frames;
         False: batch 1, shared by every row.
+      steady: memory attention only; c >= 1: the inputs of SteadyMemoryAttentionExport for a full memory
+        with c conditioning frames (c + num_maskmem - 1 slots, c + max_obj_ptrs_in_encoder - 1 pointers, no
+        validity masks); 0: the masked wrapper's inputs with num_conditioning conditioning slots.
     """
     generator = torch.Generator().manual_seed(seed)
     hidden, size = config.hidden_dim, config.feat_size
@@ -285,13 +316,16 @@ def component_inputs(
     if component == "image_encoder":
         inputs: Tuple[torch.Tensor, ...] = image_encoder_inputs(config, batch, seed=seed)
     elif component == "memory_attention":
+        conditioning = steady or num_conditioning
         feat, pos, *memory = memory_attention_inputs(
             config,
             batch,
-            num_slots=num_conditioning + config.num_maskmem - 1,
-            num_ptrs=num_conditioning + config.max_obj_ptrs_in_encoder - 1,
+            num_slots=conditioning + config.num_maskmem - 1,
+            num_ptrs=conditioning + config.max_obj_ptrs_in_encoder - 1,
             seed=seed,
         )
+        if steady:
+            del memory[6], memory[3]  # ptr_valid, mem_valid
         inputs = (feat[:frames], pos[:1], *memory)
     elif component == "mask_decoder":
         inputs = (

@@ -22,7 +22,7 @@ Frame indices live on the CPU (they decide validity and are tiny); features live
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, List, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 import torch
 
@@ -42,6 +42,8 @@ class MemoryReadout:
       ptrs: (B, P, hidden_dim) float32 object pointers; conditioning pointers first.
       ptr_tpos: (B, P) float32 signed frame distance (current frame - pointer's frame).
       ptr_valid: (B, P) bool.
+      complete: every slot and pointer of every row is valid (a full memory: `MemoryBank.steady_conditioning`),
+        so attention needs no key mask; fixed-shape backends then run their mask-free graph.
     """
 
     mem_feats: torch.Tensor
@@ -51,6 +53,7 @@ class MemoryReadout:
     ptrs: torch.Tensor
     ptr_tpos: torch.Tensor
     ptr_valid: torch.Tensor
+    complete: bool = False
 
 
 class MemoryBank:
@@ -174,6 +177,24 @@ class MemoryBank:
         self.recent_frames[rows, frame_index % self.num_recent] = EMPTY
         self.recent_ptr_frames[rows, frame_index % self.num_recent_ptrs] = EMPTY
 
+    def fill_history(self, num_rows: int, last_frame: int, frame_index: int) -> None:
+        """Warm-up only: make rows 0..num_rows-1 look tracked on every frame just before `frame_index`, with copies
+        of the recent memory and pointer of `last_frame` (the last frame they were tracked on), so that frame
+        `frame_index` reads a full memory. Shapes and dtypes are those of a real full memory; the content is
+        not (Tracker.warmup throws the stream away).
+        """
+        if frame_index - max(self.num_recent, self.num_recent_ptrs) <= last_frame:
+            raise ValueError(f"frame {frame_index} is too close to frame {last_frame} to leave a gap to fill")
+        rows = slice(0, num_rows)
+        feats = self.recent_feats[rows, last_frame % self.num_recent].clone()
+        ptrs = self.recent_ptrs[rows, last_frame % self.num_recent_ptrs].clone()
+        for frame in range(frame_index - self.num_recent, frame_index):
+            self.recent_feats[rows, frame % self.num_recent] = feats
+            self.recent_frames[rows, frame % self.num_recent] = frame
+        for frame in range(frame_index - self.num_recent_ptrs, frame_index):
+            self.recent_ptrs[rows, frame % self.num_recent_ptrs] = ptrs
+            self.recent_ptr_frames[rows, frame % self.num_recent_ptrs] = frame
+
     def _conditioning_slot(self, row: int) -> int:
         """Slot of `row` that receives a new conditioning frame (a free one, else the one to evict)."""
         frames = self.cond_frames[row]
@@ -183,6 +204,30 @@ class MemoryBank:
         order = torch.argsort(frames)
         # order[0] is the first prompted frame: keep it while there is another slot to give up.
         return int(order[1]) if len(order) > 1 else int(order[0])
+
+    def steady_conditioning(self, rows: List[int], frame_index: int) -> Optional[int]:
+        """The number c of conditioning frames when the memory of `rows` is full for frame `frame_index`, else None.
+
+        Full (the steady state of a stream): every recent spatial slot and every recent pointer slot of every
+        row holds one of the frames just before `frame_index`, and every row uses the same c conditioning slots.
+        A compact `read` of such rows then returns exactly c + R spatial slots and c + Q pointers, all valid:
+        memory attention needs no key mask. Reads only the frame indices (CPU), never the features.
+        """
+        if not rows:
+            return None
+        cpu_index = torch.tensor(rows, dtype=torch.int64)
+        recent_frames, ptr_frames = self.recent_frames[cpu_index], self.recent_ptr_frames[cpu_index]
+        recent_dist, ptr_dist = frame_index - recent_frames, frame_index - ptr_frames
+        recent_full = (recent_frames != EMPTY) & (recent_dist >= 1) & (recent_dist <= self.num_recent)
+        ptrs_full = (ptr_frames != EMPTY) & (ptr_dist >= 1) & (ptr_dist <= self.num_recent_ptrs)
+        if not (bool(recent_full.all()) and bool(ptrs_full.all())):
+            return None
+        cond_frames = self.cond_frames[cpu_index]
+        cond_valid = (cond_frames != EMPTY) & (cond_frames <= frame_index)
+        if not bool((cond_valid == cond_valid[:1]).all()):
+            return None
+        count = int(cond_valid[0].sum())
+        return count if count > 0 else None
 
     def read(
         self, rows: List[int], frame_index: int, num_maskmem: int, dtype: torch.dtype, compact: bool = True
@@ -238,6 +283,7 @@ class MemoryBank:
         mem_pos = self.mem_pos.to(dtype).expand(batch, num_slots, *self.mem_pos.shape)
         cond_tpos = torch.full_like(cond_frames, num_maskmem - 1)
         recent_tpos = torch.where(recent_valid, recent_dist - 1, torch.zeros_like(recent_dist))
+        complete = bool(cond_valid.all()) and bool(recent_valid.all()) and bool(ptr_valid.all())
         return MemoryReadout(
             mem_feats=mem_feats,
             mem_pos=mem_pos,
@@ -246,4 +292,5 @@ class MemoryBank:
             ptrs=torch.cat((cond_ptrs, recent_ptrs), dim=1),
             ptr_tpos=torch.cat((frame_index - cond_frames, ptr_dist), dim=1).float().to(device, non_blocking=True),
             ptr_valid=torch.cat((cond_valid, ptr_valid), dim=1).to(device, non_blocking=True),
+            complete=complete,
         )

@@ -40,19 +40,30 @@ outputs come at the new size.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam2_rt.backends import BACKENDS, PRECISIONS, CompileEvent, RunnerOptions, ShapePlan, make_runner
+from sam2_rt.backends import (
+    BACKENDS,
+    PRECISIONS,
+    CompileEvent,
+    RunnerOptions,
+    ShapePlan,
+    make_runner,
+    resolve_precision,
+)
+from sam2_rt.config import PRECISION_NAMES
 from sam2_rt.memory import EMPTY, MemoryBank, MemoryReadout
 from sam2_rt.modeling.sam2 import DecodeOutput, SAM2Model
 from sam2_rt.transforms import Frame, boxes_from_masks, label_image, preprocess, resize_mask_prompt, upsample_logits
@@ -89,11 +100,21 @@ class TrackerConfig:
     max_conditioning_frames: int = 4
     # An object absent for more than this many consecutive frames is reported LOST (it is still tracked).
     lost_after_frames: int = 30
-    # Compute precision of the model calls: "fp32", or "bf16" / "fp16" autocast (memory stays bfloat16).
-    precision: str = "fp32"
+    # Compute precision of the model calls: "auto" (bf16 on a CUDA device that has it, else fp32), "fp32",
+    # or "bf16" / "fp16" autocast (memory stays bfloat16). See `resolve_precision`.
+    precision: str = "auto"
+    # fp32 on CUDA: matrix products and convolutions may use TF32 tensor cores (set for the tracker's own calls
+    # only, restored after each step). False: full fp32 products.
+    allow_tf32: bool = True
     # Eager backend: skip memory slots no object uses (less attention work, shapes vary from frame to
-    # frame). False: every slot always. The compile and tensorrt backends always read every slot.
+    # frame). False: every slot always. The compile and tensorrt backends read every slot with a key mask
+    # until a stream's memory is full, then exactly the filled slots without a mask (steady_conditioning_frames).
     compact_memory: bool = True
+    # compile / tensorrt: the conditioning-frame counts (1 .. max_conditioning_frames) for which memory
+    # attention gets a mask-free steady-state program per bucket, built by warmup. A stream whose memory is full
+    # (every recent frame and pointer slot filled) with one of these counts runs it; other states run the
+    # masked program over every slot. Each count costs one more program per bucket at warm-up.
+    steady_conditioning_frames: Tuple[int, ...] = (1,)
     # Objects per memory-attention call. None: all objects in one call on CUDA, one at a time elsewhere (on
     # CPU one call over 8 objects is ~15% slower than 8 calls: its element-wise ops fall out of cache).
     # The results do not depend on it; compiled graphs always take all objects at once.
@@ -118,8 +139,12 @@ class TrackerConfig:
             raise ValueError(f"lost_after_frames must be >= 0, got {self.lost_after_frames}")
         if self.memory_attention_batch is not None and self.memory_attention_batch < 1:
             raise ValueError(f"memory_attention_batch must be >= 1 or None, got {self.memory_attention_batch}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
+        if self.precision not in PRECISION_NAMES:
+            raise ValueError(f"precision must be one of {list(PRECISION_NAMES)}, got {self.precision!r}")
+        bad = [c for c in self.steady_conditioning_frames if not 1 <= c <= self.max_conditioning_frames]
+        if bad:
+            raise ValueError(f"steady_conditioning_frames must lie in 1..max_conditioning_frames "
+                             f"({self.max_conditioning_frames}), got {bad}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
 
@@ -266,7 +291,8 @@ class Tracker:
 
     Threads: a stream is used by one thread at a time. With the eager backend, different streams may be stepped
     by different threads at the same time (the tracker keeps no state but the streams'; the weights are only
-    read). The compile and tensorrt backends run one step at a time (their graphs and engines are shared).
+    read). The compile and tensorrt backends run one step at a time (their graphs and engines are shared): a
+    step of another thread waits for the running one (a lock).
 
     Arguments:
       model: the SAM 2 model (put in eval mode here); any device.
@@ -289,30 +315,38 @@ class Tracker:
                              "bank is attended) is implemented, as in every official model")
         self.device = next(model.parameters()).device
         self.image_size = self.model_config.image_size
-        self._autocast_dtype = PRECISIONS[config.precision]
+        # The compute precision that runs ("auto" resolved for this device): fp32, bf16 or fp16.
+        self.precision = resolve_precision(config.precision, self.device)
+        self._autocast_dtype = PRECISIONS[self.precision]
         # Objects per memory-attention call (TrackerConfig.memory_attention_batch; None = all at once).
         self._memory_attention_batch = config.memory_attention_batch
         if self._memory_attention_batch is None and self.device.type != "cuda":
             self._memory_attention_batch = 1
-        if self.device.type == "cpu" and config.precision != "fp32" and not _cpu_has_native(config.precision):
+        if self.device.type == "cpu" and self.precision != "fp32" and not _cpu_has_native(self.precision):
             logger.warning(
                 "precision=%r on a CPU without native %s arithmetic (capability %s): expect it to be several "
                 "times slower than fp32 (bf16 ran 5.6x slower on an AVX2 CPU); use fp32 here",
-                config.precision, config.precision, torch.backends.cpu.get_cpu_capability(),
+                self.precision, self.precision, torch.backends.cpu.get_cpu_capability(),
             )
+        # Fixed-shape runners share their graphs / engines (and CUDA-graph output buffers) between streams:
+        # one step at a time, enforced here (the eager runner keeps no state, so its streams may step at once).
+        self._step_lock: Optional[threading.Lock] = None
         # How the per-frame components run; `backend` says what was asked for and what runs.
         self.runner, self.backend = make_runner(
             model,
             RunnerOptions(
                 backend=config.backend,
-                precision=config.precision,
+                precision=self.precision,
                 max_objects=config.max_objects,
                 num_conditioning=config.max_conditioning_frames,
                 compiler=config.compiler,
                 cuda_graphs=config.cuda_graphs,
                 engine_cache_dir=Path(config.engine_cache_dir) if config.engine_cache_dir else None,
+                steady_conditioning=tuple(config.steady_conditioning_frames),
             ),
         )
+        if self.runner.fixed_shapes:
+            self._step_lock = threading.Lock()
 
     @property
     def compilations(self) -> Dict[str, int]:
@@ -329,11 +363,13 @@ class Tracker:
 
         compile: compiles each component's graph for every shape; tensorrt: builds or loads every engine (see
         sam2_rt.engines). Shapes: each bucket of objects of one stream; with max_streams > 1 also each bucket
-        of frames of the image encoder and each bucket of the rows of several streams (`step_many`). Both
-        then step scratch streams of blank frames with one click per object, three frames per shape (a
-        prompted frame, then two tracked ones: a CUDA graph is recorded on a graph's second call), so the
-        calls are those of real frames. eager: nothing to build (returns at once). Progress and the total
-        time are logged.
+        of frames of the image encoder and each bucket of the rows of several streams (`step_many`); memory
+        attention also has its mask-free steady-state program per shape and count of
+        `steady_conditioning_frames`. Both then step scratch streams of blank frames with one click per object,
+        per shape: the prompted frames, then tracked frames until each program has run twice (a CUDA graph is
+        recorded on a graph's second call), i.e. until the memory has been full for two frames
+        (max_obj_ptrs_in_encoder + 1 tracked frames), so the calls are those of real frames. eager: nothing to
+        build (returns at once). Progress and the total time are logged.
 
         Arguments:
           object_counts: only the buckets holding these object counts (default: every bucket up to
@@ -356,18 +392,21 @@ class Tracker:
                     frames=plan.frames,
                     rows=tuple(sorted({self.runner.batch_for(count) for count in object_counts})),
                     per_row=tuple(rows for rows in plan.per_row if rows <= largest),
+                    steady=plan.steady,
                 )
-            logger.info("warm-up of backend %s (%s) for %s object(s)%s", self.backend.used, self.config.precision,
+            logger.info("warm-up of backend %s (%s) for %s object(s)%s", self.backend.used, self.precision,
                         ", ".join(map(str, plan.rows)),
                         f", {max_streams} streams: {', '.join(map(str, plan.per_row))} rows" if plan.per_row else "")
             self.runner.prepare(plan)
             scratch = [[rows] for rows in plan.rows] + [_spread(rows, max_streams) for rows in plan.per_row]
             for index, counts in enumerate(scratch):
                 logger.info("warm-up: %s object(s) (%d/%d)", "+".join(map(str, counts)), index + 1, len(scratch))
-                self._scratch_frames(counts)
+                for conditioning in plan.steady or (0,):
+                    self._scratch_frames(counts, conditioning)
+            self.runner.finish_warmup()
         report = WarmupReport(
             backend=self.backend.used,
-            precision=self.config.precision,
+            precision=self.precision,
             buckets=plan.rows,
             events=tuple(self.runner.events[first_event:]),
             seconds=time.perf_counter() - start,
@@ -377,17 +416,35 @@ class Tracker:
         logger.info("warm-up done in %.1f s: %s", report.seconds, report.summary())
         return report
 
-    def _scratch_frames(self, object_counts: Sequence[int]) -> None:
-        """Step throw-away streams (one per count, with that many clicked objects) through a prompted and two
-        tracked frames, all streams together."""
+    def _scratch_frames(self, object_counts: Sequence[int], conditioning: int = 0) -> None:
+        """Step throw-away streams (one per count, with that many clicked objects), all streams together.
+
+        conditioning 0: a prompted and two tracked frames (every program but the steady-state ones).
+        c >= 1: c prompted frames (the objects' first clicks, then c - 1 refinements) and two tracked frames
+        (the masked programs), then the streams skip ahead with their memory filled by copies
+        (MemoryBank.fill_history: what a stream reaches after max_obj_ptrs_in_encoder - 1 tracked frames,
+        without computing them) and track two more frames (the steady-state program of c conditioning frames).
+        """
         size = self.image_size
         frame = np.full((size, size, 3), 128, dtype=np.uint8)
         streams = [self.create_stream() for _ in object_counts]
-        for stream, num_objects in zip(streams, object_counts):
-            for obj_id in range(1, num_objects + 1):
-                point = [[size * obj_id / (num_objects + 1), size / 2]]
-                self.add_prompt(stream, obj_id, points=point, labels=[1], frame_size=(size, size))
-        for _ in range(3):
+        for prompted in range(max(conditioning, 1)):
+            for stream, num_objects in zip(streams, object_counts):
+                for obj_id in range(1, num_objects + 1):
+                    point = [[size * obj_id / (num_objects + 1), size / 2 + prompted]]
+                    self.add_prompt(stream, obj_id, points=point, labels=[1], frame_size=(size, size))
+            self.step_many(streams, [frame] * len(streams))
+        for _ in range(2):
+            self.step_many(streams, [frame] * len(streams))
+        if not conditioning:
+            return
+        gap = max(self.model_config.num_maskmem - 1, self.model_config.max_obj_ptrs_in_encoder - 1)
+        with torch.inference_mode():
+            for stream in streams:
+                last = stream.frame_index - 1
+                stream.frame_index += gap
+                stream._bank.fill_history(len(stream._ids), last, stream.frame_index)
+        for _ in range(2):
             self.step_many(streams, [frame] * len(streams))
 
     # ------------------------------------------------------------------ streams
@@ -651,15 +708,45 @@ class Tracker:
                 )
         active = [step for step in steps if step.object_ids]
         group = self.runner.max_frames or max(len(active), 1)
-        with torch.autocast(self.device.type, dtype=self._autocast_dtype, enabled=self.config.precision != "fp32"):
-            for start in range(0, len(active), group):
-                self._track_frames(active[start:start + group])
-        results = [self._frame_result(step) for step in steps]
+        autocast = torch.autocast(self.device.type, dtype=self._autocast_dtype, enabled=self.precision != "fp32")
+        with self._one_step_at_a_time(), self._matmul_precision():
+            with autocast:
+                for start in range(0, len(active), group):
+                    self._track_frames(active[start:start + group])
+            results = [self._frame_result(step) for step in steps]
         # Every stream changes only now that all frames went through: a failure above leaves their objects,
         # memories and pending prompts as they were.
         for step in active:
             self._write_memory(step)
         return [self._commit(step, *result) for step, result in zip(steps, results)]
+
+    @contextlib.contextmanager
+    def _one_step_at_a_time(self) -> Iterator[None]:
+        """Holds the fixed-shape runner for one step (a step of another thread waits for it)."""
+        if self._step_lock is None:
+            yield
+            return
+        if not self._step_lock.acquire(blocking=False):
+            logger.debug("step waits: another thread is stepping this tracker's shared %s programs", self.backend.used)
+            self._step_lock.acquire()
+        try:
+            yield
+        finally:
+            self._step_lock.release()
+
+    @contextlib.contextmanager
+    def _matmul_precision(self) -> Iterator[None]:
+        """fp32 on CUDA: TF32 matrix products and convolutions for the step when config.allow_tf32 (then the
+        previous process-wide settings again); nothing changes elsewhere."""
+        if self.device.type != "cuda" or self.precision != "fp32":
+            yield
+            return
+        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.config.allow_tf32
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
     def _checked_frame_size(self, frame: Frame, index: int, count: int) -> Tuple[int, int]:
         """The (H, W) of a valid frame; TrackerInputError naming the frame's position among several."""
@@ -785,18 +872,26 @@ class Tracker:
         each stream runs alone: its frame's first self-attention, which reads no memory, then runs once.
         """
         runner = self.runner
-        compact = self.config.compact_memory and not runner.fixed_shapes
         one_row_at_a_time = self._memory_attention_batch == 1 and not runner.fixed_shapes
+        local_rows = [(frame, step, [r - step.first_row for r in rows if r in step.rows])
+                      for frame, step in enumerate(steps)]
+        local_rows = [(frame, step, local) for frame, step, local in local_rows if local]
+        if runner.fixed_shapes:
+            # One program for the whole call: the mask-free steady-state one when every stream's memory is full
+            # with the same number of conditioning frames (a count the runner has a program for), read
+            # compact (exactly the filled slots); else the masked one over every slot.
+            counts = {step.state._bank.steady_conditioning(local, step.frame_index) for _, step, local in local_rows}
+            (count,) = counts if len(counts) == 1 else (None,)
+            compact = count is not None and count in runner.steady
+        else:
+            compact = self.config.compact_memory
         parts: List[Tuple[int, MemoryReadout]] = []  # (frame, readout) of each stream with rows to read
         groups: Dict[Tuple[int, ...], List[int]] = {}  # readout shape (and frame) -> positions in parts
-        for frame, step in enumerate(steps):
-            local = [r - step.first_row for r in rows if r in step.rows]
-            if local:
-                readout = step.state._bank.read(local, step.frame_index, self.model_config.num_maskmem, feat.dtype,
-                                                compact)
-                key = (readout.mem_feats.shape[1], readout.ptrs.shape[1]) + ((frame,) if one_row_at_a_time else ())
-                groups.setdefault(key, []).append(len(parts))
-                parts.append((frame, readout))
+        for frame, step, local in local_rows:
+            readout = step.state._bank.read(local, step.frame_index, self.model_config.num_maskmem, feat.dtype, compact)
+            key = (readout.mem_feats.shape[1], readout.ptrs.shape[1]) + ((frame,) if one_row_at_a_time else ())
+            groups.setdefault(key, []).append(len(parts))
+            parts.append((frame, readout))
         pieces: List[torch.Tensor] = [feat] * len(parts)  # every one replaced below
         for members in groups.values():
             sizes = [parts[m][1].mem_feats.shape[0] for m in members]
@@ -994,6 +1089,7 @@ def _concat_readouts(readouts: List[MemoryReadout]) -> MemoryReadout:
         ptrs=cat("ptrs"),
         ptr_tpos=cat("ptr_tpos"),
         ptr_valid=cat("ptr_valid"),
+        complete=all(readout.complete for readout in readouts),
     )
 
 

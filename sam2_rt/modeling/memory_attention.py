@@ -192,11 +192,6 @@ class MemoryAttention(nn.Module):
         memory_valid: Optional[Tensor],
     ) -> Tensor:
         """Everything after the first self-attention, for rows of the batch (output/curr_pos batch 1 or rows)."""
-        if memory_valid is not None and not torch.compiler.is_compiling() and bool(memory_valid.all()):
-            # Eager fast path for the steady state (every slot and pointer filled): a masked softmax costs
-            # ~10% more on CPU than an unmasked one with the same result. Traced graphs (export, compile)
-            # keep the mask so their shapes and ops do not depend on the data.
-            memory_valid = None
         batch = memory.shape[0]
         output = output.expand(batch, *output.shape[1:])
         curr_pos = curr_pos.expand(batch, *curr_pos.shape[1:])

@@ -252,10 +252,10 @@ class SAM2Model(nn.Module):
         mem_feats: torch.Tensor,
         mem_pos: torch.Tensor,
         mem_tpos_index: torch.Tensor,
-        mem_valid: torch.Tensor,
+        mem_valid: Optional[torch.Tensor],
         ptrs: torch.Tensor,
         ptr_tpos: torch.Tensor,
-        ptr_valid: torch.Tensor,
+        ptr_valid: Optional[torch.Tensor],
         batch_chunk: Optional[int] = None,
     ) -> torch.Tensor:
         """Condition a frame's feature on fixed-size memory (Meta's _prepare_memory_conditioned_features
@@ -271,11 +271,12 @@ class SAM2Model(nn.Module):
           mem_feats, mem_pos: (B, M, D, h, w) memories and their position encodings (encode_memory).
           mem_tpos_index: (B, M) long, row of maskmem_tpos_enc of each slot, i.e. num_maskmem - t_pos - 1
             (t_pos = 0 for conditioning frames, num_maskmem - t_rel for the frame t_rel frames back).
-          mem_valid: (B, M) bool, True for filled slots.
+          mem_valid: (B, M) bool, True for filled slots; None with ptr_valid None: every slot and pointer is
+            filled, and attention runs without a key mask (the steady state of a stream).
           ptrs: (B, P, C) object pointers (decode / mask_as_output).
           ptr_tpos: (B, P) float frame distance of each pointer, frame_idx - t (signed for SAM 2.1); it is
             normalised by max_obj_ptrs_in_encoder - 1, as Meta does for videos of at least that many frames.
-          ptr_valid: (B, P) bool, True for filled pointer slots.
+          ptr_valid: (B, P) bool, True for filled pointer slots (None: all, see mem_valid).
           batch_chunk: objects per memory-attention call (None: all at once); the result is the same.
         Returns:
           (B, C, h, w) memory-conditioned feature for decode.
@@ -288,12 +289,16 @@ class SAM2Model(nn.Module):
         tpos = self.maskmem_tpos_enc.reshape(-1, mem_dim)[mem_tpos_index]  # (B, M, D)
         spatial_pos = mem_pos.flatten(3).transpose(2, 3) + tpos[:, :, None, :]
         spatial_pos = spatial_pos.reshape(batch, num_slots * tokens_per_slot, mem_dim)
-        spatial_valid = mem_valid[:, :, None].expand(-1, -1, tokens_per_slot).reshape(batch, -1)
-
-        ptr_tokens, ptr_pos, ptr_token_valid = self._pointer_tokens(ptrs, ptr_tpos, ptr_valid)
+        if (mem_valid is None) != (ptr_valid is None):
+            raise ValueError("mem_valid and ptr_valid are both given or both None (a full memory)")
+        ptr_tokens, ptr_pos = self._pointer_tokens(ptrs, ptr_tpos)
         memory = torch.cat([spatial, ptr_tokens], dim=1)
         memory_pos = torch.cat([spatial_pos, ptr_pos], dim=1)
-        memory_valid = torch.cat([spatial_valid, ptr_token_valid], dim=1)
+        memory_valid = None
+        if mem_valid is not None and ptr_valid is not None:
+            spatial_valid = mem_valid[:, :, None].expand(-1, -1, tokens_per_slot).reshape(batch, -1)
+            ptr_token_valid = ptr_valid.repeat_interleave(ptr_tokens.shape[1] // ptrs.shape[1], dim=1)
+            memory_valid = torch.cat([spatial_valid, ptr_token_valid], dim=1)
 
         conditioned = self.memory_attention(
             curr=feat.flatten(2).transpose(1, 2),
@@ -306,11 +311,9 @@ class SAM2Model(nn.Module):
         )
         return conditioned.transpose(1, 2).reshape(batch, hidden, height, width)
 
-    def _pointer_tokens(
-        self, ptrs: torch.Tensor, ptr_tpos: torch.Tensor, ptr_valid: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _pointer_tokens(self, ptrs: torch.Tensor, ptr_tpos: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Split each C-wide pointer into C / D tokens of width D, consecutive per pointer, each with the
-        pointer's temporal encoding. Returns tokens, positions (B, P * C/D, D) and validity (B, P * C/D)."""
+        pointer's temporal encoding. Returns tokens and positions, (B, P * C/D, D) each."""
         batch, num_ptrs, hidden = ptrs.shape
         mem_dim = self.config.mem_dim
         splits = hidden // mem_dim
@@ -323,7 +326,7 @@ class SAM2Model(nn.Module):
         else:
             ptr_pos = ptrs.new_zeros(batch, num_ptrs, mem_dim)
         tokens = ptrs.reshape(batch, num_ptrs * splits, mem_dim)
-        return tokens, ptr_pos.repeat_interleave(splits, dim=1), ptr_valid.repeat_interleave(splits, dim=1)
+        return tokens, ptr_pos.repeat_interleave(splits, dim=1)
 
     @torch.inference_mode()
     def encode_memory(
