@@ -262,12 +262,12 @@ class TrackerNode(LifecycleNode):
     and `/diagnostics`. Services (private): `~/add_prompt`, `~/remove_objects`, `~/reset`.
     """
 
-    # torch's CPU thread count is process-wide: only the node's own process (`main`) sets it from cpu_threads on
-    # activation. A node made inside another process (a test, a program embedding it) leaves it to that process.
-    sets_process_threads = False
-
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
+        # torch's CPU thread count is process-wide: only the node's own process (`main`) sets it from
+        # cpu_threads on activation. A node made inside another process (a test, a program embedding it) leaves
+        # it to that process.
+        self.sets_process_threads = False
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
         add_parameter_callbacks(self, self._validate_parameters, self._apply_parameters)
