@@ -333,7 +333,7 @@ class TrackerNode(LifecycleNode):
     def _lifecycle_command(self, transition: str) -> str:
         return f"`ros2 lifecycle set {self.get_fully_qualified_name()} {transition}`"
 
-    def _set_status(self, state: str, fix: str = "", level: int = DiagnosticStatus.WARN) -> None:
+    def _set_status(self, state: str, fix: str = "", level: bytes = DiagnosticStatus.WARN) -> None:
         """The state /diagnostics reports while the node is not active: what happened, and what to do next."""
         self._status = f"{state}; {fix}" if fix else state
         self._status_level = level
