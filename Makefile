@@ -1,6 +1,7 @@
 # sam2-ros developer entry points. Every target sets up what it needs, idempotently.
 #   make setup   create .venv, install torch + ROS 2 wheels + test oracle, build the interfaces, pip -e
-#   make test    setup, then the whole pytest suite
+#   make test    setup, then the whole pytest suite (what CI runs)
+#   make test-fast  setup, then the suite without ROS processes, slow tests and TensorRT builds (iteration)
 #   make demo    setup, then the demo (see README)
 
 PYTHON ?= python3
@@ -23,7 +24,7 @@ DEMO_ARGS ?=
 # random weights within seconds and says so on every overlay frame); CHECKPOINT=path/to/file.pt skips that.
 CHECKPOINT ?=
 
-.PHONY: setup test demo interfaces clean
+.PHONY: setup test test-fast demo interfaces clean
 .DEFAULT_GOAL := setup
 
 setup: $(STAMPS)/editable
@@ -58,8 +59,13 @@ $(STAMPS)/editable: $(STAMPS)/interfaces setup.py
 
 interfaces: $(STAMPS)/interfaces
 
+# pytest.ini adds --strict-markers and a 900 s per-test timeout (a hang fails; no slow test comes near it).
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=30 $(PYTEST_ARGS)
+
+# Stops at the first failure. .ci/run also runs it in a shuffled order (pytest-random-order).
+test-fast: setup
+	$(PY) -m pytest -x --durations=15 -m "not ros and not slow and not trt_build" $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) tools/demo.py $(if $(CHECKPOINT),--checkpoint "$(CHECKPOINT)") $(DEMO_ARGS)

@@ -8,6 +8,9 @@ from setuptools import setup
 
 TEST_REQUIRES = [
     "pytest>=8",
+    # A per-test timeout (pytest.ini), and the shuffled run of the fast tier in .ci/run (--random-order-seed).
+    "pytest-timeout>=2.3",
+    "pytest-random-order>=1.2",
     # Static check that the sources need no Python newer than 3.10 (tests/test_ros_compat.py).
     "vermin>=1.6",
     # Property-based fuzzing of the image conversions and prompt parsing (tests/test_fuzz.py).
