@@ -39,6 +39,7 @@ import datetime
 import json
 import logging
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -57,6 +58,7 @@ if str(REPO) not in sys.path:
 
 from sam2_rt.checkpoint import random_model  # noqa: E402
 from sam2_rt.tracker import Tracker, TrackerConfig  # noqa: E402
+from sam2_rt.transforms import preprocess  # noqa: E402
 
 LOG = logging.getLogger("bench.gpu")
 COMPONENT_METHODS = ("encode_image", "attend_memory", "decode_tracked", "encode_memory")
@@ -74,6 +76,9 @@ MIN_SECONDS = {"eager": 20.0, "compile": 150.0, "tensorrt": 300.0, "plain": 30.0
 WARM_FRAMES = 17
 # Random weights score every object about 0 ("absent": every mask the constant -1024); shifted, they are present.
 OBJECT_SCORE_SHIFT = 4.0
+# First frame of the steady state: frame 0 is prompted, and the memory is full once the last
+# max_obj_ptrs_in_encoder - 1 = 15 frames were tracked (SAM 2 / 2.1).
+STEADY_FROM = 16
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,11 @@ class Variant:
     precision: str  # "fp32" or "bf16"
     backend: str = "eager"  # ours: eager / compile / tensorrt; meta: plain / vos
     cuda_graphs: bool = False
+
+    @property
+    def slug(self) -> str:
+        """The name --variants takes, e.g. ours-compile-cg-bf16, meta-vos-bf16."""
+        return "-".join([self.side, self.backend] + (["cg"] if self.cuda_graphs else []) + [self.precision])
 
 
 # Every mask IoU is against this variant's masks; it runs first.
@@ -104,13 +114,19 @@ class Run:
     fps: Optional[float] = None
     ms_per_frame: Optional[float] = None
     first_frame_ms: Optional[float] = None
+    # frames from STEADY_FROM on (every object's memory full: the steady state of a long stream)
+    steady_fps: Optional[float] = None
     component_ms: Dict[str, float] = field(default_factory=dict)
+    # ours: per tracked frame, the step's time outside the four components (preprocessing, memory reads and
+    # writes, launches, host syncs, upsampling the masks): wall time minus the components' CUDA-event times
+    outside_ms: Optional[float] = None
     peak_gpu_mib: Optional[float] = None
     iou_mean: Optional[float] = None
     iou_min: Optional[float] = None
     warmup_s: Optional[float] = None  # ours: Tracker.warmup
     total_s: Optional[float] = None  # the whole variant: build, warm-up (Meta: compilation) and every stream
     compiled_after_warmup: Optional[int] = None  # ours: graphs / engines built after warm-up (must be 0)
+    compile_s: Optional[float] = None  # Meta: its untimed first pass over WARM_FRAMES frames (compilation included)
 
 
 # --------------------------------------------------------------------------- frames and prompts
@@ -190,6 +206,7 @@ class TimedRunner:
         self._runner = runner
         self._cuda = device.type == "cuda"
         self._pending: List[Tuple[str, Any, Any]] = []
+        self._cpu_frame: Dict[str, float] = {}  # CPU: milliseconds of each component since the last collect
         self.totals: Dict[str, float] = {name: 0.0 for name in COMPONENT_METHODS}
         for name in COMPONENT_METHODS:
             setattr(self, name, self._timed(name, getattr(runner, name)))
@@ -208,19 +225,29 @@ class TimedRunner:
                 return out
             begin = time.perf_counter()
             out = method(*args, **kwargs)
-            self.totals[name] += (time.perf_counter() - begin) * 1e3
+            elapsed = (time.perf_counter() - begin) * 1e3
+            self.totals[name] += elapsed
+            self._cpu_frame[name] = self._cpu_frame.get(name, 0.0) + elapsed
             return out
 
         return call
 
-    def collect(self) -> None:
-        """Add the finished CUDA events' times to the totals (after a synchronisation)."""
+    def collect(self) -> float:
+        """Add the finished CUDA events' times to the totals (after a synchronisation); returns the milliseconds
+        of the components since the last collect."""
+        frame = 0.0
         for name, start, end in self._pending:
-            self.totals[name] += start.elapsed_time(end)
+            elapsed = start.elapsed_time(end)
+            self.totals[name] += elapsed
+            frame += elapsed
         self._pending.clear()
+        frame += sum(self._cpu_frame.values())
+        self._cpu_frame.clear()
+        return frame
 
     def reset(self) -> None:
         self._pending.clear()
+        self._cpu_frame.clear()
         self.totals = {name: 0.0 for name in COMPONENT_METHODS}
 
 
@@ -237,13 +264,18 @@ def reset_peak(device: torch.device) -> None:
 # --------------------------------------------------------------------------- ours
 
 
+def tracker_config(variant: Variant, max_objects: int, compiler: str, cache_root: Optional[Path]) -> TrackerConfig:
+    return TrackerConfig(max_objects=max_objects, precision=variant.precision, backend=variant.backend,
+                         compiler=compiler, cuda_graphs=variant.cuda_graphs,
+                         compile_cache_dir=str(cache_root / "compile") if cache_root else None)
+
+
 def run_ours(
     variant: Variant, model: torch.nn.Module, frames: np.ndarray, clicks: np.ndarray, counts: Sequence[int],
-    device: torch.device, compiler: str,
+    device: torch.device, compiler: str, cache_root: Optional[Path] = None,
 ) -> Tuple[List[Run], Dict[int, List[np.ndarray]]]:
     """Warm up one of our variants, then stream the frames with each object count; returns runs and masks."""
-    config = TrackerConfig(max_objects=max(counts), precision=variant.precision, backend=variant.backend,
-                           compiler=compiler, cuda_graphs=variant.cuda_graphs)
+    config = tracker_config(variant, max(counts), compiler, cache_root)
     tracker = Tracker(model, config)
     if tracker.backend.used != variant.backend:
         reason = "; ".join(tracker.backend.reasons)
@@ -262,7 +294,7 @@ def run_ours(
         for timed_pass, pass_frames in ((False, frames[:WARM_FRAMES]), (True, frames)):
             reset_peak(device)
             stream = tracker.create_stream()
-            seconds, frame_masks = [], []
+            seconds, frame_masks, outside = [], [], []
             for index, frame in enumerate(pass_frames):
                 begin = clock.now()
                 if index == 0:
@@ -272,15 +304,18 @@ def run_ours(
                     timed.reset()
                 result = tracker.step(stream, frame)
                 seconds.append(clock.now() - begin)
-                timed.collect()
+                outside.append(1e3 * seconds[-1] - timed.collect())
                 if timed_pass:
                     frame_masks.append(packed(result.masks))
         tracked = len(frames) - 1
+        steady = seconds[STEADY_FROM:]
         runs.append(Run(
             variant.name, "ours", variant.backend, variant.precision, count,
             fps=tracked / sum(seconds[1:]),
             ms_per_frame=1e3 * sum(seconds[1:]) / tracked,
             first_frame_ms=1e3 * seconds[0],
+            steady_fps=len(steady) / sum(steady) if steady else None,
+            outside_ms=sum(outside[1:]) / tracked,
             component_ms={name: total / len(frames) for name, total in timed.totals.items()},
             peak_gpu_mib=peak_mib(device),
             warmup_s=warmup_s,
@@ -342,6 +377,129 @@ def cameras_goal(lines: List[Dict[str, Any]]) -> Dict[str, Any]:
             for line in lines if line["cameras"] == 4 and line.get("fps_vs_one_camera") is not None}
 
 
+# --------------------------------------------------------------------------- warm starts and memory attention
+
+
+def warm_start(variant: Variant, args: argparse.Namespace, counts: Sequence[int], cache_root: Path,
+               workdir: Path) -> Dict[str, Any]:
+    """A second process warms `variant` up for `counts` as run_ours did, with our compile cache (filled by that
+    run) and torch's own caches empty, as after a reboot: its warm-up seconds and what it loaded / compiled."""
+    spec = dict(model=args.model, image_size=args.image_size, device=args.device, counts=list(counts),
+                precision=variant.precision, cuda_graphs=variant.cuda_graphs, compiler=args.compiler,
+                cache=str(cache_root), out=str(workdir / "warm_start.json"))
+    spec_path = workdir / "warm_start_spec.json"
+    spec_path.write_text(json.dumps(spec))
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(workdir / "inductor_after_reboot"),
+               TRITON_CACHE_DIR=str(workdir / "triton_after_reboot"))
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, __file__, "--warmup-child", str(spec_path)], capture_output=True,
+                          text=True, timeout=600, cwd=REPO, env=env)
+    if done.returncode != 0:
+        return dict(status="failed: " + " | ".join(done.stderr.strip().splitlines()[-3:]))
+    result = json.loads(Path(spec["out"]).read_text())
+    return dict(result, status="ok", process_s=round(time.perf_counter() - start, 1))
+
+
+def warmup_child(spec_path: Path) -> None:
+    """The process of `warm_start`: build the model and tracker, warm up, write the report."""
+    spec = json.loads(spec_path.read_text())
+    device = torch.device(spec["device"])
+    model = random_model(spec["model"], spec["image_size"], device)
+    with torch.no_grad():
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += OBJECT_SCORE_SHIFT
+    variant = Variant("warm start", "ours", spec["precision"], "compile", spec["cuda_graphs"])
+    tracker = Tracker(model, tracker_config(variant, max(spec["counts"]), spec["compiler"], Path(spec["cache"])))
+    report = tracker.warmup(object_counts=spec["counts"])
+    actions: Dict[str, int] = {}
+    for event in report.events:
+        actions[event.action] = actions.get(event.action, 0) + 1
+    Path(spec["out"]).write_text(json.dumps(dict(warmup_s=round(report.seconds, 1), graphs=actions)))
+
+
+def attention_times(model: torch.nn.Module, frames: np.ndarray, clicks: np.ndarray, counts: Sequence[int],
+                    device: torch.device, compiler: str, repeats: int = 20) -> List[Dict[str, Any]]:
+    """Each memory-attention implementation alone, bf16 on CUDA (fp32 elsewhere), on a steady-state memory of
+    N objects (a stream tracked past STEADY_FROM frames): ms per call (CUDA events, after warm-up calls) and
+    achieved TFLOP/s from the FLOP count of what it computes (torch.utils.flop_counter).
+
+      eager steady       SAM2Model.attend_memory over the filled slots, no mask (what eager runs)
+      eager masked       every slot (4 conditioning + 6 recent, all pointer slots) with the key mask
+      compiled masked    the fixed-shape graph of ramp-up frames (every slot + mask)
+      compiled steady    the mask-free steady-state graph (exactly the filled slots)
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from sam2_rt.export import AutocastExport, component_module
+
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    lines = []
+    for count in counts:
+        tracker = Tracker(model, TrackerConfig(max_objects=count, precision=precision))
+        stream = tracker.create_stream()
+        size = frames.shape[1]
+        for obj in range(count):
+            tracker.add_prompt(stream, obj + 1, points=clicks[obj:obj + 1], labels=[1], frame_size=(size, size))
+        for index in range(STEADY_FROM + 1):  # (the clip repeats when shorter: --smoke)
+            tracker.step(stream, frames[index % len(frames)])
+        rows, index = list(range(count)), stream.frame_index
+        num_maskmem = model.config.num_maskmem
+        steady = stream._bank.read(rows, index, num_maskmem, torch.float32)
+        full = stream._bank.read(rows, index, num_maskmem, torch.float32, compact=False)
+        assert steady.complete and not full.complete, "the stream's memory must be full (steady state)"
+        with torch.inference_mode():
+            image = preprocess(frames[(STEADY_FROM + 1) % len(frames)], model.config.image_size, device)
+            _, _, feat, pos = model.forward_image(image)
+        masked_inputs = (feat, pos, full.mem_feats, full.mem_pos[:1, :1], full.mem_tpos_index, full.mem_valid,
+                         full.ptrs, full.ptr_tpos, full.ptr_valid)
+        steady_inputs = (feat, pos, steady.mem_feats, steady.mem_pos[:1, :1], steady.mem_tpos_index, steady.ptrs,
+                         steady.ptr_tpos)
+        eager_masked = AutocastExport(component_module(model, "memory_attention"), dtype)
+        eager_steady = AutocastExport(component_module(model, "memory_attention", steady=True), dtype)
+        impls = {
+            "eager steady": (eager_steady, steady_inputs),
+            "eager masked": (eager_masked, masked_inputs),
+            "compiled masked": (torch.compile(eager_masked, backend=compiler, dynamic=False), masked_inputs),
+            "compiled steady": (torch.compile(eager_steady, backend=compiler, dynamic=False), steady_inputs),
+        }
+        for name, (function, inputs) in impls.items():
+            line: Dict[str, Any] = dict(implementation=name, objects=count, precision=precision,
+                                        memory_tokens=int(inputs[2].shape[1] * inputs[2].shape[-1] ** 2))
+            try:
+                with torch.inference_mode():
+                    with FlopCounterMode(display=False) as counter:
+                        (eager_steady if "steady" in name else eager_masked)(*inputs)
+                    compile_start = time.perf_counter()
+                    for _ in range(3):
+                        function(*inputs)
+                    line["first_calls_s"] = round(time.perf_counter() - compile_start, 1)
+                    line["ms"] = _time_calls(function, inputs, repeats, device)
+                line["tflops"] = round(counter.get_total_flops() / (line["ms"] * 1e-3) / 1e12, 1)
+            except Exception as err:  # noqa: BLE001 - one implementation failing must not end the benchmark
+                line["status"] = f"failed: {type(err).__name__}: {err}"[:300]
+            print(json.dumps(dict(attention=line)), flush=True)
+            lines.append(line)
+        torch._dynamo.reset()
+    return lines
+
+
+def _time_calls(function: Callable, inputs: Sequence[torch.Tensor], repeats: int, device: torch.device) -> float:
+    """Milliseconds per call of function(*inputs), averaged over `repeats` calls (CUDA events on CUDA)."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        for _ in range(repeats):
+            function(*inputs)
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / repeats
+    begin = time.perf_counter()
+    for _ in range(repeats):
+        function(*inputs)
+    return 1e3 * (time.perf_counter() - begin) / repeats
+
+
 # --------------------------------------------------------------------------- Meta, in a child process
 
 
@@ -361,6 +519,7 @@ def meta_worker(spec_path: Path) -> None:
     runs, masks = [], {}
     state = predictor.init_state(spec["frames"])
     for count in spec["counts"]:
+        warm_s = 0.0
         for last_frame in (min(WARM_FRAMES, spec["num_frames"]) - 1, None):  # an untimed pass, then the timed one
             predictor.reset_state(state)
             reset_peak(device)
@@ -374,12 +533,17 @@ def meta_worker(spec_path: Path) -> None:
                     seconds.append(clock.now() - begin)
                     frame_masks.append(packed(logits[:, 0] > 0))
                     begin = clock.now()
+            if last_frame is not None:
+                warm_s = sum(seconds)
         tracked = len(seconds) - 1
+        steady = seconds[STEADY_FROM:]
         runs.append(dict(fps=tracked / sum(seconds[1:]), ms_per_frame=1e3 * sum(seconds[1:]) / tracked,
-                         first_frame_ms=1e3 * seconds[0], peak_gpu_mib=peak_mib(device), objects=count))
+                         first_frame_ms=1e3 * seconds[0], peak_gpu_mib=peak_mib(device), objects=count,
+                         steady_fps=len(steady) / sum(steady) if steady else None, compile_s=warm_s))
         masks[str(count)] = np.stack(frame_masks)
-    np.savez(spec["masks_out"], **masks)
-    Path(spec["runs_out"]).write_text(json.dumps(runs))
+        # after every count: a run cut short by its timeout still reports the counts it finished
+        np.savez(spec["masks_out"], **masks)
+        Path(spec["runs_out"]).write_text(json.dumps(runs))
 
 
 def run_meta(
@@ -396,17 +560,23 @@ def run_meta(
         return [Run(variant.name, "meta", variant.backend, variant.precision, n, status=status) for n in counts], {}
 
     start = time.perf_counter()
+    status = "ok"
     try:
         done = subprocess.run([sys.executable, __file__, "--meta-worker", str(spec_path)], capture_output=True,
                               text=True, timeout=timeout_s, cwd=REPO)
+        if done.returncode != 0:
+            tail = done.stderr.strip().splitlines()[-3:]
+            return failed(f"failed: {' | '.join(tail)}")
     except subprocess.TimeoutExpired:
-        return failed(f"skipped: over its {timeout_s:.0f} s time budget")
+        status = f"cut short: over its {timeout_s:.0f} s time budget"
     seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        tail = done.stderr.strip().splitlines()[-3:]
-        return failed(f"failed: {' | '.join(tail)}")
+    if not Path(spec["runs_out"]).exists():
+        return failed(f"skipped: over its {timeout_s:.0f} s time budget (its compilation included)")
     runs = [Run(variant.name, "meta", variant.backend, variant.precision, total_s=seconds, **values)
             for values in json.loads(Path(spec["runs_out"]).read_text())]
+    finished = {run.objects for run in runs}
+    runs += [Run(variant.name, "meta", variant.backend, variant.precision, n, status=status)
+             for n in counts if n not in finished]
     with np.load(spec["masks_out"]) as archive:
         masks = {int(count): list(archive[count]) for count in archive.files}
     return runs, masks
@@ -415,25 +585,36 @@ def run_meta(
 # --------------------------------------------------------------------------- the whole benchmark
 
 
-def variants(smoke: bool, meta_available: bool, trt_available: bool) -> List[Variant]:
-    """What to measure, most important first (the reference must come first)."""
+ALL_VARIANTS = (
+    REFERENCE,
+    Variant("ours compile+cudagraphs", "ours", "bf16", "compile", cuda_graphs=True),
+    Variant("meta vos_optimized", "meta", "bf16", "vos"),
+    Variant("ours eager", "ours", "bf16"),
+    Variant("meta", "meta", "bf16", "plain"),
+    Variant("ours compile+cudagraphs", "ours", "fp32", "compile", cuda_graphs=True),
+    Variant("ours compile", "ours", "bf16", "compile"),
+    Variant("ours compile", "ours", "fp32", "compile"),
+    Variant("ours tensorrt", "ours", "bf16", "tensorrt"),
+    Variant("ours tensorrt", "ours", "fp32", "tensorrt"),
+    Variant("meta", "meta", "fp32", "plain"),
+)
+
+
+def variants(smoke: bool, meta_available: bool, trt_available: bool, chosen: Optional[Sequence[str]] = None
+             ) -> List[Variant]:
+    """What to measure, most important first (the reference, when chosen, comes first); `chosen`: slugs."""
     if smoke:
-        chosen = [REFERENCE, Variant("ours compile", "ours", "fp32", "compile")]
-        return chosen + ([Variant("meta", "meta", "fp32", "plain")] if meta_available else [])
-    chosen = [
-        REFERENCE,
-        Variant("meta", "meta", "bf16", "plain"),
-        Variant("ours compile+cudagraphs", "ours", "bf16", "compile", cuda_graphs=True),
-        Variant("meta vos_optimized", "meta", "bf16", "vos"),
-        Variant("ours eager", "ours", "bf16"),
-        Variant("ours compile+cudagraphs", "ours", "fp32", "compile", cuda_graphs=True),
-        Variant("ours compile", "ours", "bf16", "compile"),
-        Variant("ours compile", "ours", "fp32", "compile"),
-        Variant("ours tensorrt", "ours", "bf16", "tensorrt"),
-        Variant("ours tensorrt", "ours", "fp32", "tensorrt"),
-        Variant("meta", "meta", "fp32", "plain"),
-    ]
-    return [v for v in chosen if (v.side != "meta" or meta_available) and (v.backend != "tensorrt" or trt_available)]
+        picked = [REFERENCE, Variant("ours compile", "ours", "fp32", "compile")]
+        picked += [Variant("meta", "meta", "fp32", "plain")] if meta_available else []
+    else:
+        picked = list(ALL_VARIANTS)
+    if chosen:
+        unknown = set(chosen) - {v.slug for v in ALL_VARIANTS + tuple(picked)}
+        if unknown:
+            raise SystemExit(f"unknown --variants {sorted(unknown)}; choose from {[v.slug for v in ALL_VARIANTS]}")
+        pool = {v.slug: v for v in ALL_VARIANTS + tuple(picked)}
+        picked = [pool[slug] for slug in chosen]
+    return [v for v in picked if (v.side != "meta" or meta_available) and (v.backend != "tensorrt" or trt_available)]
 
 
 def environment(device: torch.device) -> Dict[str, Any]:
@@ -465,25 +646,35 @@ def importable(module: str) -> Optional[str]:
     return str(getattr(imported, "__version__", "yes"))
 
 
+# Issue 18's goals (tiny at 1024, bf16, H100 / H200): FPS per object count, and >= 1.3x Meta's vos_optimized.
+FPS_GOALS = {1: 150.0, 4: 100.0, 16: 40.0}
+VOS_RATIO_GOAL = 1.3
+
+
 def goals(runs: List[Run]) -> Dict[str, Any]:
-    """Issue 8's goals: our best FPS over Meta's vos_optimized (>= 1.3 with 1 object, >= 4 with 16)."""
+    """Our best bf16 FPS per object count against FPS_GOALS and against Meta's vos_optimized (same run)."""
     result: Dict[str, Any] = {}
-    for count, target in ((1, 1.3), (16, 4.0)):
-        ours = [r for r in runs if r.side == "ours" and r.objects == count and r.fps]
+    for count, target in FPS_GOALS.items():
+        ours = [r for r in runs if r.side == "ours" and r.objects == count and r.fps and r.precision == "bf16"]
         meta = [r for r in runs if r.variant == "meta vos_optimized" and r.objects == count and r.fps]
-        if ours and meta:
-            best = max(ours, key=lambda r: r.fps or 0.0)
+        if not ours:
+            result[f"{count}_objects"] = "not measured (no bf16 run of ours)"
+            continue
+        best = max(ours, key=lambda r: r.fps or 0.0)
+        line: Dict[str, Any] = dict(best=f"{best.variant} {best.precision}", fps=round(best.fps or 0.0, 1),
+                                    fps_target=target, fps_met=(best.fps or 0.0) >= target)
+        if meta:
             ratio = (best.fps or 0.0) / (meta[0].fps or 1.0)
-            result[f"{count}_objects"] = dict(best=f"{best.variant} {best.precision}", ratio=round(ratio, 2),
-                                              target=target, met=ratio >= target)
+            line.update(vos_ratio=round(ratio, 2), vos_target=VOS_RATIO_GOAL, vos_met=ratio >= VOS_RATIO_GOAL)
         else:
-            result[f"{count}_objects"] = "not measured (needs our runs and Meta's vos_optimized)"
+            line["vos_ratio"] = "not measured (Meta's vos_optimized did not run at this count)"
+        result[f"{count}_objects"] = line
     return result
 
 
 def table(runs: List[Run]) -> str:
-    header = ("| variant | precision | objects | FPS | ms/frame | frame 0 ms | image_enc | mem_attn | decoder | "
-              "mem_enc | peak MiB | IoU mean / min | warm-up s | total s | status |")
+    header = ("| variant | precision | objects | FPS | steady FPS | ms/frame | frame 0 ms | image_enc | mem_attn | "
+              "decoder | mem_enc | outside ms | peak MiB | IoU mean / min | warm-up s | total s | status |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
 
     def number(value: Optional[float], digits: int = 1) -> str:
@@ -492,10 +683,27 @@ def table(runs: List[Run]) -> str:
     for r in runs:
         parts = [number(r.component_ms.get(name), 2) for name in COMPONENT_METHODS]
         iou = "" if r.iou_mean is None else f"{r.iou_mean:.4f} / {r.iou_min:.4f}"
-        lines.append(f"| {r.variant} | {r.precision} | {r.objects} | {number(r.fps)} | {number(r.ms_per_frame, 2)} | "
-                     f"{number(r.first_frame_ms)} | " + " | ".join(parts) + f" | {number(r.peak_gpu_mib, 0)} | {iou} | "
-                     f"{number(r.warmup_s)} | {number(r.total_s)} | {r.status} |")
+        warmup = r.warmup_s if r.warmup_s is not None else r.compile_s
+        lines.append(f"| {r.variant} | {r.precision} | {r.objects} | {number(r.fps)} | {number(r.steady_fps)} | "
+                     f"{number(r.ms_per_frame, 2)} | {number(r.first_frame_ms)} | " + " | ".join(parts) +
+                     f" | {number(r.outside_ms, 2)} | {number(r.peak_gpu_mib, 0)} | {iou} | "
+                     f"{number(warmup)} | {number(r.total_s)} | {r.status} |")
     return "\n".join(lines)
+
+
+def attention_table(lines: List[Dict[str, Any]]) -> str:
+    """Memory attention alone at steady state: one row per implementation, ms / TFLOP/s per object count."""
+    counts = sorted({line["objects"] for line in lines})
+    names = list(dict.fromkeys(line["implementation"] for line in lines))
+    out = ["| memory attention | " + " | ".join(f"{n} obj ms (TFLOP/s)" for n in counts) + " |",
+           "|---|" + "---|" * len(counts)]
+    for name in names:
+        cells = []
+        for count in counts:
+            line = next((x for x in lines if x["implementation"] == name and x["objects"] == count), {})
+            cells.append(f"{line['ms']:.2f} ({line['tflops']})" if "ms" in line else line.get("status", ""))
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -513,11 +721,26 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("out/gpu_bench.json"))
     parser.add_argument("--cameras", type=int, nargs="+",
                         help="cameras mode: our variants tracking K streams together, for each K (e.g. 1 2 4)")
+    parser.add_argument("--variants", nargs="+", metavar="SLUG",
+                        help="only these, in this order: " + " ".join(v.slug for v in ALL_VARIANTS))
+    parser.add_argument("--vos-objects", type=int, nargs="+", default=[1],
+                        help="object counts of Meta's vos_optimized (its compilation is long: 1 object by default)")
+    parser.add_argument("--vos-budget-s", type=float, default=150.0,
+                        help="seconds Meta's vos_optimized may take, compilation included (reported apart)")
+    parser.add_argument("--attention", action="store_true",
+                        help="also time each memory-attention implementation alone at steady state (--objects)")
+    parser.add_argument("--warm-start", action="store_true",
+                        help="after the first compile variant: a second process warms up the same shapes from "
+                             "our compile cache, with torch's own caches empty (a reboot); its seconds reported")
     parser.add_argument("--meta-worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.meta_worker:
         meta_worker(args.meta_worker)
+        return
+    if args.warmup_child:
+        warmup_child(args.warmup_child)
         return
     if args.smoke:
         args.image_size, args.frames, args.objects, args.compiler = 128, 4, [1, 2], "eager"
@@ -544,19 +767,35 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         meta_spec = dict(device=args.device, model=args.model, image_size=args.image_size, num_frames=args.frames,
                          frames=str(workdir / "frames"),
                          weights=str(workdir / "weights.pt"), clicks=clicks.tolist())
-        for variant in variants(args.smoke, bool(env["sam2"]), bool(env["torch_tensorrt"])):
+        extra: Dict[str, Any] = {}
+
+        def write_report() -> Dict[str, Any]:
+            """The JSON so far (rewritten after every variant: a run cut short still reports)."""
+            report = dict(env=env, args={k: str(v) for k, v in vars(args).items()}, runs=[asdict(r) for r in runs],
+                          goals=goals(runs), seconds=round(time.perf_counter() - started, 1), **extra)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=1))
+            return report
+
+        cache_root = workdir / "sam2_rt_cache"
+        for variant in variants(args.smoke, bool(env["sam2"]), bool(env["torch_tensorrt"]), args.variants):
             remaining = args.budget_s - (time.perf_counter() - started)
             needed = MIN_SECONDS[variant.backend]
+            counts = args.vos_objects if variant.backend == "vos" else args.objects
             if remaining < needed and not args.smoke:
                 status = f"skipped: {remaining:.0f} s of the budget left, needs ~{needed:.0f}"
                 new = [Run(variant.name, variant.side, variant.backend, variant.precision, n, status=status)
-                       for n in args.objects]
+                       for n in counts]
                 masks: Dict[int, List[np.ndarray]] = {}
             elif variant.side == "meta":
-                new, masks = run_meta(variant, workdir, meta_spec, args.objects, remaining)
+                budget = min(remaining, args.vos_budget_s) if variant.backend == "vos" else remaining
+                new, masks = run_meta(variant, workdir, meta_spec, counts, budget)
             else:
-                new, masks = run_ours(variant, model, frames, clicks, args.objects, device, args.compiler)
+                new, masks = run_ours(variant, model, frames, clicks, counts, device, args.compiler, cache_root)
                 torch._dynamo.reset()
+                if args.warm_start and variant.backend == "compile" and "warm_start" not in extra:
+                    extra["warm_start"] = warm_start(variant, args, counts, cache_root, workdir)
+                    print(json.dumps(dict(warm_start=extra["warm_start"])), flush=True)
             if variant == REFERENCE:
                 reference = masks
             for run in new:
@@ -565,12 +804,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                     run.iou_mean, run.iou_min = float(ious.mean()), float(ious.min())
                 print(json.dumps(asdict(run)), flush=True)
             runs.extend(new)
-    report = dict(env=env, args={k: str(v) for k, v in vars(args).items()}, runs=[asdict(r) for r in runs],
-                  goals=goals(runs), seconds=round(time.perf_counter() - started, 1))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
+            write_report()
+        if args.attention:
+            extra["attention"] = attention_times(model, frames, clicks, args.objects, device, args.compiler)
+        report = write_report()
     sys.stdout.write(f"\n{args.model} at {args.image_size}, {args.frames} frames, {env['gpu'] or env['device']}, "
                      f"torch {env['torch']}, {env['date']}; {report['seconds']} s in all; JSON: {args.out}\n")
+    if "warm_start" in report:
+        sys.stdout.write(f"warm start from our compile cache (torch's caches empty): {json.dumps(report['warm_start'])}\n")
+    if "attention" in report:
+        sys.stdout.write(attention_table(report["attention"]) + "\n")
     sys.stdout.write(f"goals: {json.dumps(report['goals'])}\n{table(runs)}\n")
 
 

@@ -129,6 +129,9 @@ class TrackerConfig:
     cuda_graphs: bool = False
     # Where backend="tensorrt" caches its engines (None: sam2_rt.engines.default_engine_cache_dir()).
     engine_cache_dir: Optional[str] = None
+    # Where backend="compile" with inductor keeps its compiled artifacts between processes, so that a warm-up
+    # after a reboot loads instead of compiling (None: sam2_rt.compile_cache.default_compile_cache_dir()).
+    compile_cache_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.max_objects < 1:
@@ -343,6 +346,7 @@ class Tracker:
                 cuda_graphs=config.cuda_graphs,
                 engine_cache_dir=Path(config.engine_cache_dir) if config.engine_cache_dir else None,
                 steady_conditioning=tuple(config.steady_conditioning_frames),
+                compile_cache_dir=Path(config.compile_cache_dir) if config.compile_cache_dir else None,
             ),
         )
         if self.runner.fixed_shapes:
