@@ -469,7 +469,8 @@ class TrackerNode(LifecycleNode):
             report = tracker.warmup(max_streams=len(self._cameras))
             warmup = f", warm-up {report.seconds:.1f} s" if report.events else ""
         description = (
-            f"model {settings.model} at {settings.image_size} px on {device}{cpu_note}, {settings.precision}, "
+            f"model {settings.model} at {settings.image_size} px on {device}{cpu_note}, {tracker.precision}"
+            f"{' (auto)' if settings.precision == 'auto' else ''}, "
             f"backend {backend.used}{'' if backend.used == backend.requested else f' (asked: {backend.requested})'}"
             f"{warmup}, weights: {weights}, "
             f"{worker.thread_count} worker thread{'s' if worker.thread_count > 1 else ''} ({worker.reason})"

@@ -89,8 +89,9 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
     ),
     ParameterSpec("device", "auto", "Where the model runs; auto = cuda when available, else cpu.",
                   choices=DEVICE_NAMES),
-    ParameterSpec("precision", "fp32", "Compute precision of the model (bf16 / fp16 autocast).",
-                  choices=PRECISION_NAMES),
+    ParameterSpec("precision", "auto",
+                  "Compute precision of the model: auto = bf16 on a CUDA GPU that has it, fp32 elsewhere; bf16 / "
+                  "fp16 autocast.", choices=PRECISION_NAMES),
     ParameterSpec("backend", "eager",
                   "Model execution backend; an unavailable one falls back (tensorrt -> compile -> eager) with a warning.",
                   choices=BACKEND_NAMES),

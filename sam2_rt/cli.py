@@ -461,7 +461,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                             "models were trained; smaller is faster and coarser)")
     group.add_argument("--device", default="auto",
                        help=f"{', '.join(DEVICE_NAMES)} or cuda:N (default auto: cuda when available)")
-    group.add_argument("--precision", choices=PRECISION_NAMES, default="fp32", help="default fp32")
+    group.add_argument("--precision", choices=PRECISION_NAMES, default="auto",
+                       help="default auto: bf16 on a CUDA GPU that has it, fp32 elsewhere")
     group.add_argument("--backend", choices=BACKEND_NAMES, default="eager",
                        help="default eager; an unavailable backend falls back with a warning")
     group.add_argument("--max-objects", type=_argument_type(_positive_int), default=16,
