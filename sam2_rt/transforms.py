@@ -7,6 +7,7 @@ inputs: `sam2_rt.tracker` checks frames and prompts at the door and calls these 
 
 from __future__ import annotations
 
+import functools
 from typing import Tuple, Union
 
 import numpy as np
@@ -57,9 +58,17 @@ def preprocess(frame: Frame, image_size: int, device: torch.device) -> torch.Ten
     resized = F.interpolate(
         chw[None], size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True
     )
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    mean, std = _normalisation(resized.device)
     return (resized - mean) / std
+
+
+@functools.lru_cache(maxsize=None)
+def _normalisation(device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std (1, 3, 1, 1) on `device`, made once per device (no host-to-device copy per frame)."""
+    with torch.inference_mode(False):
+        mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    return mean, std
 
 
 def upsample_logits(low_res_logits: torch.Tensor, frame_size: Tuple[int, int]) -> torch.Tensor:
