@@ -1,22 +1,10 @@
 """Backends: availability, fallbacks with reasons, and compiled components computing what eager computes."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 
 from sam2_rt import backends
-from sam2_rt.config import get_config
-from sam2_rt.modeling.sam2 import SAM2Model
-
-
-def tiny_model(seed: int = 0) -> SAM2Model:
-    torch.manual_seed(seed)
-    model = SAM2Model(get_config("sam2.1_hiera_tiny", image_size=256)).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn_like(param) * 0.02)
-    return model
 
 
 def test_unknown_backend_is_rejected_with_the_choices() -> None:

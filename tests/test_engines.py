@@ -15,9 +15,8 @@ from typing import Dict, List, Tuple
 import pytest
 import torch
 
-from oracle import randomize_parameters
+from oracle import seeded_model
 from sam2_rt import engines
-from sam2_rt.config import get_config
 from sam2_rt.export import COMPONENTS, MaskAsOutputExport, mask_as_output_inputs
 from sam2_rt.modeling.sam2 import SAM2Model
 
@@ -30,9 +29,7 @@ Program = Tuple[torch.export.ExportedProgram, Tuple[torch.Tensor, ...]]
 
 @pytest.fixture(scope="module")
 def model() -> SAM2Model:
-    model = SAM2Model(get_config("sam2.1_hiera_tiny", IMAGE_SIZE))
-    randomize_parameters(model, seed=0)
-    return model.eval()
+    return seeded_model(IMAGE_SIZE)
 
 
 @pytest.fixture(scope="module")

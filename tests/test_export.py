@@ -9,8 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from oracle import randomize_parameters
-from sam2_rt.config import get_config
+from oracle import seeded_model
 from sam2_rt.export import (
     ImageEncoderExport,
     MemoryAttentionExport,
@@ -26,15 +25,9 @@ from sam2_rt.modeling.sam2 import SAM2Model
 Outputs = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 
 
-def random_model(image_size: int) -> SAM2Model:
-    model = SAM2Model(get_config("sam2.1_hiera_tiny", image_size))
-    randomize_parameters(model, seed=0)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def model() -> SAM2Model:
-    return random_model(512)
+    return seeded_model(512)
 
 
 def as_tuple(outputs: Outputs) -> Tuple[torch.Tensor, ...]:
@@ -59,8 +52,9 @@ def test_image_encoder_exports_at_512(model: SAM2Model) -> None:
     export_and_compare(ImageEncoderExport(model), image_encoder_inputs(model.config))
 
 
+@pytest.mark.slow  # exports and runs a 1024-px image encoder
 def test_image_encoder_exports_at_1024() -> None:
-    big = random_model(1024)
+    big = seeded_model(1024)
     export_and_compare(ImageEncoderExport(big), image_encoder_inputs(big.config))
 
 

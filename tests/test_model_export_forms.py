@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from oracle import randomize_parameters
+from oracle import seeded_model
 from sam2_rt.config import get_config
 from sam2_rt.export import MaskAsOutputExport, MemoryAttentionExport, mask_as_output_inputs, memory_attention_inputs
 from sam2_rt.modeling.common import downsample_antialiased
@@ -44,9 +44,8 @@ def test_mask_as_output_graph_has_no_antialiased_resize() -> None:
 def test_rope_writes_have_an_explicit_end() -> None:
     """An open-ended in-place slice write exports as slice_scatter(end=INT64_MAX), which torch-tensorrt's
     converter does not clamp (reads of open slices convert fine)."""
-    model = SAM2Model(get_config("sam2.1_hiera_tiny", 128))
-    randomize_parameters(model, seed=0)
-    program = torch.export.export(MemoryAttentionExport(model.eval()), memory_attention_inputs(model.config))
+    model = seeded_model(128)
+    program = torch.export.export(MemoryAttentionExport(model), memory_attention_inputs(model.config))
     program = program.run_decompositions({})
     open_ends = [
         node.format_node()

@@ -359,6 +359,7 @@ def test_memory_attention_masks_each_object_of_a_batch_with_its_own_slots(attent
                                    seed=20)
 
 
+@pytest.mark.slow  # a 1024-px memory attention, ours and Meta's
 def test_memory_attention_at_1024_uses_64x64_rope_like_meta() -> None:
     # 2 fixed slots (1 filled) and 2 pointers (1 valid) keep the 64x64 check affordable on a CPU.
     check_fixed_slots_against_meta(memory_attention_pair(1024), 1024, num_slots=2, num_pointers=2,

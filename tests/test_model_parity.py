@@ -77,6 +77,7 @@ def test_image_encoder_matches_meta_at_512(models: Models) -> None:
     check_image_encoder(models.meta, models.ours, IMAGE_SIZE)
 
 
+@pytest.mark.slow  # two 1024-px image encoders
 def test_image_encoder_matches_meta_at_1024() -> None:
     meta = build_meta("sam2.1_hiera_tiny", 1024, seed=3)
     check_image_encoder(meta, build_ours_from_meta(meta), 1024)
