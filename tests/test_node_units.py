@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Optional, Tuple
 
 import numpy as np
 import pytest
@@ -68,15 +69,34 @@ def test_latest_frames_with_a_limit_serve_the_least_recently_served_cameras_and_
         frames.take(limit=0)
 
 
-def test_a_take_waits_while_the_only_waiting_frame_is_of_a_held_camera() -> None:
-    frames = LatestFrames()
+def observed_latest_frames(monkeypatch: pytest.MonkeyPatch) -> Tuple[LatestFrames, threading.Event]:
+    """LatestFrames, and an event set when a thread starts waiting inside it for a frame.
+
+    The event is set under the slots' lock, which the waiting thread gives up only inside the wait: anything
+    the test does with the slots after the event runs while that thread waits.
+    """
+    started_waiting = threading.Event()
+
+    class ObservedCondition(threading.Condition):
+        def wait(self, timeout: Optional[float] = None) -> bool:
+            started_waiting.set()
+            return super().wait(timeout)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(threading, "Condition", ObservedCondition)
+        frames = LatestFrames()
+    return frames, started_waiting
+
+
+def test_a_take_waits_while_the_only_waiting_frame_is_of_a_held_camera(monkeypatch: pytest.MonkeyPatch) -> None:
+    frames, started_waiting = observed_latest_frames(monkeypatch)
     frames.put("a", "a 0")
     assert frames.take(limit=1) == {"a": "a 0"}
     frames.put("a", "a 1")
     taken: list = []
     other = threading.Thread(target=lambda: taken.append(frames.take(limit=1)))
     other.start()
-    assert _wait_until(lambda: len(frames._condition._waiters) == 1)
+    assert started_waiting.wait(timeout=10.0)
     assert taken == []  # a is held: its frame waits for the release
     frames.release(["a"])
     other.join(timeout=10.0)
@@ -92,13 +112,13 @@ def _wait_until(predicate, timeout: float = 10.0) -> bool:
     return True
 
 
-def test_closing_the_slots_wakes_a_worker_that_waits_for_a_frame() -> None:
-    frames = LatestFrames()
+def test_closing_the_slots_wakes_a_worker_that_waits_for_a_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    frames, started_waiting = observed_latest_frames(monkeypatch)
     taken: list = []
     worker = threading.Thread(target=lambda: taken.append(frames.take()))
     worker.start()
-    # The worker is inside take(), waiting on the condition (not merely about to call it).
-    assert _wait_until(lambda: len(frames._condition._waiters) == 1)
+    # The worker is inside take(), waiting for a frame (not merely about to call it).
+    assert started_waiting.wait(timeout=10.0)
     frames.close()
     worker.join(timeout=10.0)
     assert not worker.is_alive() and taken == [None]
@@ -124,10 +144,14 @@ def test_frame_worker_processes_rounds_survives_errors_and_stops_after_the_frame
 
 
 def test_several_worker_threads_share_the_cameras_and_never_process_one_camera_twice_at_a_time() -> None:
+    """The two threads go in step: each round waits until the other thread is in a round too (a barrier, so
+    both are busy at once and neither can run ahead while the other is not scheduled); each camera gets a new
+    frame whenever a round ends, so every camera always has one waiting."""
     lock = threading.Lock()
     busy: set = set()
     overlaps, rounds, threads_used = [], [], set()
-    both_busy = threading.Event()
+    in_step = threading.Barrier(2, timeout=10.0)
+    round_done = threading.Event()
 
     def process(batch):
         with lock:
@@ -135,26 +159,36 @@ def test_several_worker_threads_share_the_cameras_and_never_process_one_camera_t
             busy.update(batch)
             rounds.append(sorted(batch))
             threads_used.add(threading.current_thread().name)
-            if len(busy) == 4:
-                both_busy.set()
-        time.sleep(0.02)
-        with lock:
-            busy.difference_update(batch)
+        try:
+            in_step.wait()
+        finally:
+            with lock:
+                busy.difference_update(batch)
+            round_done.set()
 
-    worker = FrameWorker(process, lambda err: None, threads=2, share=2)
+    def served_frames() -> int:
+        with lock:
+            return sum(len(r) for r in rounds)
+
+    errors: list = []
+    worker = FrameWorker(process, errors.append, threads=2, share=2)
     assert worker.thread_count == 2
     worker.start()
     try:
-        for frame in range(30):
+        frame = 0
+        while served_frames() < 40:
+            round_done.clear()
             for name in ("a", "b", "c", "d"):
                 worker.frames.put(name, frame)
-            time.sleep(0.005)
-        assert _wait_until(lambda: sum(len(r) for r in rounds) >= 20)
+            frame += 1
+            assert round_done.wait(timeout=10.0), "no round ended"
+        assert errors == []  # no round waited in vain for the other thread (both were busy at once every time)
     finally:
+        in_step.abort()  # a thread waiting for the other's next round: it ends its round (the slots close next)
         worker.stop()
     assert overlaps == []  # a camera is in one round at a time
     assert all(len(r) <= 2 for r in rounds)  # each round takes at most its share
-    assert threads_used == {"sam2_worker_0", "sam2_worker_1"} and both_busy.is_set()
+    assert threads_used == {"sam2_worker_0", "sam2_worker_1"}
     served = {name: sum(name in r for r in rounds) for name in "abcd"}
     assert max(served.values()) - min(served.values()) <= 2, served  # round-robin: no camera starves
     with pytest.raises(ValueError, match="threads"):

@@ -242,7 +242,8 @@ def test_label_image_gives_each_pixel_the_object_with_the_highest_logit() -> Non
 
 def test_track_result_outputs_have_the_documented_shapes(tracker: Tracker, started_stream: Callable[[], StreamState]) -> None:
     state = started_stream()
-    result = tracker.step(state, torch.from_numpy(VIDEO.frames[1]).permute(2, 0, 1))  # a CHW uint8 tensor
+    chw = torch.from_numpy(VIDEO.frames[1]).permute(2, 0, 1)
+    result = tracker.step(state, chw)  # a CHW uint8 tensor
     low = IMAGE_SIZE // 4
     assert result.frame_index == 1 and result.object_ids == [1, 2]
     assert result.masks.shape == (2, HEIGHT, WIDTH) and result.masks.dtype == torch.bool
@@ -252,8 +253,10 @@ def test_track_result_outputs_have_the_documented_shapes(tracker: Tracker, start
     assert torch.equal(result.boxes, boxes_from_masks(result.masks))
     labels = result.label_image()
     assert labels.shape == (HEIGHT, WIDTH) and set(labels.unique().tolist()) <= {0, 1, 2}
-    as_float = tracker.step(tracker.create_stream(), torch.from_numpy(VIDEO.frames[1]).permute(2, 0, 1) / 255.0)
-    assert as_float.object_ids == []
+    # the same frame as float in [0, 1], on the same stream: the model runs on it and sees the same image
+    as_float = tracker.step(started_stream(), chw / 255.0)
+    assert as_float.object_ids == [1, 2]
+    assert torch.equal(as_float.low_res_logits, result.low_res_logits) and torch.equal(as_float.masks, result.masks)
 
 
 def test_a_failing_model_call_leaves_the_stream_unchanged(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import sys
+from collections import deque
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.track import synthetic_video  # noqa: E402
-from oracle import build_meta, build_ours_from_meta  # noqa: E402
+from oracle import assert_same_tracking, build_meta, build_ours_from_meta  # noqa: E402
 from sam2_rt.memory import EMPTY, MemoryBank  # noqa: E402
 from sam2_rt.tracker import ObjectState, Tracker, TrackerConfig, TrackResult  # noqa: E402
 from sam2_rt.transforms import preprocess  # noqa: E402
@@ -140,36 +142,81 @@ def shifted_score_model(model, shift: float):
     return copy
 
 
-@pytest.mark.slow
-def test_memory_stays_bounded_after_2000_frames(tiny_model, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Prompts come back every 100 frames (a refinement, and an object removed and added again).
+def held(root: object, name: str) -> Dict[str, object]:
+    """What `root` holds, by attribute path: (shape, dtype) of every tensor, the length of every container.
+
+    Follows attributes of sam2_rt objects, containers and their items; stops at nn.Modules (the weights are
+    not the stream's) and at anything seen before.
+    """
+    found: Dict[str, object] = {}
+    seen = set()
+
+    def visit(obj: object, path: str) -> None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            found[path] = (tuple(obj.shape), obj.dtype)
+        elif isinstance(obj, (list, tuple, deque)):
+            found[path] = len(obj)
+            for index, item in enumerate(obj):
+                visit(item, f"{path}[{index}]")
+        elif isinstance(obj, (set, frozenset)):
+            found[path] = len(obj)
+        elif isinstance(obj, dict):
+            found[path] = len(obj)
+            for key, item in obj.items():
+                visit(item, f"{path}[{key!r}]")
+        elif not isinstance(obj, torch.nn.Module) and type(obj).__module__.startswith("sam2_rt"):
+            for attribute, item in getattr(obj, "__dict__", {}).items():
+                visit(item, f"{path}.{attribute}")
+
+    visit(root, name)
+    return found
+
+
+def live_tensors() -> int:
+    gc.collect()
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, torch.Tensor))
+
+
+def test_memory_stays_bounded_with_prompts_removals_and_the_conditioning_cap(tiny_model,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prompts come back every 100 frames (a refinement of object 1, object 2 removed and added again), and
+    object 1's conditioning frames reach their cap (2) at frame 200: after frame 299 the stream, the tracker and
+    the process hold exactly what they held after frame 199 (same tensors by shape and dtype, same containers by
+    length, as many live tensors), which a per-frame list, dict or cache anywhere would break.
 
     The image encoder is replaced by the features of one frame: this test is about what the stream keeps,
-    and the encoder would be 70 % of each step even at this size (2,000 real steps take ~4 min here).
+    and the encoder would be 70 % of each step even at this size.
     """
     video = synthetic_video(50, 24, 32, seed=0)
     with torch.inference_mode():
         features = tiny_model.forward_image(preprocess(video.frames[0], TINY_SIZE, torch.device("cpu")))
     monkeypatch.setattr(tiny_model, "forward_image", lambda images: features)
-    tracker = Tracker(tiny_model, TrackerConfig(max_objects=4, max_conditioning_frames=4))
+    tracker = Tracker(tiny_model, TrackerConfig(max_objects=4, max_conditioning_frames=2))
     state = tracker.create_stream()
     tracker.add_prompt(state, 1, points=video.centers[0, :1], labels=[1], frame_size=(24, 32))
     tracker.add_prompt(state, 2, box=video.boxes[0, 1], frame_size=(24, 32))
-    bytes_after_20 = None
-    for frame_index in range(2000):
+    snapshots = {}
+    for frame_index in range(300):
         if frame_index > 0 and frame_index % 100 == 0:
             frame = frame_index % 50
             tracker.add_prompt(state, 1, points=video.centers[frame, :1], labels=[1])  # refine: a cond frame
             tracker.remove_objects(state, [2])  # and object 2 starts over
             tracker.add_prompt(state, 2, box=video.boxes[frame, 1])
-        tracker.step(state, video.frames[frame_index % 50])
-        if frame_index == 19:
-            bytes_after_20 = state.state_nbytes()
-    assert state.state_nbytes() == bytes_after_20
-    assert state.object_ids == [1, 2] and state.frame_index == 2000
-    # object 1 kept its first prompted frame and the three latest (the cap), object 2 its restart frame
-    assert sorted(state._bank.cond_frames[0].tolist()) == [0, 1700, 1800, 1900]
-    assert sorted(state._bank.cond_frames[1].tolist()) == [EMPTY, EMPTY, EMPTY, 1900]
+        result = tracker.step(state, video.frames[frame_index % 50])
+        if frame_index in (199, 299):
+            snapshots[frame_index] = (held(state, "stream"), held(tracker, "tracker"), live_tensors())
+        del result
+    stream, tracker_held, tensors = snapshots[299]
+    assert stream == snapshots[199][0] and tracker_held == snapshots[199][1]
+    assert tensors == snapshots[199][2]
+    assert sum(isinstance(v, tuple) for v in stream.values()) >= 8  # the walk reached the bank's tensors
+    assert state.object_ids == [1, 2] and state.frame_index == 300
+    # object 1 kept its first prompted frame and the latest (the cap), object 2 its restart frame
+    assert sorted(state._bank.cond_frames[0].tolist()) == [0, 200]
+    assert sorted(state._bank.cond_frames[1].tolist()) == [EMPTY, 200]
 
 
 def test_two_streams_on_one_tracker_equal_two_separate_trackers(tiny_model) -> None:
@@ -208,11 +255,9 @@ def test_memory_attention_in_chunks_of_objects_gives_the_same_results(tiny_model
                 tracker.add_prompt(state, 5, points=video.centers[1, 2:3], labels=[1])
         runs.append(results)
     assert runs[0][-1].object_ids == [1, 5, 9]
-    for chunked, together in zip(runs[0] + runs[1], runs[2] + runs[2]):
-        assert chunked.object_ids == together.object_ids
-        torch.testing.assert_close(chunked.low_res_logits, together.low_res_logits, rtol=0, atol=1e-4)
-        mismatch = (chunked.masks != together.masks).float().mean().item()
-        assert mismatch < 1e-3, mismatch
+    for index, (chunked, together) in enumerate(zip(runs[0] + runs[1], runs[2] + runs[2])):
+        # a batch of objects sums in another order than one object at a time: within the noise floor's margin
+        assert_same_tracking(chunked, together, f"result {index}")
     with pytest.raises(ValueError, match="memory_attention_batch"):
         TrackerConfig(memory_attention_batch=0)
 
