@@ -32,6 +32,7 @@ for CUDA machines: its TensorRT libraries come from NVIDIA's index, not PyPI.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import logging
@@ -41,12 +42,12 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, ContextManager, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
 from sam2_rt.checkpoint import weights_sha256
-from sam2_rt.compile_cache import CompileCache, default_compile_cache_dir
+from sam2_rt.compile_cache import CompileCache, default_compile_cache_dir, kept_inductor_caches
 from sam2_rt.config import BACKEND_NAMES, PRECISION_NAMES
 from sam2_rt.export import COMPONENTS, component_module, tracking_prompt
 from sam2_rt.memory import MemoryReadout
@@ -243,6 +244,10 @@ class EagerRunner:
 
     def finish_warmup(self) -> None:
         """Called by Tracker.warmup once every shape ran (the compile backend saves its artifacts here)."""
+
+    def compiling(self) -> ContextManager[object]:
+        """The context Tracker.warmup compiles in (the compile backend keeps inductor's caches in ours)."""
+        return contextlib.nullcontext()
 
     def begin_frame(self) -> None:
         """Called once before each frame's (or batch of frames') first component."""
@@ -501,6 +506,11 @@ class CompiledRunner(FixedShapeRunner):
             torch=torch.__version__,
             device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu {platform.machine()}",
         )
+
+    def compiling(self) -> ContextManager[object]:
+        if self.compiler != "inductor":
+            return contextlib.nullcontext()
+        return kept_inductor_caches((self.cache_dir or default_compile_cache_dir()) / "inductor")
 
     def finish_warmup(self) -> None:
         """Save the artifacts when this warm-up generated any code (a warm start from the cache saves nothing)."""

@@ -12,6 +12,12 @@ torch version and device. The next process with the same key loads the file befo
 format) or a corrupt one (checksum, or torch refuses it) is removed with one warning and rebuilt by that
 warm-up. Dynamo still traces each graph in every process (seconds); only code generation is skipped.
 
+The artifacts hold inductor's generated code, not what it compiled from it: on a CPU every kernel is C++ that
+g++ compiles again (measured: a warm start from the artifacts alone took as long as the cold one). So while a
+warm-up compiles, inductor's own cache directory (generated code, compiled C++ libraries, Triton kernels) is
+<package cache dir>/compile/inductor as well (`kept_inductor_caches`), unless TORCHINDUCTOR_CACHE_DIR names
+another one: a process after a reboot then finds the compiled kernels too.
+
     cache = CompileCache(default_compile_cache_dir(), key)
     cache.load()          # before the warm-up: True when artifacts were loaded
     ...                   # warm-up (compilations hit the loaded artifacts)
@@ -19,13 +25,14 @@ warm-up. Dynamo still traces each graph in every process (seconds); only code ge
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import struct
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 import torch
 
@@ -41,6 +48,30 @@ ENTRY_FORMAT = 1
 def default_compile_cache_dir() -> Path:
     """<package cache dir>/compile ($SAM2_RT_CACHE moves the package cache dir)."""
     return default_cache_dir() / "compile"
+
+
+@contextlib.contextmanager
+def kept_inductor_caches(directory: Path) -> Iterator[Optional[Path]]:
+    """Inductor's on-disk caches under `directory` while the block runs, instead of the temporary directory
+    (torch's default, lost at boot); a TORCHINDUCTOR_CACHE_DIR the user set is left alone (yields None).
+    TORCHINDUCTOR_CACHE_DIR is as it was afterwards. Compiled code is loaded by then: later steps do not read
+    the directory."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir as torch_default
+
+    variable = "TORCHINDUCTOR_CACHE_DIR"
+    previous = os.environ.get(variable)
+    # torch writes its default into the environment the first time it asks for the directory
+    if previous is not None and os.path.abspath(previous) != os.path.abspath(torch_default()):
+        yield None
+        return
+    os.environ[variable] = str(directory)
+    try:
+        yield Path(directory)
+    finally:
+        if previous is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = previous
 
 
 class StaleEntry(Exception):

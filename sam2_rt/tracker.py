@@ -401,13 +401,15 @@ class Tracker:
             logger.info("warm-up of backend %s (%s) for %s object(s)%s", self.backend.used, self.precision,
                         ", ".join(map(str, plan.rows)),
                         f", {max_streams} streams: {', '.join(map(str, plan.per_row))} rows" if plan.per_row else "")
-            self.runner.prepare(plan)
-            scratch = [[rows] for rows in plan.rows] + [_spread(rows, max_streams) for rows in plan.per_row]
-            for index, counts in enumerate(scratch):
-                logger.info("warm-up: %s object(s) (%d/%d)", "+".join(map(str, counts)), index + 1, len(scratch))
-                for conditioning in plan.steady or (0,):
-                    self._scratch_frames(counts, conditioning)
-            self.runner.finish_warmup()
+            with self.runner.compiling():
+                self.runner.prepare(plan)
+                scratch = [[rows] for rows in plan.rows] + [_spread(rows, max_streams) for rows in plan.per_row]
+                for index, counts in enumerate(scratch):
+                    logger.info("warm-up: %s object(s) (%d/%d)", "+".join(map(str, counts)), index + 1,
+                                len(scratch))
+                    for conditioning in plan.steady or (0,):
+                        self._scratch_frames(counts, conditioning)
+                self.runner.finish_warmup()
         report = WarmupReport(
             backend=self.backend.used,
             precision=self.precision,

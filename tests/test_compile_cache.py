@@ -35,8 +35,11 @@ print("RESULT " + json.dumps(dict(actions=[event.action for event in report.even
 
 
 def warm_up_in_a_process(cache: Path, torch_tmp: Path) -> dict:
-    env = dict(os.environ, SAM2_RT_CACHE=str(cache), TORCHINDUCTOR_CACHE_DIR=str(torch_tmp / "inductor"),
-               TRITON_CACHE_DIR=str(torch_tmp / "triton"), OMP_NUM_THREADS="1")
+    """A process after a boot: an empty temporary directory (torch's default caches live there)."""
+    torch_tmp.mkdir()
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
+    env.update(SAM2_RT_CACHE=str(cache), TMPDIR=str(torch_tmp), OMP_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "-c", WARMUP], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=1500)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -49,8 +52,9 @@ def test_a_second_process_after_a_reboot_loads_every_graph_and_compiles_nothing(
     cold = warm_up_in_a_process(tmp_path / "sam2_rt", tmp_path / "boot1")
     # image encoder, memory attention (masked and steady state), decoder, memory encoder: all compiled
     assert cold["actions"] == ["compiled"] * 5 and cold["misses"] >= 5
-    (entry,) = (tmp_path / "sam2_rt" / "compile").iterdir()
-    assert entry.name.startswith("sam2.1_hiera_tiny-64-fp32-")
+    entries = sorted(path.name for path in (tmp_path / "sam2_rt" / "compile").iterdir())
+    assert len(entries) == 2 and entries[0] == "inductor" and entries[1].startswith("sam2.1_hiera_tiny-64-fp32-")
+    assert not list((tmp_path / "boot1").glob("torchinductor_*")), "inductor's caches went to our cache dir"
     warm = warm_up_in_a_process(tmp_path / "sam2_rt", tmp_path / "boot2")
     assert warm["actions"] == ["loaded"] * 5
     assert warm["misses"] == 0 and warm["hits"] >= 5
@@ -141,3 +145,18 @@ def test_only_inductor_keeps_artifacts_and_eager_compilers_touch_no_cache(tmp_pa
     key = inductor.cache_key(inductor.serve_streams(1))
     assert key["precision"] == "bf16" and key["compiler"] == "inductor" and key["plan"]["steady"] == [1]
     assert len(key["weights_sha256"]) == 64 and key["torch"] == torch.__version__
+
+
+def test_inductor_caches_go_to_ours_while_compiling_unless_the_user_chose_a_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    with compile_cache.kept_inductor_caches(tmp_path / "ours") as kept:
+        assert kept == tmp_path / "ours" and cache_dir() == str(tmp_path / "ours")
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "users"))
+    with compile_cache.kept_inductor_caches(tmp_path / "ours") as kept:
+        assert kept is None and cache_dir() == str(tmp_path / "users")
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "users")
