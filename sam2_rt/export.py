@@ -114,16 +114,12 @@ class MemoryAttentionExport(nn.Module):
         )
 
 
-class SteadyMemoryAttentionExport(nn.Module):
+class SteadyMemoryAttentionExport(MemoryAttentionExport):
     """Memory attention over a FULL memory (every slot and pointer valid): the inputs of MemoryAttentionExport
     without mem_valid and ptr_valid, and no key mask in the graph, so scaled_dot_product_attention may run
     FlashAttention / cuDNN / memory-efficient kernels. Same result as the masked graph with all-True masks."""
 
-    def __init__(self, model: SAM2Model) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(
+    def forward(  # type: ignore[override]
         self,
         feat: torch.Tensor,
         pos: torch.Tensor,

@@ -60,7 +60,9 @@ def frames(count: int) -> np.ndarray:
     return out
 
 
-def run(tracker: Tracker, count: int = NUM_FRAMES) -> List[TrackResult]:
+def run(tracker: Tracker, count: int = NUM_FRAMES, before_step: Optional[Callable[[], None]] = None,
+        after_step: Optional[Callable[[], None]] = None) -> List[TrackResult]:
+    """Step one stream through the frames, applying EVENTS first; the callbacks run around each step."""
     stream = tracker.create_stream()
     results = []
     for index, frame in enumerate(frames(count)):
@@ -69,7 +71,11 @@ def run(tracker: Tracker, count: int = NUM_FRAMES) -> List[TrackResult]:
                 tracker.remove_objects(stream, [obj_id])
             else:
                 tracker.add_prompt(stream, obj_id, frame_size=FRAME_SIZE, **prompt)
+        if before_step:
+            before_step()
         results.append(tracker.step(stream, frame))
+        if after_step:
+            after_step()
     return results
 
 
@@ -94,19 +100,13 @@ def compiled(model: SAM2Model):
     after_warmup = tracker.compilations
     calls: List[Tuple[str, backends.ProgramShape]] = []
     record_programs(tracker, calls)
-    per_frame: List[backends.ProgramShape] = []
-    stream = tracker.create_stream()
-    results = []
-    for index, frame in enumerate(frames(NUM_FRAMES)):
-        for obj_id, prompt in EVENTS.get(index, []):
-            if prompt is None:
-                tracker.remove_objects(stream, [obj_id])
-            else:
-                tracker.add_prompt(stream, obj_id, frame_size=FRAME_SIZE, **prompt)
-        calls.clear()
-        results.append(tracker.step(stream, frame))
+    per_frame: List[Optional[backends.ProgramShape]] = []
+
+    def memory_attention_shape() -> None:
         attention = [shape for component, shape in calls if component == "memory_attention"]
         per_frame.append(attention[0] if attention else None)
+
+    results = run(tracker, before_step=calls.clear, after_step=memory_attention_shape)
     return report, after_warmup, tracker.compilations, per_frame, results
 
 
