@@ -110,6 +110,7 @@ def compiled(model: SAM2Model):
     return report, after_warmup, tracker.compilations, per_frame, results
 
 
+@pytest.mark.slow  # a 60-frame compiled stream and its eager twin: minutes on 2 cores
 def test_full_memory_runs_the_steady_program_and_everything_else_the_masked_one(compiled) -> None:
     _, _, _, per_frame, _ = compiled
     steady = [None if shape is None else shape.steady for shape in per_frame]
@@ -124,6 +125,7 @@ def test_full_memory_runs_the_steady_program_and_everything_else_the_masked_one(
     assert rows == {1, 2}
 
 
+@pytest.mark.slow  # a 60-frame compiled stream and its eager twin: minutes on 2 cores
 def test_warmup_builds_every_steady_program_and_the_stream_compiles_nothing_more(compiled) -> None:
     report, after_warmup, after_stream, _, _ = compiled
     # per bucket (1, 2): the masked graph and the steady graphs of 1 and 2 conditioning frames
@@ -133,6 +135,7 @@ def test_warmup_builds_every_steady_program_and_the_stream_compiles_nothing_more
     assert after_stream == after_warmup
 
 
+@pytest.mark.slow  # a 60-frame compiled stream and its eager twin: minutes on 2 cores
 def test_compiled_stream_with_steady_programs_equals_eager(model: SAM2Model, compiled) -> None:
     *_, results = compiled
     eager = run(Tracker(model, TrackerConfig(max_objects=2)))
