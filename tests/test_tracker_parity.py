@@ -37,7 +37,7 @@ from bench.track import (  # noqa: E402
     ours_stream,
     synthetic_video,
 )
-from oracle import build_meta, build_ours_from_meta  # noqa: E402
+from oracle import RECURRENT_BOUND, build_meta, build_ours_from_meta  # noqa: E402
 from sam2_rt.tracker import ObjectState, Tracker, TrackerConfig  # noqa: E402
 from sam2_rt.transforms import preprocess  # noqa: E402
 
@@ -45,7 +45,10 @@ IMAGE_SIZE = 256
 NUM_FRAMES = 60
 FRAME_SIZE = (144, 192)  # H, W
 IOU_MIN = 0.999
-LOGIT_RTOL = 1e-3
+# Meta's code sums in other orders than ours: the same kind of difference as another thread count, which over
+# this run moves ours by 5.5e-5 of the largest logit and Meta's by 5.4e-5 (tests/noise_floor.py --only
+# tracker_parity; bench/RESULTS.md), inside oracle.py's floor: the bound of every recurrent comparison.
+LOGIT_RTOL = RECURRENT_BOUND
 
 
 def build_models(name: str = "sam2.1_hiera_tiny"):
