@@ -55,7 +55,7 @@ setup(
     entry_points={
         "console_scripts": [
             "sam2-rt=sam2_rt.cli:main",
-            "sam2-ros-tracker=sam2_ros.node:main",
+            "sam2-ros-tracker=sam2_ros.main:main",
         ],
     },
 )

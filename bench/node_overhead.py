@@ -162,7 +162,7 @@ def main() -> int:
     from sensor_msgs.msg import Image
 
     from sam2_ros.msg import TrackedObjectArray
-    from sam2_ros.node import OUTPUT_QOS
+    from sam2_ros.qos import OUTPUT_QOS
 
     publisher_context, subscriber_context = Context(), Context()
     rclpy.init(context=publisher_context)

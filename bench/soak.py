@@ -78,7 +78,7 @@ RSS_GROWTH_GOAL_MIB = 16.0
 
 
 def serve_node(trace_heap: bool) -> int:
-    """The node's process: `sam2_ros.node.main`; SIGUSR1 prints the traced Python heap and the Python threads.
+    """The node's process: `sam2_ros.main.main`; SIGUSR1 prints the traced Python heap and the Python threads.
 
     trace_heap: run tracemalloc (it slows the node by about a third); without it the heap reads as 0.
     The handler runs on the main thread, which only waits in `main` (never prints), and writes with one
@@ -94,7 +94,7 @@ def serve_node(trace_heap: bool) -> int:
         os.write(1, f"{HEAP_MARKER}{line}\n".encode())
 
     signal.signal(signal.SIGUSR1, report)
-    from sam2_ros.node import main
+    from sam2_ros.main import main
 
     return main()
 

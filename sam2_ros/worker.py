@@ -10,10 +10,12 @@ in every round, so no camera starves and none waits behind another for more than
 With several worker threads (CPU only, see the node's `worker_threads`), each round of a thread takes at most
 its share of the cameras (ceil(cameras / threads)), those waiting and not held by another thread, least
 recently served first (round-robin); a camera is held by one thread from `take` to `release`, so its frames are
-tracked one at a time and in order, while the other threads track the other cameras.
+tracked one at a time and in order, while the other threads track the other cameras. How many threads, and how
+many torch threads each, is decided here too (`choose_worker_threads`, `resolve_cpu_threads`).
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -48,6 +50,50 @@ FAULT_COUNTERS = (IMAGES_REJECTED, PROMPTS_REJECTED, REQUESTS_REJECTED, WORKER_E
 # Counters of the detection-association policy (sam2_ros.detections): decisions and timing of detector input.
 DETECTION_EVENTS = ("detections_received", "detections_started", "detections_reacquired", "detections_refreshed", "detections_ignored",
                     "detections_removed", "detections_late", "detections_dropped")
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_cpu_threads(requested: int, cores: Optional[int] = None, worker_threads: int = 1) -> int:
+    """Threads for torch's CPU kernels (each worker thread runs its own): `requested`, or for 0 all cores but
+    one, shared among the worker threads (at least one each)."""
+    if requested > 0:
+        return requested
+    if cores is None:
+        cores = available_cores()
+    return max(1, (cores - 1) // worker_threads)
+
+
+def choose_worker_threads(requested: int, cameras: int, device_type: str, backend: str,
+                          cores: Optional[int] = None) -> Tuple[int, str]:
+    """How many threads run the model (parameter worker_threads), and why: (threads, reason).
+
+    0 = auto: on a CPU with the eager backend, one thread per camera up to the cores. Measured on 2 cores with
+    4 cameras (bench/RESULTS.md, "Worker threads"): 2 threads with 1 torch thread each processed 1.03-1.09x the
+    frames/s of 4 single-camera nodes, one thread (one batched step) 0.69x with 1 torch thread and 0.88x with 2:
+    torch's intra-op threads are too fine-grained at these sizes and stall when another thread takes a core.
+    On a GPU one batched step of every camera is the best use of the device, and compiled graphs and TensorRT
+    engines run one step at a time: 1. An explicit count gets at most one thread per camera; more than one
+    needs the eager backend (else 1).
+    """
+    if requested == 0:
+        if device_type != "cpu" or backend != "eager":
+            return 1, f"auto: 1 on {device_type} with backend {backend}"
+        if cores is None:
+            cores = available_cores()
+        return max(1, min(cameras, cores)), f"auto: one per camera, at most one per core ({cores})"
+    threads = min(requested, cameras)
+    if threads > 1 and backend != "eager":
+        return 1, f"worker_threads {requested} needs backend eager (backend {backend} runs one step at a time)"
+    if threads < requested:
+        return threads, f"worker_threads {requested}, at most one per camera"
+    return threads, f"worker_threads {requested}"
 
 
 class LatestFrames(Generic[Item]):

@@ -45,8 +45,8 @@ from std_msgs.msg import Header  # noqa: E402
 
 from sam2_ros.conversions import image_to_numpy, rgb_to_compressed  # noqa: E402
 from sam2_ros.msg import Prompt  # noqa: E402
-from sam2_ros.node import resolve_cpu_threads  # noqa: E402
 from sam2_ros.srv import AddPrompt, RemoveObjects, Reset  # noqa: E402
+from sam2_ros.worker import resolve_cpu_threads  # noqa: E402
 from sam2_rt.config import MODEL_NAMES  # noqa: E402
 
 

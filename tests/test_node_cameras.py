@@ -198,11 +198,11 @@ def test_a_round_tracks_every_camera_in_one_batch_and_a_failing_camera_costs_the
         def processed() -> tuple:
             return front.stats.frames_processed, rear.stats.frames_processed
 
-        node._process({"front": (image(64, 48), 0.0), "rear": (image(32, 48), 0.0)})
+        node._round.process({"front": (image(64, 48), 0.0), "rear": (image(32, 48), 0.0)})
         assert batches == [[True, False]] and processed() == (1, 1)
         for camera, point in ((front, [(20.0, 20.0)]), (rear, [(10.0, 30.0)])):
             camera.book.submit_prompt(PromptRequest.from_message(make_prompt(1, points=point, labels=[1])))
-        node._process({"front": (image(64, 48), 0.0), "rear": (image(32, 48, encoding="weird"), 0.0)})
+        node._round.process({"front": (image(64, 48), 0.0), "rear": (image(32, 48, encoding="weird"), 0.0)})
         assert batches[-1] == [True] and processed() == (2, 1)  # the rejected image: left out of the batch
         assert rear.stats.errors[IMAGES_REJECTED] == 1 and front.stats.errors[IMAGES_REJECTED] == 0
 
@@ -212,7 +212,7 @@ def test_a_round_tracks_every_camera_in_one_batch_and_a_failing_camera_costs_the
             return step_many(streams, frames)
 
         monkeypatch.setattr(tracker, "step_many", rear_fails)
-        node._process({"front": (image(64, 48), 0.0), "rear": (image(32, 48), 0.0)})
+        node._round.process({"front": (image(64, 48), 0.0), "rear": (image(32, 48), 0.0)})
         assert processed() == (3, 1) and front.stream.object_ids == [1]
         assert rear.stats.errors[WORKER_ERRORS] == 1 and front.stats.errors[WORKER_ERRORS] == 0
         # rear's stream did not move: its prompt (applied this round) waits for its next frame

@@ -19,7 +19,8 @@ from std_msgs.msg import Header  # noqa: E402
 
 import sam2_ros.worker  # noqa: E402
 from sam2_ros.conversions import numpy_to_image  # noqa: E402
-from sam2_ros.node import TrackerNode, _spin  # noqa: E402
+from sam2_ros.main import _spin  # noqa: E402
+from sam2_ros.node import TrackerNode  # noqa: E402
 from sam2_ros.srv import RemoveObjects, Reset  # noqa: E402
 from sam2_ros.worker import REQUESTS_REJECTED, WORKER_ERRORS, FrameWorker, WorkerStuckError  # noqa: E402
 
@@ -100,11 +101,12 @@ def test_invalid_handle_is_retried_a_bounded_number_of_times() -> None:
 def test_the_node_process_exits_non_zero_when_its_executor_thread_dies(processes) -> None:
     """A callback that raises kills the executor thread: the process must not exit 0 (a clean stop)."""
     code = ("import sys\n"
+            "import sam2_ros.main as main\n"
             "import sam2_ros.node as node\n"
             "def crash(self):\n"
             "    raise ZeroDivisionError('a bug in the diagnostics timer')\n"
             "node.TrackerNode._publish_diagnostics = crash\n"
-            "sys.exit(node.main(['--ros-args', '-p', 'autostart:=false', '-p', 'diagnostics_period:=0.1']))\n")
+            "sys.exit(main.main(['--ros-args', '-p', 'autostart:=false', '-p', 'diagnostics_period:=0.1']))\n")
     proc = processes.start("-c", code)
     output, _ = proc.communicate(timeout=HANG_GUARD_S)
     assert proc.returncode == 1, output
@@ -184,10 +186,10 @@ def test_a_worker_round_failure_is_charged_to_its_camera_with_the_traceback_once
         report(camera, err)
         failed.release()
 
-    report = node._report_failure
-    monkeypatch.setattr(node, "_track", broken_track)
-    monkeypatch.setattr(node, "_report_failure", report_failure)
-    monkeypatch.setattr("sam2_ros.node.ERROR_LOG_PERIOD_S", 0.0)  # every failure logged: only the traceback is once
+    report = node._errors.report_failure
+    monkeypatch.setattr(node._round, "track", broken_track)
+    monkeypatch.setattr(node._errors, "report_failure", report_failure)
+    monkeypatch.setattr("sam2_ros.camera_round.ERROR_LOG_PERIOD_S", 0.0)  # every failure logged: only the traceback is once
     logger = RecordingLogger()
     monkeypatch.setattr(node, "get_logger", lambda: logger)
     for _ in range(2):

@@ -44,8 +44,9 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
+from sam2_ros.camera_round import ERROR_LOG_PERIOD_S  # noqa: E402
+from sam2_ros.main import _spin  # noqa: E402
 from sam2_ros.msg import Prompt  # noqa: E402
-from sam2_ros.node import ERROR_LOG_PERIOD_S, _spin  # noqa: E402
 from sam2_ros.requests import MAX_QUEUED_REQUESTS  # noqa: E402
 from sam2_ros.srv import AddPrompt, RemoveObjects, Reset  # noqa: E402
 

@@ -42,6 +42,7 @@ from ros_client import (  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
+from sam2_ros.camera_round import ERROR_LOG_PERIOD_S  # noqa: E402
 from sam2_ros.conversions import (  # noqa: E402
     ImageConversionError,
     compressed_to_rgb,
@@ -51,7 +52,6 @@ from sam2_ros.conversions import (  # noqa: E402
     rgb_to_compressed,
 )
 from sam2_ros.msg import Prompt  # noqa: E402
-from sam2_ros.node import ERROR_LOG_PERIOD_S  # noqa: E402
 from sam2_ros.srv import AddPrompt, RemoveObjects, Reset  # noqa: E402
 
 NAMESPACE = "/fuzz"

@@ -15,10 +15,11 @@ from std_msgs.msg import Header  # noqa: E402
 
 from sam2_ros.conversions import image_to_numpy, numpy_to_image  # noqa: E402
 from sam2_ros.msg import Prompt, TrackedObject  # noqa: E402
-from sam2_ros.node import camera_topic, image_qos, resolve_cpu_threads  # noqa: E402
+from sam2_ros.node import camera_topic  # noqa: E402
 from sam2_ros.outputs import FrameOutputs, mask_message, objects_message  # noqa: E402
 from sam2_ros.overlay import draw_overlay, object_colour  # noqa: E402
 from sam2_ros.parameters import PARAMETERS, camera_names_problem, parameter_problem  # noqa: E402
+from sam2_ros.qos import image_qos  # noqa: E402
 from sam2_ros.requests import ObjectBook, PromptRequest, apply_requests  # noqa: E402
 from sam2_ros.worker import (  # noqa: E402
     ERROR_WINDOW_S,
@@ -27,6 +28,7 @@ from sam2_ros.worker import (  # noqa: E402
     FrameWorker,
     LatestFrames,
     NodeStats,
+    resolve_cpu_threads,
     total_snapshot,
 )
 from sam2_rt.checkpoint import random_model  # noqa: E402

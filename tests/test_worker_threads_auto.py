@@ -7,8 +7,9 @@ import pytest
 pytest.importorskip("rclpy", reason="needs the ROS 2 wheels (make setup)")
 from rclpy.parameter import Parameter  # noqa: E402
 
-from sam2_ros.node import TrackerNode, available_cores, choose_worker_threads, resolve_cpu_threads  # noqa: E402
+from sam2_ros.node import TrackerNode  # noqa: E402
 from sam2_ros.parameters import PARAMETER_SPECS  # noqa: E402
+from sam2_ros.worker import available_cores, choose_worker_threads, resolve_cpu_threads  # noqa: E402
 
 
 def test_auto_is_the_default() -> None:
