@@ -103,6 +103,7 @@ def test_buckets_are_powers_of_two_then_the_maximum() -> None:
         backends.bucket_for(6, (1, 2, 4, 5))
 
 
+@pytest.mark.slow  # shares a module fixture that compiles every bucket (minutes on 2 cores)
 def test_warmup_compiles_every_bucket_and_a_100_frame_stream_compiles_nothing_more(compiled) -> None:
     tracker, report, after_warmup, results = compiled
     assert report.backend == "compile" and report.buckets == (1, 2, 4, 5)
@@ -117,6 +118,7 @@ def test_warmup_compiles_every_bucket_and_a_100_frame_stream_compiles_nothing_mo
     assert {1, 2, 3, 5} <= counts
 
 
+@pytest.mark.slow  # shares a module fixture that compiles every bucket (minutes on 2 cores)
 def test_compiled_results_equal_eager_and_carry_no_padding(model: SAM2Model, compiled) -> None:
     _, _, _, results = compiled
     eager = run(Tracker(model, TrackerConfig(max_objects=5)), COMPARED_FRAMES)
@@ -191,6 +193,7 @@ def _signature(tensors) -> Tuple[str, ...]:
     return tuple(f"{t.dtype}{list(t.shape)}" for t in tensors)
 
 
+@pytest.mark.slow  # shares a module fixture that compiles every bucket (minutes on 2 cores)
 def test_warmup_for_two_streams_builds_frame_and_row_buckets_and_two_streams_compile_nothing_more(
     compiled_two_streams,
 ) -> None:
@@ -209,6 +212,7 @@ def test_warmup_for_two_streams_builds_frame_and_row_buckets_and_two_streams_com
     assert {1, 3, 5, 6, 8} <= totals
 
 
+@pytest.mark.slow  # shares a module fixture that compiles every bucket (minutes on 2 cores)
 def test_programs_run_at_exactly_the_shapes_engines_are_exported_at(model: SAM2Model, compiled_two_streams) -> None:
     """Every call of a program (warm-up and streams) has the inputs export.component_inputs gives for its
     shape: TensorRT engines, built from those, fit every call."""
@@ -223,6 +227,7 @@ def test_programs_run_at_exactly_the_shapes_engines_are_exported_at(model: SAM2M
         assert signatures == {_signature(expected)}, (component, shape)
 
 
+@pytest.mark.slow  # shares a module fixture that compiles every bucket (minutes on 2 cores)
 def test_two_compiled_streams_equal_eager_and_carry_no_padding(model: SAM2Model, compiled_two_streams) -> None:
     *_, results = compiled_two_streams
     eager = run_two_streams(Tracker(model, TrackerConfig(max_objects=5)), COMPARED_FRAMES)
