@@ -370,10 +370,10 @@ class Tracker:
         of frames of the image encoder and each bucket of the rows of several streams (`step_many`); memory
         attention also has its mask-free steady-state program per shape and count of
         `steady_conditioning_frames`. Both then step scratch streams of blank frames with one click per object,
-        per shape: the prompted frames, then tracked frames until each program has run twice (a CUDA graph is
-        recorded on a graph's second call), i.e. until the memory has been full for two frames
-        (max_obj_ptrs_in_encoder + 1 tracked frames), so the calls are those of real frames. eager: nothing to
-        build (returns at once). Progress and the total time are logged.
+        per shape, until each program has run twice (a CUDA graph is recorded on a graph's second call): the
+        prompted frames, two tracked ones, and for the steady programs two more after the memory was filled by
+        copies (`_scratch_frames`), so the calls are those of real frames. eager: nothing to build (returns at
+        once). Progress and the total time are logged.
 
         Arguments:
           object_counts: only the buckets holding these object counts (default: every bucket up to
