@@ -173,8 +173,9 @@ def test_a_camera_faster_than_the_model_gets_the_latest_frame_with_no_backlog_an
         processed = assert_latest_frame_kept(client, burst)
         assert all(ids(client.objects[index]) == [1, 2] for index in processed)
     # Every frame the node received was processed or dropped, and each objects message reports the drops so far.
+    # How many were dropped depends on how fast the model is against the camera (a GPU may keep up): not asserted.
     assert change["frames_received"] == change["frames_processed"] + change["frames_dropped"], change
-    assert change["frames_dropped"] > 0
+    assert change["frames_received"] <= sum(len(burst.sent) for burst in bursts), change
     assert client.objects[bursts[-1].sent[-1]].dropped_frames == before["frames_dropped"] + change["frames_dropped"]
     # A leak of one 640x480 frame per received frame would add ~220 MB over these 240 frames.
     assert rss_after - rss_warm < 40e6, f"RSS grew by {(rss_after - rss_warm) / 1e6:.1f} MB"

@@ -132,7 +132,8 @@ def test_a_slow_camera_and_a_fast_one_both_get_their_share_of_a_slow_model(camer
     front, rear = clients["front"], clients["rear"]
     for client in (front, rear):
         client.reset()
-    # Eight objects per camera make a step far slower than either camera's frame interval.
+    # Eight objects per camera: on a CPU a step takes longer than either camera's frame interval (what is
+    # asserted below holds at any speed of the model).
     for object_id in range(1, 9):
         assert front.prompt(object_id, points=[(40 * object_id, 200)], labels=[1]).success
         assert rear.prompt(object_id, points=[(20 * object_id, 100)], labels=[1]).success
@@ -151,13 +152,15 @@ def test_a_slow_camera_and_a_fast_one_both_get_their_share_of_a_slow_model(camer
         for thread in threads:
             thread.join()
     processed = {name: [i for i in sent[name] if i in client.objects] for name, client in clients.items()}
-    # Both cameras got processed frames while the fast one sent more than the model could take: the 5 Hz camera
-    # was not starved by the 30 Hz one, and dropped frames of the fast one show the model was the bottleneck.
     assert len(processed["rear"]) >= 5 and len(processed["front"]) >= 5, processed
-    assert len(processed["front"]) < len(sent["front"]) / 2, (len(processed["front"]), len(sent["front"]))
     if worker_threads == 1:
-        # One batched step per round takes a frame of each camera in (nearly) every round.
-        assert abs(len(processed["front"]) - len(processed["rear"])) <= 2, processed
+        # Each round takes the newest frame of every camera that has one waiting. The 30 Hz camera has one
+        # waiting in nearly every round; the 5 Hz one has one in every round after one of its frames came.
+        # Whatever the model's speed: the slow camera got a frame processed in as many rounds as it could,
+        # min(its frames, the rounds), so the fast camera did not starve it. (A slow model: both cameras in
+        # nearly every round; a fast one: every frame of the slow camera.)
+        rounds = len(processed["front"])
+        assert len(processed["rear"]) >= min(len(sent["rear"]), rounds) - 2, (processed, sent)
     # With a thread per camera each camera goes at the pace of its own steps (the 640x480 camera's are the
     # slower ones): no round couples them, so their counts need not match.
 

@@ -152,9 +152,10 @@ def test_a_burst_of_ten_times_the_frame_rate_keeps_the_newest_frame_and_the_obje
 
     processed = assert_latest_frame_kept(client, burst)
     assert all(ids(client.objects[index]) == [1, 2] for index in processed)
-    # Every frame the node received was processed or dropped (DDS itself loses some of a burst this fast).
+    # Every frame the node received was processed or dropped (DDS itself loses some of a burst this fast); how
+    # many were dropped depends on how fast the model is against the camera: not asserted.
     assert change["frames_received"] == change["frames_processed"] + change["frames_dropped"], change
-    assert change["frames_dropped"] > 0, change
+    assert change["frames_received"] <= len(burst.sent), change
     # A leak of one 640x480 frame per frame received would add 276 MB.
     assert rss_after - rss_before <= 32 * MIB, (rss_after - rss_before) / MIB
 
