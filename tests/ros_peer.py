@@ -3,13 +3,17 @@
 talker    publishes a known Prompt and TrackedObjectArray at 10 Hz until terminated.
 services  serves AddPrompt / RemoveObjects / Reset until terminated, with the node's own answer texts
           (sam2_ros.requests) over a fixed set of ids {1, 2, 3}.
-camera N RATE  waits for a subscriber on `image`, publishes N 640x480 rgb8 frames at RATE Hz (frame_id = index),
-          then exits.
+camera N RATE [--handshake]  waits for a subscriber on `image`, publishes N 640x480 rgb8 frames at RATE Hz
+          (frame_id = index), prints SENT N, then exits. With --handshake it starts on the listener's first SIGUSR1
+          (sent once the listener has discovered this publisher: discovery done both ways, no frame lost to it)
+          and exits on the second (the listener has what arrived: nothing left in flight is cut off).
 It prints READY once its endpoints exist.
 """
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -109,13 +113,17 @@ def run_services(node: Node) -> None:
     rclpy.spin(node)
 
 
-def run_camera(node: Node, count: int, rate_hz: float) -> None:
+def run_camera(node: Node, count: int, rate_hz: float, handshake: bool) -> None:
+    signals = threading.Semaphore(0)
+    if handshake:
+        signal.signal(signal.SIGUSR1, lambda *_: signals.release())
     publisher = node.create_publisher(Image, "image", qos_profile_sensor_data)
     print("READY", flush=True)
     deadline = time.monotonic() + 30.0
     while publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
         rclpy.spin_once(node, timeout_sec=0.05)
-    time.sleep(0.5)  # let discovery finish in both directions before the first frame
+    if handshake:
+        signals.acquire(timeout=30.0)  # the listener has discovered us too
     frame = np.random.default_rng(0).integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
     template = numpy_to_image(frame, "rgb8")
     period = 1.0 / rate_hz
@@ -123,9 +131,10 @@ def run_camera(node: Node, count: int, rate_hz: float) -> None:
     for index in range(count):
         template.header = Header(stamp=node.get_clock().now().to_msg(), frame_id=str(index))
         publisher.publish(template)
-        time.sleep(max(0.0, start + (index + 1) * period - time.monotonic()))
-    time.sleep(1.0)  # the last samples are still in flight when publish() returns
+        time.sleep(max(0.0, start + (index + 1) * period - time.monotonic()))  # the camera's frame rate
     print(f"SENT {count}", flush=True)
+    if handshake:
+        signals.acquire(timeout=30.0)  # the last samples may still be in flight when publish() returns
 
 
 def main() -> int:
@@ -138,7 +147,7 @@ def main() -> int:
             elif mode == "services":
                 run_services(node)
             elif mode == "camera":
-                run_camera(node, int(sys.argv[2]), float(sys.argv[3]))
+                run_camera(node, int(sys.argv[2]), float(sys.argv[3]), "--handshake" in sys.argv[4:])
             else:
                 raise SystemExit(f"unknown mode {mode!r}")
     except (KeyboardInterrupt, ExternalShutdownException):

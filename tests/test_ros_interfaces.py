@@ -1,6 +1,8 @@
 """Our interfaces over real DDS between two processes, and camera-sized images with the shipped profile."""
 from __future__ import annotations
 
+import select
+import signal
 import time
 
 import numpy as np
@@ -127,12 +129,20 @@ def test_640x480_rgb8_at_30hz_arrives_with_the_shipped_profile(processes: Proces
         history = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=count, reliability=ReliabilityPolicy.BEST_EFFORT)
         node.create_subscription(Image, "image", on_image, history)
         camera = processes.start(
-            "tests/ros_peer.py", "camera", str(count), "30",
+            "tests/ros_peer.py", "camera", str(count), "30", "--handshake",
             env=ros_env(FASTDDS_DEFAULT_PROFILES_FILE=str(FASTDDS_PROFILE)),
         )
         wait_ready(camera)
-        spin_until(context, node, lambda: camera.poll() is not None or len(seen) == count, timeout=40.0)
-        spin_until(context, node, lambda: len(seen) == count, timeout=1.0)
+        # Discovery both ways: the camera saw our subscription, we see its publisher; then it starts.
+        assert spin_until(context, node, lambda: node.count_publishers("image") > 0, timeout=30.0)
+        camera.send_signal(signal.SIGUSR1)
+
+        def sent_all() -> bool:  # the camera printed SENT (or died)
+            return bool(select.select([camera.stdout], [], [], 0)[0])
+
+        spin_until(context, node, lambda: len(seen) == count or sent_all(), timeout=40.0)
+        spin_until(context, node, lambda: len(seen) == count, timeout=1.0)  # what is still in flight
+        camera.send_signal(signal.SIGUSR1)
         assert camera.wait(timeout=20) == 0
         assert shapes == {(480, 640, "rgb8", 640 * 480 * 3)}
         assert len(seen) >= 0.95 * count, f"only {len(seen)}/{count} frames arrived"
