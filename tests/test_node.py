@@ -243,7 +243,7 @@ def test_an_invalid_parameter_value_is_rejected_with_a_reason(node: RunningNode)
     client = node.client
     for name, value, reason in (
         ("device", "tpu", "'tpu' is not one of auto, cuda, cpu"),
-        ("precision", "fp8", "is not one of fp32, bf16, fp16"),
+        ("precision", "fp8", "is not one of auto, fp32, bf16, fp16"),
         ("model", "sam3_huge", "is not one of sam2_hiera_tiny"),
         ("checkpoint", "/nonexistent/sam2.pt", "checkpoint file not found"),
         ("image_size", 100, "image_size"),
