@@ -180,7 +180,6 @@ def live_tensors() -> int:
     return sum(1 for obj in gc.get_objects() if isinstance(obj, torch.Tensor))
 
 
-@pytest.mark.slow
 def test_memory_stays_bounded_with_prompts_removals_and_the_conditioning_cap(tiny_model,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Prompts come back every 100 frames (a refinement of object 1, object 2 removed and added again), and
