@@ -184,8 +184,8 @@ def test_memory_stays_bounded_with_prompts_removals_and_the_conditioning_cap(tin
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Prompts come back every 100 frames (a refinement of object 1, object 2 removed and added again), and
     object 1's conditioning frames reach their cap (2) at frame 200: after frame 299 the stream, the tracker and
-    the process hold exactly what they held after frame 199 (same tensors by shape and dtype, same containers by
-    length, as many live tensors), which a per-frame list, dict or cache anywhere would break.
+    the process hold what they held after frame 199 (same tensors by shape and dtype, same containers by length,
+    no more live tensors), which a per-frame list, dict or cache anywhere would break.
 
     The image encoder is replaced by the features of one frame: this test is about what the stream keeps,
     and the encoder would be 70 % of each step even at this size.
@@ -211,7 +211,10 @@ def test_memory_stays_bounded_with_prompts_removals_and_the_conditioning_cap(tin
         del result
     stream, tracker_held, tensors = snapshots[299]
     assert stream == snapshots[199][0] and tracker_held == snapshots[199][1]
-    assert tensors == snapshots[199][2]
+    # no more live tensors than 100 frames before (a per-frame leak adds some each frame); fewer is fine: the
+    # count is process-wide, and caches of earlier tests in the same process may let go of theirs meanwhile
+    # (measured in the full suite: 2901 after frame 199, 2262 after frame 299)
+    assert tensors <= snapshots[199][2], (tensors, snapshots[199][2])
     assert sum(isinstance(v, tuple) for v in stream.values()) >= 8  # the walk reached the bank's tensors
     assert state.object_ids == [1, 2] and state.frame_index == 300
     # object 1 kept its first prompted frame and the latest (the cap), object 2 its restart frame
