@@ -245,7 +245,7 @@ class SoakClient:
 
     def __init__(self, context: Any, namespace: str = NAMESPACE) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
-        from lifecycle_msgs.srv import ChangeState
+        from lifecycle_msgs.srv import ChangeState, GetState
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
         from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -278,6 +278,7 @@ class SoakClient:
         self.add_prompt = self.node.create_client(AddPrompt, f"{prefix}/add_prompt")
         self.remove = self.node.create_client(RemoveObjects, f"{prefix}/remove_objects")
         self.change_state = self.node.create_client(ChangeState, f"{prefix}/change_state")
+        self.get_state = self.node.create_client(GetState, f"{prefix}/get_state")
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
         self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
@@ -358,12 +359,15 @@ class SoakClient:
         return future.result()
 
     def transition(self, transition_id: int) -> bool:
-        """Trigger a lifecycle transition (lifecycle_msgs/Transition id); whether it succeeded."""
-        from lifecycle_msgs.srv import ChangeState
+        """Trigger a lifecycle transition (lifecycle_msgs/Transition id); whether it succeeded. A lost answer
+        is told apart from a failed transition by the node's state (`testkit.lifecycle.change_state`).
 
-        request = ChangeState.Request()
-        request.transition.id = transition_id
-        return bool(self.call(self.change_state, request).success)
+        Raises:
+          TimeoutError: neither an answer nor the transition's goal state within STEP_TIMEOUT_S.
+        """
+        from testkit.lifecycle import change_state
+
+        return change_state(self.change_state, self.get_state, transition_id, STEP_TIMEOUT_S)
 
     def fresh_diagnostics(self) -> Dict[str, str]:
         """The node's first /diagnostics values received after now.

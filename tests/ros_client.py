@@ -30,6 +30,7 @@ from sam2_ros.conversions import numpy_to_image
 from sam2_ros.msg import Prompt, TrackedObjectArray
 from sam2_ros.node import camera_topic
 from sam2_ros.srv import AddPrompt, RemoveObjects, Reset
+from testkit.lifecycle import change_state, lifecycle_state
 
 NODE_SCRIPT = str(Path(sys.executable).with_name("sam2-ros-tracker"))
 WIDTH, HEIGHT = 640, 480
@@ -223,7 +224,11 @@ class Client:
         return self.call(self.set_parameters, SetParameters.Request(parameters=[parameter])).results[0]
 
     def lifecycle_state(self) -> str:
-        return self.call(self.get_state, GetState.Request()).current_state.label
+        return lifecycle_state(self.get_state, timeout=60.0)
+
+    def transition(self, transition_id: int, timeout: float = 120.0) -> bool:
+        """Trigger a lifecycle transition; whether it succeeded (a lost answer is told by the node's state)."""
+        return change_state(self.change_state, self.get_state, transition_id, timeout)
 
     # ------------------------------------------------------------------ diagnostics
 

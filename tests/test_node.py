@@ -18,7 +18,6 @@ pytestmark = pytest.mark.ros
 
 rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 wheels (make setup)")
 from lifecycle_msgs.msg import Transition  # noqa: E402
-from lifecycle_msgs.srv import ChangeState  # noqa: E402
 from rcl_interfaces.srv import DescribeParameters  # noqa: E402
 from ros_client import (  # noqa: E402
     HEIGHT,
@@ -290,9 +289,7 @@ def test_without_checkpoint_the_node_refuses_to_activate_until_random_weights_ar
         assert not answer.success and "not active" in answer.message
 
         assert client.set("allow_random_weights", True).successful
-        activate = ChangeState.Request()
-        activate.transition.id = Transition.TRANSITION_ACTIVATE
-        assert client.call(client.change_state, activate, timeout=120.0).success
+        assert client.transition(Transition.TRANSITION_ACTIVATE)
         assert client.lifecycle_state() == "active"
         assert output.wait_for("RANDOM WEIGHTS", timeout=10.0)
 
@@ -304,9 +301,7 @@ def test_without_checkpoint_the_node_refuses_to_activate_until_random_weights_ar
         assert 0 in client.objects and client.objects[0].header.frame_id == "jpeg"
         assert wait_until(lambda: 0 in client.masks, timeout=10.0) and client.masks[0].width == 320
 
-        deactivate = ChangeState.Request()
-        deactivate.transition.id = Transition.TRANSITION_DEACTIVATE
-        assert client.call(client.change_state, deactivate).success
+        assert client.transition(Transition.TRANSITION_DEACTIVATE)
         assert client.lifecycle_state() == "inactive"
 
         proc.terminate()  # SIGTERM ends the node cleanly

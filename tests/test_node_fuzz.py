@@ -24,7 +24,6 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 wheels (make setup)")
 from lifecycle_msgs.msg import Transition  # noqa: E402
-from lifecycle_msgs.srv import ChangeState  # noqa: E402
 from ros_client import (  # noqa: E402
     HEIGHT,
     WIDTH,
@@ -248,9 +247,7 @@ def check_good_frame(client: Client, compressed: bool) -> None:
 
 
 def transition(client: Client, transition_id: int) -> None:
-    request = ChangeState.Request()
-    request.transition.id = transition_id
-    assert client.call(client.change_state, request, timeout=120.0).success
+    assert client.transition(transition_id)
 
 
 def send_requests(client: Client, fuzzer: Fuzzer, count: int, sent: Counter) -> None:
