@@ -4,7 +4,7 @@ The distribution is called ``sam2-rt`` on purpose: the ROS interface build insta
 ROS package ``sam2_ros``, and a pip distribution of the same name would take it for an old install of
 itself and delete the generated message modules.
 """
-from setuptools import setup
+from setuptools import find_packages, setup
 
 TEST_REQUIRES = [
     "pytest>=8",
@@ -35,7 +35,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["sam2_rt", "sam2_rt.modeling", "sam2_ros"],
+    packages=find_packages(include=["sam2_rt", "sam2_rt.*", "sam2_ros", "sam2_ros.*"]),
     install_requires=[
         "torch==2.14.1",
         "numpy>=1.24",
@@ -54,7 +54,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "sam2-rt=sam2_rt.cli:main",
+            "sam2-rt=sam2_rt.cli.commands:main",
             "sam2-ros-tracker=sam2_ros.main:main",
         ],
     },

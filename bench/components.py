@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from oracle import build_meta, build_ours_from_meta  # noqa: E402  (test oracle, not a package)
 
-from sam2_rt.config import MODEL_NAMES  # noqa: E402
+from sam2_rt.modeling.config import MODEL_NAMES  # noqa: E402
 
 Call = Callable[[], object]
 

@@ -26,7 +26,7 @@ from typing import Callable, List
 
 import torch
 
-from sam2_rt.runtime import build_model
+from sam2_rt.weights.loading import build_model
 
 
 def timed_rounds(run: Callable[[], None], rounds: int) -> float:

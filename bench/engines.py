@@ -1,6 +1,6 @@
 """How long building the TensorRT engines of the per-frame components takes, and how large they are.
 
-Exports each component for each bucket (sam2_rt.engines.export_component) and builds its engine
+Exports each component for each bucket (sam2_rt.runtime.engines.export_component) and builds its engine
 (build_engine), without the cache; works on a CPU-only machine with torch-tensorrt-rtx (the engine is built,
 not deserialised) and on a GPU machine with torch-tensorrt. One JSON line per engine:
 
@@ -23,10 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from sam2_rt import engines  # noqa: E402
-from sam2_rt.checkpoint import random_model  # noqa: E402
-from sam2_rt.config import MODEL_NAMES  # noqa: E402
-from sam2_rt.export import COMPONENTS  # noqa: E402
+from sam2_rt.runtime import engines  # noqa: E402
+from sam2_rt.weights.checkpoint import random_model  # noqa: E402
+from sam2_rt.modeling.config import MODEL_NAMES  # noqa: E402
+from sam2_rt.runtime.export import COMPONENTS  # noqa: E402
 
 
 def main() -> None:

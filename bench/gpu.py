@@ -56,9 +56,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from sam2_rt.checkpoint import random_model  # noqa: E402
-from sam2_rt.tracker import Tracker, TrackerConfig  # noqa: E402
-from sam2_rt.transforms import preprocess  # noqa: E402
+from sam2_rt.weights.checkpoint import random_model  # noqa: E402
+from sam2_rt.tracking.tracker import Tracker, TrackerConfig  # noqa: E402
+from sam2_rt.tracking.transforms import preprocess  # noqa: E402
 
 LOG = logging.getLogger("bench.gpu")
 COMPONENT_METHODS = ("encode_image", "attend_memory", "decode_tracked", "encode_memory")
@@ -432,7 +432,7 @@ def attention_times(model: torch.nn.Module, frames: np.ndarray, clicks: np.ndarr
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    from sam2_rt.export import AutocastExport, component_module
+    from sam2_rt.runtime.export import AutocastExport, component_module
 
     precision = "bf16" if device.type == "cuda" else "fp32"
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
@@ -639,7 +639,7 @@ def importable(module: str) -> Optional[str]:
     """The module's version (or "yes") when it imports, None when it does not."""
     try:
         if module == "torch_tensorrt":
-            from sam2_rt.engines import import_torch_tensorrt
+            from sam2_rt.runtime.engines import import_torch_tensorrt
 
             imported = import_torch_tensorrt()
         else:

@@ -34,14 +34,14 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from sam2_rt.tracker import ObjectState, TrackResult
+from sam2_rt.tracking.tracker import ObjectState, TrackResult
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def track_result(height: int, width: int, num_objects: int):
     """A TrackResult of `num_objects` ellipses (about 5% of the frame each) with smooth logits."""
-    from sam2_rt.transforms import boxes_from_masks
+    from sam2_rt.tracking.transforms import boxes_from_masks
 
     rows = torch.arange(height, dtype=torch.float32)[:, None]
     cols = torch.arange(width, dtype=torch.float32)[None, :]

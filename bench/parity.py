@@ -38,7 +38,7 @@ from oracle import (  # noqa: E402  (test oracle, not a package)
     set_object_score_bias,
 )
 
-from sam2_rt.config import MODEL_NAMES  # noqa: E402
+from sam2_rt.modeling.config import MODEL_NAMES  # noqa: E402
 from sam2_rt.modeling.sam2 import SAM2Model  # noqa: E402
 
 COMPONENTS = ("image_encoder", "prompt_decoder", "memory_encoder", "memory_attention", "image_predict")

@@ -209,7 +209,7 @@ def write_checkpoint(directory: Path, model: str = MODEL) -> Path:
     """Meta's checkpoint format ({'model': state_dict}) with `random_model`'s seeded weights (any image size)."""
     import torch
 
-    from sam2_rt.checkpoint import random_model
+    from sam2_rt.weights.checkpoint import random_model
 
     path = directory / f"{model}.pt"
     torch.save({"model": random_model(model).state_dict()}, path)

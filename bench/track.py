@@ -39,9 +39,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from sam2_rt.tracker import Tracker, TrackerConfig  # noqa: E402
-from sam2_rt.transforms import preprocess  # noqa: E402
-from sam2_rt.video import open_source  # noqa: E402
+from sam2_rt.tracking.tracker import Tracker, TrackerConfig  # noqa: E402
+from sam2_rt.tracking.transforms import preprocess  # noqa: E402
+from sam2_rt.io.video import open_source  # noqa: E402
 
 
 # --------------------------------------------------------------------------- synthetic video
@@ -305,10 +305,10 @@ def rss_mib() -> float:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--video", default="synthetic",
-                        help="'synthetic', or any input of sam2_rt.video.open_source (file, folder, rosbag2, camera)")
+                        help="'synthetic', or any input of sam2_rt.io.video.open_source (file, folder, rosbag2, camera)")
     parser.add_argument("--frames", type=int, default=60, help="number of frames to track")
     parser.add_argument("--image-size", type=int, default=1024, help="model input side S")
-    parser.add_argument("--model", default="sam2.1_hiera_tiny", help="model name (sam2_rt.config.MODEL_NAMES)")
+    parser.add_argument("--model", default="sam2.1_hiera_tiny", help="model name (sam2_rt.modeling.config.MODEL_NAMES)")
     parser.add_argument("--objects", type=int, default=1, help="K clicks spread over the first frame")
     parser.add_argument("--compare", choices=("meta", "none"), default="meta", help="also run Meta's predictor")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="our precision")

@@ -25,9 +25,9 @@ from sam2_ros.outputs import FrameOutputs, detections_message, mask_message, obj
 from sam2_ros.overlay import draw_overlay
 from sam2_ros.requests import ObjectBook, QueuedPrompt, QueuedRemoval, QueuedRequest, apply_requests
 from sam2_ros.worker import IMAGES_REJECTED, REQUESTS_REJECTED, RESOLUTION_CHANGES, WORKER_ERRORS, NodeStats
-from sam2_rt.detection_driver import DetectionDriver, started_and_removed
-from sam2_rt.runtime import RANDOM_WEIGHTS_BANNER
-from sam2_rt.tracker import StreamState, Tracker, TrackerInputError, TrackResult, check_frame
+from sam2_rt.detection.driver import DetectionDriver, started_and_removed
+from sam2_rt.weights.loading import RANDOM_WEIGHTS_BANNER
+from sam2_rt.tracking.tracker import StreamState, Tracker, TrackerInputError, TrackResult, check_frame
 
 # Distinct failures (camera, exception type, raising line) whose traceback is logged once; past this many
 # the node logs them as one line only (bounds memory however many kinds of failure there are).

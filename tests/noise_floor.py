@@ -67,7 +67,7 @@ def scenarios(only: Sequence[str]) -> Dict[str, Run]:
     """The runs of each scenario whose name starts with one of `only` (every scenario but the parity run's if
     `only` is empty), built lazily: the parity run builds Meta's model."""
     from oracle import present_objects_model
-    from sam2_rt.tracker import Tracker, TrackerConfig
+    from sam2_rt.tracking.tracker import Tracker, TrackerConfig
 
     import test_fixed_shapes as fixed
     import test_tracker_streams as streams
@@ -90,7 +90,7 @@ def scenarios(only: Sequence[str]) -> Dict[str, Run]:
     if wanted("tracker_parity"):
         import test_tracker_parity as parity_test
         from bench.track import meta_stream, ours_stream, synthetic_video
-        from sam2_rt.transforms import preprocess
+        from sam2_rt.tracking.transforms import preprocess
 
         meta, ours = parity_test.build_models()
         video = synthetic_video(parity_test.NUM_FRAMES, *parity_test.FRAME_SIZE, seed=1)
@@ -113,7 +113,7 @@ def scenarios(only: Sequence[str]) -> Dict[str, Run]:
 def comparisons(only: Sequence[str]) -> Dict[str, Tuple[Run, Run]]:
     """What the tests compare (got, want), to set beside the floor: run at each thread count, compared."""
     from oracle import present_objects_model
-    from sam2_rt.tracker import Tracker, TrackerConfig
+    from sam2_rt.tracking.tracker import Tracker, TrackerConfig
 
     import test_fixed_shapes as fixed
     import test_tracker_streams as streams

@@ -21,7 +21,7 @@ from typing import Dict, List, NamedTuple, Tuple
 import torch
 from torch import nn
 
-from sam2_rt.config import get_config
+from sam2_rt.modeling.config import get_config
 from sam2_rt.modeling.sam2 import SAM2Model
 
 # Meta's config file of each model (relative to the installed sam2 package).
@@ -64,7 +64,7 @@ def randomize_parameters(model: nn.Module, seed: int) -> None:
 
 
 def build_meta(name: str, image_size: int = 512, seed: int = 0) -> nn.Module:
-    """Meta's SAM2VideoPredictor for a model name (see sam2_rt.config.MODEL_NAMES), on CPU in eval mode,
+    """Meta's SAM2VideoPredictor for a model name (see sam2_rt.modeling.config.MODEL_NAMES), on CPU in eval mode,
     with every parameter drawn from seed (its buffers too: the global RNG is seeded before building).
 
     The model name is kept as ``meta.sam2_rt_name`` for build_ours_from_meta.

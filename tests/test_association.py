@@ -1,4 +1,4 @@
-"""The detection-association policy (sam2_rt.association): unit tests on synthetic TrackResults, then one
+"""The detection-association policy (sam2_rt.detection.association): unit tests on synthetic TrackResults, then one
 tracker-level scenario with the random-weights tiny model."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from sam2_rt.association import (
+from sam2_rt.detection.association import (
     AssociationConfig,
     AssociationOutcome,
     Decision,
@@ -25,8 +25,8 @@ from sam2_rt.association import (
     box_center_distance,
     box_iou,
 )
-from sam2_rt.checkpoint import random_model
-from sam2_rt.tracker import ObjectState, Tracker, TrackerConfig, TrackResult
+from sam2_rt.weights.checkpoint import random_model
+from sam2_rt.tracking.tracker import ObjectState, Tracker, TrackerConfig, TrackResult
 
 HEIGHT, WIDTH = 120, 160
 SIZE = (HEIGHT, WIDTH)

@@ -4,9 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sam2_rt import backends
-
-
+from sam2_rt.runtime import backends
 def test_unknown_backend_is_rejected_with_the_choices() -> None:
     with pytest.raises(ValueError, match="eager, compile, tensorrt"):
         backends.resolve_backend("onnx", torch.device("cpu"))

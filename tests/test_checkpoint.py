@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from oracle import build_meta
-from sam2_rt.checkpoint import (
+from sam2_rt.weights.checkpoint import (
     CHECKPOINTS,
     CheckpointError,
     Manifest,
@@ -23,7 +23,7 @@ from sam2_rt.checkpoint import (
     sha256_file,
     verify_state_dict,
 )
-from sam2_rt.config import get_config
+from sam2_rt.modeling.config import get_config
 from sam2_rt.modeling.sam2 import SAM2Model
 
 NAME = "sam2.1_hiera_tiny"

@@ -34,8 +34,9 @@ from media import (
     write_folder,
     write_video,
 )
-from sam2_rt import cli, runtime
-from sam2_rt.checkpoint import CHECKPOINTS, Manifest, sha256_file
+from sam2_rt.cli import commands as cli
+from sam2_rt.weights import loading as runtime
+from sam2_rt.weights.checkpoint import CHECKPOINTS, Manifest, sha256_file
 
 MODEL_ARGS = ["--random-weights", "--image-size", "128", "--device", "cpu", "--quiet"]
 # Frame 0 centres of the clip's square and disc (tests/media.py).
@@ -198,7 +199,7 @@ def read_bag(path: Path) -> Dict[str, list]:
     """topic -> [(msgtype, log time, raw bytes, message)] of a recording; our types registered."""
     from rosbags.rosbag2 import Reader
 
-    from sam2_rt.rosbag_output import sam2_ros_typestore
+    from sam2_rt.io.rosbag_output import sam2_ros_typestore
 
     store = sam2_ros_typestore()
     topics: Dict[str, list] = {}
@@ -432,7 +433,7 @@ def test_detections_file_starts_objects_with_labels_and_ignores_duplicates(
 ) -> None:
     """Plain random weights here: every object is absent, so each keeps the box it was started with as its last
     known box, which makes the policy's matching exact (no dependence on random masks)."""
-    from sam2_rt.checkpoint import random_model
+    from sam2_rt.weights.checkpoint import random_model
 
     monkeypatch.setattr(runtime, "random_model", random_model)
 

@@ -1,4 +1,4 @@
-"""Warm starts that survive a reboot: inductor's compiled artifacts kept in our cache (sam2_rt.compile_cache).
+"""Warm starts that survive a reboot: inductor's compiled artifacts kept in our cache (sam2_rt.runtime.compile_cache).
 
 A second process whose torch caches are empty (a fresh temporary directory, as after a reboot) loads the
 artifacts the first one saved, and compiles nothing from scratch. Bad entries are rebuilt with one warning.
@@ -16,16 +16,16 @@ from typing import List, Optional, Tuple
 import pytest
 import torch
 
-from sam2_rt import compile_cache
-from sam2_rt.compile_cache import CompileCache
+from sam2_rt.runtime import compile_cache
+from sam2_rt.runtime.compile_cache import CompileCache
 
 REPO = Path(__file__).resolve().parents[1]
 
 # One process: an inductor tracker at 64 px with one bucket, warmed up; prints what its warm-up did.
 WARMUP = """
 import json, torch
-from sam2_rt.checkpoint import random_model
-from sam2_rt.tracker import Tracker, TrackerConfig
+from sam2_rt.weights.checkpoint import random_model
+from sam2_rt.tracking.tracker import Tracker, TrackerConfig
 tracker = Tracker(random_model("sam2.1_hiera_tiny", 64), TrackerConfig(max_objects=1, backend="compile"))
 report = tracker.warmup()
 counters = torch._dynamo.utils.counters["inductor"]
@@ -134,8 +134,8 @@ def test_a_bad_entry_is_removed_with_one_warning_and_rebuilt(
 
 
 def test_only_inductor_keeps_artifacts_and_eager_compilers_touch_no_cache(tmp_path: Path) -> None:
-    from sam2_rt.backends import compiled_runner
-    from sam2_rt.checkpoint import random_model
+    from sam2_rt.runtime.backends import compiled_runner
+    from sam2_rt.weights.checkpoint import random_model
 
     model = random_model("sam2.1_hiera_tiny", 64)
     runner = compiled_runner(model, (1,), compiler="eager", cache_dir=tmp_path)

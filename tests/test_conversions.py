@@ -17,8 +17,8 @@ from sam2_ros.conversions import (
     numpy_to_image,
     rgb_to_compressed,
 )
-from sam2_rt import image_messages
-from sam2_rt.image_messages import MAX_DECODED_PIXELS, compressed_size, encode_compressed
+from sam2_rt.io import image_messages
+from sam2_rt.io.image_messages import MAX_DECODED_PIXELS, compressed_size, encode_compressed
 
 HEADER = Header(stamp=Time(sec=12, nanosec=345), frame_id="camera_optical")
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from oracle import seeded_model
-from sam2_rt import engines
-from sam2_rt.export import COMPONENTS, MaskAsOutputExport, mask_as_output_inputs
+from sam2_rt.runtime import engines
+from sam2_rt.runtime.export import COMPONENTS, MaskAsOutputExport, mask_as_output_inputs
 from sam2_rt.modeling.sam2 import SAM2Model
 
 IMAGE_SIZE = 128
@@ -123,7 +123,7 @@ def real_engine(model: SAM2Model) -> engines.SerializedEngine:
 
 
 def cache_warnings(caplog: pytest.LogCaptureFixture) -> List[str]:
-    return [r.message for r in caplog.records if r.name == "sam2_rt.engines" and r.levelno == logging.WARNING]
+    return [r.message for r in caplog.records if r.name == "sam2_rt.runtime.engines" and r.levelno == logging.WARNING]
 
 
 @pytest.mark.trt_build
@@ -163,7 +163,7 @@ def test_a_bad_entry_is_rebuilt_with_one_warning(
     path.write_bytes(data)
 
     build = CountingBuild(real_engine)
-    with caplog.at_level(logging.WARNING, logger="sam2_rt.engines"):
+    with caplog.at_level(logging.WARNING, logger="sam2_rt.runtime.engines"):
         engine, action = engines.cached_engine(cache, key(), build)
     assert (action, build.calls) == ("rebuilt", 1) and engine == real_engine
     warnings = cache_warnings(caplog)
@@ -186,7 +186,7 @@ def test_an_entry_tensorrt_refuses_to_load_is_rebuilt_with_one_warning(
             raise RuntimeError("engine plan file is incompatible with this version of TensorRT")
         return candidate.payload
 
-    with caplog.at_level(logging.WARNING, logger="sam2_rt.engines"):
+    with caplog.at_level(logging.WARNING, logger="sam2_rt.runtime.engines"):
         loaded, action = engines.cached_engine(cache, key(), build, load)
     assert (loaded, action, build.calls) == (b"fresh engine", "rebuilt", 1)
     assert len(cache_warnings(caplog)) == 1
@@ -230,7 +230,7 @@ def test_tensorrt_tracker_builds_then_loads_and_tracks_like_eager(model: SAM2Mod
 
     import numpy as np
 
-    from sam2_rt.tracker import Tracker, TrackerConfig
+    from sam2_rt.tracking.tracker import Tracker, TrackerConfig
 
     gpu_model = copy.deepcopy(model).cuda()
     config = TrackerConfig(max_objects=2, backend="tensorrt", engine_cache_dir=str(tmp_path))

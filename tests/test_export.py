@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from oracle import seeded_model
-from sam2_rt.export import (
+from sam2_rt.runtime.export import (
     ImageEncoderExport,
     MemoryAttentionExport,
     MemoryEncoderExport,

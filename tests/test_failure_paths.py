@@ -10,9 +10,11 @@ import pytest
 import torch
 from media import clip, write_video
 
-from sam2_rt import cli, engines
-from sam2_rt.overlay import MAX_OVERLAY_OBJECTS
-from sam2_rt.video import open_source
+from sam2_rt.cli import commands as cli
+
+from sam2_rt.runtime import engines
+from sam2_rt.io.overlay import MAX_OVERLAY_OBJECTS
+from sam2_rt.io.video import open_source
 
 MODEL_ARGS = ["--random-weights", "--image-size", "64", "--device", "cpu", "--quiet"]
 
@@ -81,7 +83,7 @@ def test_an_entry_tensorrt_cannot_deserialise_is_rebuilt(tmp_path: Path, message
             raise RuntimeError(message)
         return engine.payload
 
-    with caplog.at_level(logging.WARNING, logger="sam2_rt.engines"):
+    with caplog.at_level(logging.WARNING, logger="sam2_rt.runtime.engines"):
         loaded, action = engines.cached_engine(cache, engine_key(), build, load)
     assert (loaded, action, build.calls) == (b"fresh engine", "rebuilt", 1)
     assert cache.read(engine_key()).payload == b"fresh engine"
@@ -130,10 +132,10 @@ def cut_video(tmp_path: Path) -> Path:
 
 def test_a_video_that_ends_before_its_declared_frame_count_is_reported(tmp_path: Path,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="sam2_rt.video"), open_source(str(cut_video(tmp_path))) as source:
+    with caplog.at_level(logging.WARNING, logger="sam2_rt.io.video"), open_source(str(cut_video(tmp_path))) as source:
         read = sum(1 for _ in source)
     assert source.num_frames == 12 and 0 < read < 12 and source.ended_early
-    warnings = [r.getMessage() for r in caplog.records if r.name == "sam2_rt.video"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "sam2_rt.io.video"]
     assert warnings == [f"{source.name}: the video ended after {read} of the 12 frames it declares (the file is "
                         f"cut short or damaged): the last {12 - read} were not read"]
     with open_source(str(write_video(tmp_path / "whole.avi", clip(12)))) as whole:

@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.gpu import synthetic_frames  # noqa: E402  (numpy only: these tests also run on the GPU machine)
 from oracle import assert_same_tracking, present_objects_model  # noqa: E402
-from sam2_rt import backends  # noqa: E402
+from sam2_rt.runtime import backends  # noqa: E402
 from sam2_rt.modeling.sam2 import SAM2Model  # noqa: E402
-from sam2_rt.tracker import ObjectState, Tracker, TrackerConfig, TrackResult  # noqa: E402
+from sam2_rt.tracking.tracker import ObjectState, Tracker, TrackerConfig, TrackResult  # noqa: E402
 
 IMAGE_SIZE = 128
 FRAME_SIZE = (96, 128)  # H, W: frames are cropped from 128 x 128 synthetic ones
@@ -216,7 +216,7 @@ def test_warmup_for_two_streams_builds_frame_and_row_buckets_and_two_streams_com
 def test_programs_run_at_exactly_the_shapes_engines_are_exported_at(model: SAM2Model, compiled_two_streams) -> None:
     """Every call of a program (warm-up and streams) has the inputs export.component_inputs gives for its
     shape: TensorRT engines, built from those, fit every call."""
-    from sam2_rt.export import COMPONENTS, component_inputs
+    from sam2_rt.runtime.export import COMPONENTS, component_inputs
 
     tracker, _, _, calls, _ = compiled_two_streams
     plan = backends.ShapePlan(frames=(1, 2), rows=(1, 2, 4, 5), per_row=(2, 4, 5, 8, 10), steady=(1,))
@@ -305,7 +305,7 @@ def test_cuda_graph_outputs_are_cloned_and_each_frame_starts_a_step(
 
 
 def test_cuda_graphs_need_cuda_and_inductor(model: SAM2Model, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="sam2_rt.backends"):
+    with caplog.at_level(logging.WARNING, logger="sam2_rt.runtime.choice"):
         tracker = Tracker(model, TrackerConfig(backend="compile", compiler="eager", cuda_graphs=True))
     assert tracker.runner.fixed_shapes and not tracker.runner.cuda_graphs
     assert any("CUDA graphs need" in record.message for record in caplog.records)

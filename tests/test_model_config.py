@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from oracle import META_YAML, meta_overrides
-from sam2_rt.config import MODEL_NAMES, get_config
+from sam2_rt.modeling.config import MODEL_NAMES, get_config
 from sam2_rt.modeling.sam2 import SAM2Model
 from sam2_rt.modeling.transformer import RoPEAttention
 
@@ -114,8 +114,8 @@ def test_every_config_tracks_a_small_frame_without_nan(name: str) -> None:
     """A forward of every official config (seeded random weights, 128 px): prompted frame, then tracked frame."""
     import numpy as np
 
-    from sam2_rt.checkpoint import random_model
-    from sam2_rt.tracker import Tracker, TrackerConfig
+    from sam2_rt.weights.checkpoint import random_model
+    from sam2_rt.tracking.tracker import Tracker, TrackerConfig
 
     tracker = Tracker(random_model(name, image_size=128), TrackerConfig(max_objects=2))
     stream = tracker.create_stream()

@@ -46,7 +46,7 @@ from sam2_ros.conversions import image_to_numpy, rgb_to_compressed  # noqa: E402
 from sam2_ros.msg import Prompt  # noqa: E402
 from sam2_ros.srv import AddPrompt, RemoveObjects, Reset  # noqa: E402
 from sam2_ros.worker import resolve_cpu_threads  # noqa: E402
-from sam2_rt.config import MODEL_NAMES  # noqa: E402
+from sam2_rt.modeling.config import MODEL_NAMES  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from sam2_ros.parameters import (  # noqa: E402
     launch_parameters,
     launch_text,
 )
-from sam2_rt.config import BACKEND_NAMES, DEVICE_NAMES, MODEL_NAMES, PRECISION_NAMES  # noqa: E402
+from sam2_rt.modeling.config import BACKEND_NAMES, DEVICE_NAMES, MODEL_NAMES, PRECISION_NAMES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TRACKER_LAUNCH = REPO / "launch" / "tracker.launch.py"

@@ -31,7 +31,7 @@ from ros_client import (  # noqa: E402
     wait_until,
 )
 
-from sam2_rt.checkpoint import random_model  # noqa: E402
+from sam2_rt.weights.checkpoint import random_model  # noqa: E402
 
 FRAMES = iter(range(10_000, 1_000_000))
 ERROR_MARKERS = ("[ERROR]", "Traceback", "Failed to publish", "context is invalid", "RCLError")

@@ -1,4 +1,4 @@
-"""The overlay drawing (sam2_rt.overlay, shared by `sam2-rt track --output` and the node's `overlay` topic):
+"""The overlay drawing (sam2_rt.io.overlay, shared by `sam2-rt track --output` and the node's `overlay` topic):
 tinted and outlined masks, boxes with id tags, a readable legend, an optional banner; and the host copy of a
 result it draws from (FrameOutputs)."""
 from __future__ import annotations
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from sam2_rt.frame_outputs import FrameOutputs, box_to_roi
-from sam2_rt.overlay import draw_banner, draw_overlay, object_colour
-from sam2_rt.tracker import ObjectState, TrackResult
-from sam2_rt.transforms import boxes_from_masks
+from sam2_rt.io.frame_outputs import FrameOutputs, box_to_roi
+from sam2_rt.io.overlay import draw_banner, draw_overlay, object_colour
+from sam2_rt.tracking.tracker import ObjectState, TrackResult
+from sam2_rt.tracking.transforms import boxes_from_masks
 
 HEIGHT, WIDTH = 120, 160
 GREY = 200

@@ -50,8 +50,8 @@ def test_full_cmake_install_serves_interfaces_node_and_our_modules(tmp_path: Pat
 
     site = prefix / Path(sysconfig.get_paths()["purelib"]).relative_to(sysconfig.get_paths()["data"])
     probe = (
-        "import sam2_ros.msg, sam2_ros.srv, sam2_ros.conversions, sam2_rt.tracker;"
-        "print(sam2_ros.msg.__file__); print(sam2_ros.conversions.__file__); print(sam2_rt.tracker.__file__)"
+        "import sam2_ros.msg, sam2_ros.srv, sam2_ros.conversions, sam2_rt.tracking.tracker;"
+        "print(sam2_ros.msg.__file__); print(sam2_ros.conversions.__file__); print(sam2_rt.tracking.tracker.__file__)"
     )
     proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=str(site)), timeout=120)

@@ -22,11 +22,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from oracle import assert_same_tracking, present_objects_model  # noqa: E402
-from sam2_rt import backends  # noqa: E402
-from sam2_rt.export import component_inputs, component_module  # noqa: E402
-from sam2_rt.memory import MemoryBank  # noqa: E402
+from sam2_rt.runtime import backends  # noqa: E402
+from sam2_rt.runtime.export import component_inputs, component_module  # noqa: E402
+from sam2_rt.tracking.memory import MemoryBank  # noqa: E402
 from sam2_rt.modeling.sam2 import SAM2Model  # noqa: E402
-from sam2_rt.tracker import Tracker, TrackerConfig, TrackResult  # noqa: E402
+from sam2_rt.tracking.tracker import Tracker, TrackerConfig, TrackResult  # noqa: E402
 
 IMAGE_SIZE = 128
 FRAME_SIZE = (96, 128)
@@ -306,8 +306,7 @@ def test_fixed_shape_steps_of_two_threads_never_overlap(model: SAM2Model) -> Non
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_steady_memory_attention_converts_entirely_and_builds_an_engine(model: SAM2Model, precision: str) -> None:
     """The tensorrt backend's steady-state program: all of it TensorRT, an engine built on this CPU."""
-    from sam2_rt import engines
-
+    from sam2_rt.runtime import engines
     program, inputs = engines.export_component(model, "memory_attention", 2, precision, num_conditioning=4, steady=1)
     assert len(inputs) == 7  # no validity masks
     coverage = engines.dry_run_coverage(program, inputs)

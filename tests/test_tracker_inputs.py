@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.track import synthetic_video  # noqa: E402
 from oracle import build_meta, build_ours_from_meta  # noqa: E402
-from sam2_rt.tracker import StreamState, Tracker, TrackerConfig, TrackerInputError  # noqa: E402
-from sam2_rt.transforms import boxes_from_masks, label_image  # noqa: E402
+from sam2_rt.tracking.tracker import StreamState, Tracker, TrackerConfig, TrackerInputError  # noqa: E402
+from sam2_rt.tracking.transforms import boxes_from_masks, label_image  # noqa: E402
 
 IMAGE_SIZE = 64
 HEIGHT, WIDTH = 48, 64
@@ -211,7 +211,7 @@ def test_frame_size_change_mid_stream_keeps_tracking_and_rescales_pending_prompt
     tracker.step(reference, large[0])
     tracker.add_prompt(changed, 2, box=VIDEO.boxes[1, 1])  # pixels of the small frame
     tracker.add_prompt(reference, 2, box=VIDEO.boxes[1, 1] * 2)
-    with caplog.at_level(logging.WARNING, logger="sam2_rt.tracker"):
+    with caplog.at_level(logging.WARNING, logger="sam2_rt.tracking.tracker"):
         got = tracker.step(changed, large[1])
     assert "frame size changed" in caplog.text
     expected = tracker.step(reference, large[1])
@@ -282,10 +282,10 @@ def test_a_failing_model_call_leaves_the_stream_unchanged(
 def test_reduced_precision_on_a_cpu_without_it_warns(
     tracker: Tracker, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, native: bool
 ) -> None:
-    import sam2_rt.tracker as tracker_module
+    import sam2_rt.tracking.tracker as tracker_module
 
     monkeypatch.setattr(tracker_module, "_cpu_has_native", lambda precision: native)
-    with caplog.at_level(logging.WARNING, logger="sam2_rt.tracker"):
+    with caplog.at_level(logging.WARNING, logger="sam2_rt.tracking.tracker"):
         Tracker(tracker.model, TrackerConfig(precision="bf16"))
         Tracker(tracker.model, TrackerConfig(precision="fp32"))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -16,9 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.track import synthetic_video  # noqa: E402
 from oracle import assert_same_tracking, build_meta, build_ours_from_meta  # noqa: E402
-from sam2_rt.memory import EMPTY, MemoryBank  # noqa: E402
-from sam2_rt.tracker import ObjectState, Tracker, TrackerConfig, TrackResult  # noqa: E402
-from sam2_rt.transforms import preprocess  # noqa: E402
+from sam2_rt.tracking.memory import EMPTY, MemoryBank  # noqa: E402
+from sam2_rt.tracking.tracker import ObjectState, Tracker, TrackerConfig, TrackResult  # noqa: E402
+from sam2_rt.tracking.transforms import preprocess  # noqa: E402
 
 NUM_MASKMEM = 7
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.gpu import synthetic_frames  # noqa: E402
 from oracle import RECURRENT_BOUND, assert_same_tracking, present_objects_model  # noqa: E402
 from sam2_rt.modeling.sam2 import SAM2Model  # noqa: E402
-from sam2_rt.tracker import ObjectState, StreamState, Tracker, TrackerConfig, TrackerInputError, TrackResult  # noqa: E402
+from sam2_rt.tracking.tracker import ObjectState, StreamState, Tracker, TrackerConfig, TrackerInputError, TrackResult  # noqa: E402
 
 IMAGE_SIZE = 64
 NUM_FRAMES = 10

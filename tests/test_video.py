@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from media import BAG_FRAME_ID, HEIGHT, WIDTH, clip, stamp_ns, write_bag, write_folder, write_video
-from sam2_rt.video import DEFAULT_FRAME_ID, VideoSourceError, open_source
+from sam2_rt.io.video import DEFAULT_FRAME_ID, VideoSourceError, open_source
 
 
 def test_video_file_gives_its_frames_size_rate_and_timestamps(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """`make demo`: the tracker node on a real video, with no camera needed.
 
-First gets Meta's sam2.1_hiera_tiny checkpoint with `sam2_rt.checkpoint.download` (progress bar, resume,
+First gets Meta's sam2.1_hiera_tiny checkpoint with `sam2_rt.weights.checkpoint.download` (progress bar, resume,
 sha256; a file already downloaded is only verified). Without network that fails within seconds and the demo
 runs with seeded RANDOM weights instead: every recorded overlay frame then carries a banner saying so, and
 the summary gives the command to run once a checkpoint can be downloaded.
@@ -28,9 +28,9 @@ import urllib.parse
 from pathlib import Path
 from typing import Optional
 
-from sam2_rt.checkpoint import CHECKPOINTS, CheckpointError, default_checkpoint_path, download
-from sam2_rt.config import DEVICE_NAMES, MODEL_NAMES
-from sam2_rt.runtime import RANDOM_WEIGHTS_BANNER
+from sam2_rt.weights.checkpoint import CHECKPOINTS, CheckpointError, default_checkpoint_path, download
+from sam2_rt.modeling.config import DEVICE_NAMES, MODEL_NAMES
+from sam2_rt.weights.loading import RANDOM_WEIGHTS_BANNER
 
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "/sam2_demo"

@@ -1,4 +1,4 @@
-"""Draw docs/overlay_example.png, the README's picture of the overlay (`sam2_rt.overlay.draw_overlay`).
+"""Draw docs/overlay_example.png, the README's picture of the overlay (`sam2_rt.io.overlay.draw_overlay`).
 
 The frame is generated (three shapes on a textured background) and the masks are the shapes' own, so the
 picture shows what the overlay draws, not a tracking result:
@@ -14,10 +14,10 @@ import cv2
 import numpy as np
 import torch
 
-from sam2_rt.frame_outputs import FrameOutputs
-from sam2_rt.overlay import draw_overlay
-from sam2_rt.tracker import ObjectState, TrackResult
-from sam2_rt.transforms import boxes_from_masks
+from sam2_rt.io.frame_outputs import FrameOutputs
+from sam2_rt.io.overlay import draw_overlay
+from sam2_rt.tracking.tracker import ObjectState, TrackResult
+from sam2_rt.tracking.transforms import boxes_from_masks
 
 HEIGHT, WIDTH = 270, 480
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sam2_rt.config import ModelConfig
+from sam2_rt.modeling.config import ModelConfig
 from sam2_rt.modeling.common import MLP, downsample_antialiased
 from sam2_rt.modeling.hiera import Hiera
 from sam2_rt.modeling.mask_decoder import MaskDecoder
@@ -74,7 +74,7 @@ class SAM2Model(nn.Module):
     """SAM 2 / SAM 2.1 weights (Meta's state_dict keys) and the functional steps of tracking.
 
     The weights stay float32: reduced precision comes from autocast (``TrackerConfig.precision``, and the
-    TensorRT engines of ``sam2_rt.engines``), which keeps LayerNorm, softmax and the position encodings in
+    TensorRT engines of ``sam2_rt.runtime.engines``), which keeps LayerNorm, softmax and the position encodings in
     float32. ``model.half()`` / ``.to(torch.bfloat16)`` are refused with a TypeError.
     """
 

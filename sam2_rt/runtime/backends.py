@@ -1,6 +1,6 @@
 """Execution backends of the tracker's per-frame components: eager, torch.compile, TensorRT.
 
-A backend changes how the four per-frame components run (``sam2_rt.export.COMPONENTS``), never what they
+A backend changes how the four per-frame components run (``sam2_rt.runtime.export.COMPONENTS``), never what they
 compute or the model's parameter names:
 
 - ``image_encoder``    (1, 3, S, S) -> FPN levels, once per frame
@@ -14,7 +14,7 @@ to a bucket (``object_buckets``: 1, 2, 4, 8, ... and max_objects). Padding rows 
 outputs are dropped before anything reads them, so they never reach results or memory. Each component
 therefore has one graph per bucket, built before the first frame by ``Tracker.warmup`` and never again:
 ``compile`` compiles one torch.compile graph per bucket (optionally with CUDA graphs), ``tensorrt`` builds
-or loads one TensorRT engine per bucket (``sam2_rt.engines``, with an on-disk cache).
+or loads one TensorRT engine per bucket (``sam2_rt.runtime.engines``, with an on-disk cache).
 
 Prompt frames: the decoder calls of prompted objects (clicks, boxes, masks) run eager on every backend, one
 call per distinct number of prompt points (SAM's prompt encoder cannot pad point lists without changing the
@@ -46,11 +46,11 @@ from typing import Callable, ContextManager, Dict, List, NamedTuple, Optional, S
 
 import torch
 
-from sam2_rt.checkpoint import weights_sha256
-from sam2_rt.compile_cache import CompileCache, default_compile_cache_dir, kept_inductor_caches
-from sam2_rt.config import BACKEND_NAMES, PRECISION_NAMES
-from sam2_rt.export import COMPONENTS, component_module, tracking_prompt
-from sam2_rt.memory import MemoryReadout
+from sam2_rt.weights.checkpoint import weights_sha256
+from sam2_rt.runtime.compile_cache import CompileCache, default_compile_cache_dir, kept_inductor_caches
+from sam2_rt.modeling.config import BACKEND_NAMES, PRECISION_NAMES
+from sam2_rt.runtime.export import COMPONENTS, component_module, tracking_prompt
+from sam2_rt.runtime.readout import MemoryReadout
 from sam2_rt.modeling.sam2 import DecodeOutput, SAM2Model
 
 logger = logging.getLogger(__name__)
@@ -483,7 +483,7 @@ class CompiledRunner(FixedShapeRunner):
         self.compiler = compiler
         self.num_conditioning = num_conditioning
         self.precision = precision
-        # inductor's artifacts persist in our cache (sam2_rt.compile_cache); other compilers generate no code
+        # inductor's artifacts persist in our cache (sam2_rt.runtime.compile_cache); other compilers generate no code
         self.cache_dir = cache_dir
         self.cache: Optional[CompileCache] = None
 
@@ -582,31 +582,3 @@ class RunnerOptions:
     engine_cache_dir: Optional[Path] = None
     steady_conditioning: Tuple[int, ...] = (1,)  # FixedShapeRunner's `steady`
     compile_cache_dir: Optional[Path] = None  # CompiledRunner's `cache_dir`
-
-
-def make_runner(model: SAM2Model, options: RunnerOptions) -> Tuple[EagerRunner, BackendChoice]:
-    """The runner of `options.backend` (or its fallback, logged as a warning with the reason).
-
-    Nothing is compiled here: Tracker.warmup builds (or loads) every bucket before the first frame.
-    """
-    if options.precision not in PRECISIONS:
-        raise ValueError(f"unknown compute precision {options.precision!r} (resolve \"auto\" first with "
-                         f"resolve_precision); choose one of {', '.join(PRECISIONS)}")
-    device = next(model.parameters()).device
-    choice = resolve_backend(options.backend, device)
-    for reason in choice.reasons:
-        logger.warning("backend %r unavailable, falling back: %s", options.backend, reason)
-    buckets = object_buckets(options.max_objects)
-    cuda_graphs = options.cuda_graphs
-    if cuda_graphs and (choice.used != "compile" or device.type != "cuda"):
-        logger.warning("CUDA graphs need the compile backend on a CUDA device (running %s on %s): not used",
-                       choice.used, device)
-        cuda_graphs = False
-    if choice.used == "eager":
-        return EagerRunner(model), choice
-    if choice.used == "compile":
-        return compiled_runner(model, buckets, options.compiler, cuda_graphs, options.steady_conditioning,
-                               options.precision, options.num_conditioning, options.compile_cache_dir), choice
-    from sam2_rt.engines import engine_runner
-
-    return engine_runner(model, buckets, options), choice

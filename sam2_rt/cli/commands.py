@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
 import numpy as np
-from sam2_rt.checkpoint import CHECKPOINTS, CheckpointError, default_cache_dir, download
-from sam2_rt.association import AssociationConfig, Detection
-from sam2_rt.config import BACKEND_NAMES, DEVICE_NAMES, IMAGE_SIZE_MULTIPLE, MODEL_NAMES, PRECISION_NAMES
-from sam2_rt.detection_driver import DetectionDriver, DetectionFileError, load_detections_file
-from sam2_rt.frame_outputs import MAX_OUTPUT_OBJECT_ID, FrameOutputs
-from sam2_rt.overlay import MAX_OVERLAY_OBJECTS
-from sam2_rt.prompts import (
+from sam2_rt.weights.checkpoint import CHECKPOINTS, CheckpointError, default_cache_dir, download
+from sam2_rt.detection.association import AssociationConfig, Detection
+from sam2_rt.modeling.config import BACKEND_NAMES, DEVICE_NAMES, IMAGE_SIZE_MULTIPLE, MODEL_NAMES, PRECISION_NAMES
+from sam2_rt.detection.driver import DetectionDriver, DetectionFileError, load_detections_file
+from sam2_rt.io.frame_outputs import MAX_OUTPUT_OBJECT_ID, FrameOutputs
+from sam2_rt.io.overlay import MAX_OVERLAY_OBJECTS
+from sam2_rt.io.prompts import (
     USER_GUIDE,
     PromptError,
     PromptEvent,
@@ -50,12 +50,13 @@ from sam2_rt.prompts import (
     parse_box,
     parse_point,
 )
-from sam2_rt.runtime import RANDOM_WEIGHTS_BANNER, MissingCheckpointError, build_model, emit, resolve_device
-from sam2_rt.track_outputs import JsonLines, MaskPngs, OutputError, OverlayVideo, RosbagRecording
-from sam2_rt.tracker import Tracker, TrackerConfig, TrackerInputError
-from sam2_rt.video import DEFAULT_FRAME_ID, FrameSource, VideoFrame, VideoSourceError, open_source
+from sam2_rt.weights.loading import RANDOM_WEIGHTS_BANNER, MissingCheckpointError, build_model, resolve_device
+from sam2_rt.cli.emit import emit
+from sam2_rt.io.track_outputs import JsonLines, MaskPngs, OutputError, OverlayVideo, RosbagRecording
+from sam2_rt.tracking.tracker import Tracker, TrackerConfig, TrackerInputError
+from sam2_rt.io.video import DEFAULT_FRAME_ID, FrameSource, VideoFrame, VideoSourceError, open_source
 
-logger = logging.getLogger("sam2_rt.cli")
+logger = logging.getLogger("sam2_rt.cli.commands")
 DEFAULT_MODEL = "sam2.1_hiera_tiny"
 # Frame rate of the overlay video when the input does not say (cameras that report none).
 FALLBACK_FPS = 30.0
@@ -205,7 +206,7 @@ def track_frames(
     Arguments:
       tracker: the tracker (a new stream is created).
       frames: the frames, in order.
-      providers: prompt providers (`sam2_rt.prompts.PromptProvider`), asked once per frame. One that needs
+      providers: prompt providers (`sam2_rt.io.prompts.PromptProvider`), asked once per frame. One that needs
         the results (e.g. to associate detector boxes with tracked objects) can be in `outputs` too.
       outputs: objects with write(frame, FrameOutputs, seconds).
       progress: a tqdm bar updated once per frame, or None.
@@ -395,7 +396,7 @@ def run_download(args: argparse.Namespace) -> int:
         raise UsageError("sam2-rt download", f"unknown model {unknown[0]!r}; choose from {', '.join(MODEL_NAMES)}")
     folder = Path(args.dest).expanduser() if args.dest else default_cache_dir()
     if args.list:
-        from sam2_rt.checkpoint_list import list_checkpoints
+        from sam2_rt.weights.listing import list_checkpoints
 
         names = args.names or list(MODEL_NAMES)
         rows = list_checkpoints(folder, names, _url_of(names, args.mirror), timeout=args.timeout)
@@ -423,7 +424,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def _download_bar(name: str, quiet: bool) -> Callable[[int, Optional[int]], None]:
-    """A progress callback of `sam2_rt.checkpoint.download` drawing a tqdm bar in bytes."""
+    """A progress callback of `sam2_rt.weights.checkpoint.download` drawing a tqdm bar in bytes."""
     from tqdm import tqdm
 
     bar = tqdm(unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=quiet, file=sys.stderr,

@@ -3,7 +3,7 @@
 No ROS import: the decoders read only the fields (``height``, ``width``, ``encoding``, ``is_bigendian``,
 ``step``, ``data``; ``format`` and ``data`` of a compressed image), so they serve rclpy messages (the node,
 through ``sam2_ros.conversions``) and messages deserialised by the pure-Python ``rosbags`` library
-(``sam2_rt.video``) alike. The encoders return the fields to put into a message.
+(``sam2_rt.io.video``) alike. The encoders return the fields to put into a message.
 
 Arrays are H x W (one channel) or H x W x C, in the channel order the encoding names (``bgr8`` stays BGR
 unless a function says it converts). Invalid input raises :class:`ImageConversionError` with a message

@@ -1,5 +1,5 @@
 """What `sam2-rt download --list` shows: each official checkpoint's size on its server, its local file and
-whether that file is the one whose sha256 was recorded at its first download (`sam2_rt.checkpoint`)."""
+whether that file is the one whose sha256 was recorded at its first download (`sam2_rt.weights.checkpoint`)."""
 from __future__ import annotations
 
 import concurrent.futures
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from sam2_rt.checkpoint import CHECKPOINTS, Manifest, _content_range_total, sha256_file
+from sam2_rt.weights.checkpoint import CHECKPOINTS, Manifest, _content_range_total, sha256_file
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Frames go in as the camera delivers them (any size, RGB) and come out as the square, normalised model
 input; low-resolution mask logits go back out at the frame's own size. Nothing here validates its
-inputs: `sam2_rt.tracker` checks frames and prompts at the door and calls these with valid data.
+inputs: `sam2_rt.tracking.tracker` checks frames and prompts at the door and calls these with valid data.
 """
 
 from __future__ import annotations

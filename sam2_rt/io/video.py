@@ -8,7 +8,7 @@ Every source reads its first frame when it is opened, so an unreadable input fai
 `VideoSourceError` naming it, and `size` is known before the first frame is used. rosbag2 recordings
 (directory with metadata.yaml, or a .mcap / .db3 file) are read with the pure-Python ``rosbags`` library:
 no ROS install is needed. Their sensor_msgs/Image and sensor_msgs/CompressedImage messages are decoded by
-:mod:`sam2_rt.image_messages` (the node's decoder too), and each frame keeps the message's header stamp,
+:mod:`sam2_rt.io.image_messages` (the node's decoder too), and each frame keeps the message's header stamp,
 frame_id and raw bytes, so outputs can carry the input's header and the input can be copied into a bag.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Iterator, List, Optional, Tuple, Union
 import cv2
 import numpy as np
 
-from sam2_rt.image_messages import ImageConversionError, compressed_to_rgb, image_to_rgb
+from sam2_rt.io.image_messages import ImageConversionError, compressed_to_rgb, image_to_rgb
 
 logger = logging.getLogger(__name__)
 

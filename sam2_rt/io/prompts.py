@@ -3,7 +3,7 @@
 A prompt is a `PromptEvent` (add / refine / remove objects). Events come from *prompt providers*: any object
 with ``events_for(frame) -> list of PromptEvent``, asked once per frame in order; the command line and a
 prompt file are each one `PromptSchedule` (events at frame numbers or timestamps), and other providers
-(e.g. a detector) can join the list `sam2_rt.cli.track_frames` asks. `apply_events` hands a frame's events
+(e.g. a detector) can join the list `sam2_rt.cli.commands.track_frames` asks. `apply_events` hands a frame's events
 to the tracker before that frame is tracked. USER_GUIDE (shown by `sam2-rt track --help`) is the format.
 """
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
-from sam2_rt.frame_outputs import MAX_OUTPUT_OBJECT_ID
-from sam2_rt.tracker import StreamState, Tracker, TrackerInputError
-from sam2_rt.video import VideoFrame
+from sam2_rt.io.frame_outputs import MAX_OUTPUT_OBJECT_ID
+from sam2_rt.tracking.tracker import StreamState, Tracker, TrackerInputError
+from sam2_rt.io.video import VideoFrame
 
 ACTIONS = ("add", "refine", "remove")
 USER_GUIDE = """\

@@ -16,10 +16,10 @@ from typing import Any, Dict, Optional, TextIO, Tuple
 import cv2
 import numpy as np
 
-from sam2_rt.frame_outputs import FrameOutputs
-from sam2_rt.overlay import draw_overlay
-from sam2_rt.tracker import ObjectState
-from sam2_rt.video import VideoFrame
+from sam2_rt.io.frame_outputs import FrameOutputs
+from sam2_rt.io.overlay import draw_overlay
+from sam2_rt.tracking.tracker import ObjectState
+from sam2_rt.io.video import VideoFrame
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def _parent_folder(path: Path, what: str) -> None:
 
 
 class OverlayVideo:
-    """The frames with masks, boxes, ids and a legend drawn (`sam2_rt.overlay`), as a video file.
+    """The frames with masks, boxes, ids and a legend drawn (`sam2_rt.io.overlay`), as a video file.
 
     .avi files are Motion-JPEG, anything else (.mp4) MPEG-4 Part 2 ("mp4v"); frames of another size than
     the first are scaled to it.
@@ -159,10 +159,10 @@ class JsonLines:
 
 
 class RosbagRecording:
-    """The input images, `/masks` and `/objects` as a rosbag2 recording (`sam2_rt.rosbag_output`)."""
+    """The input images, `/masks` and `/objects` as a rosbag2 recording (`sam2_rt.io.rosbag_output`)."""
 
     def __init__(self, path: Path, storage: str) -> None:
-        from sam2_rt.rosbag_output import BagOutput, BagOutputError
+        from sam2_rt.io.rosbag_output import BagOutput, BagOutputError
 
         try:
             self._bag = BagOutput(path, storage)

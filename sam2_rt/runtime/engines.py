@@ -1,7 +1,7 @@
 """Ahead-of-time TensorRT engines of the per-frame components, kept in our own on-disk cache.
 
-For each per-frame component (``sam2_rt.export.COMPONENTS``) and each of its shapes (a bucket of rows, or of
-frames for the image encoder, with batch-1 or per-row frame features: ``sam2_rt.backends.ProgramShape``), the
+For each per-frame component (``sam2_rt.runtime.export.COMPONENTS``) and each of its shapes (a bucket of rows, or of
+frames for the image encoder, with batch-1 or per-row frame features: ``sam2_rt.runtime.backends.ProgramShape``), the
 component's
 static-shape wrapper is exported with ``torch.export`` (under autocast for fp16 / bf16: reduced precision
 lives in the graph, with LayerNorm, softmax and reductions left in float32 by autocast; torch-tensorrt's
@@ -40,9 +40,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 from torch import nn
 
-from sam2_rt.backends import PRECISIONS, CompileEvent, FixedShapeRunner, ProgramShape, RunnerOptions, ShapePlan, Tensors
-from sam2_rt.checkpoint import default_cache_dir, weights_sha256
-from sam2_rt.export import COMPONENTS, AutocastExport, component_inputs, component_module
+from sam2_rt.runtime.backends import PRECISIONS, CompileEvent, FixedShapeRunner, ProgramShape, RunnerOptions, ShapePlan, Tensors
+from sam2_rt.weights.checkpoint import default_cache_dir, weights_sha256
+from sam2_rt.runtime.export import COMPONENTS, AutocastExport, component_inputs, component_module
 from sam2_rt.modeling.sam2 import SAM2Model
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Detector-driven tracking of one stream, frame by frame: the loop around `sam2_rt.association`.
+"""Detector-driven tracking of one stream, frame by frame: the loop around `sam2_rt.detection.association`.
 
 `DetectionDriver` runs the association policy before each frame is tracked (with that frame's detections, or
 none) and remembers what it needs of the result afterwards; the node (per camera) and `sam2-rt track
@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from sam2_rt.association import (
+from sam2_rt.detection.association import (
     AssociationConfig,
     Decision,
     DecisionKind,
@@ -25,7 +25,7 @@ from sam2_rt.association import (
     DetectionAssociator,
     apply_outcome,
 )
-from sam2_rt.tracker import StreamState, Tracker, TrackResult
+from sam2_rt.tracking.tracker import StreamState, Tracker, TrackResult
 
 
 class DetectionFileError(ValueError):

@@ -1,19 +1,17 @@
-"""Where a model runs and with which weights: device choice, checkpoint lookup, random weights; and how a
-command writes its result lines.
+"""Where a model runs and with which weights: device choice, checkpoint lookup, random weights.
 
 One place for what the CLI and the node both decide before tracking.
 """
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Optional, Tuple
 
 import torch
 
-from sam2_rt.checkpoint import CheckpointError, default_checkpoint_path, load_model, random_model
-from sam2_rt.config import DEVICE_NAMES
+from sam2_rt.weights.checkpoint import CheckpointError, default_checkpoint_path, load_model, random_model
+from sam2_rt.modeling.config import DEVICE_NAMES
 from sam2_rt.modeling.sam2 import SAM2Model
 
 logger = logging.getLogger(__name__)
@@ -64,7 +62,7 @@ def build_model(
     """The named model with its weights (eval, float32, on `device`) and a description of the weights.
 
     Arguments:
-      model: one of sam2_rt.config.MODEL_NAMES.
+      model: one of sam2_rt.modeling.config.MODEL_NAMES.
       checkpoint: Meta's .pt file; None or "": the file `sam2-rt download` stored, if any.
       image_size: model input side.
       device: where the model lives.
@@ -85,9 +83,3 @@ def build_model(
             f"{default_checkpoint_path(model)}, where it is found by default)"
         )
     return load_model(model, path, image_size, device), str(path)
-
-
-def emit(line: str) -> None:
-    """One line of a command's results on stdout (its output, not a log message), flushed at once."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()

@@ -14,8 +14,8 @@ from typing import List, NamedTuple, Optional, Tuple
 import cv2
 import numpy as np
 
-from sam2_rt.frame_outputs import FrameOutputs
-from sam2_rt.tracker import ObjectState
+from sam2_rt.io.frame_outputs import FrameOutputs
+from sam2_rt.tracking.tracker import ObjectState
 
 Colour = Tuple[int, int, int]
 

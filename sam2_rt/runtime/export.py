@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from sam2_rt.config import ModelConfig
+from sam2_rt.modeling.config import ModelConfig
 from sam2_rt.modeling.sam2 import SAM2Model
 
 

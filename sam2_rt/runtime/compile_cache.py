@@ -36,7 +36,7 @@ from typing import Any, Dict, Iterator, Optional
 
 import torch
 
-from sam2_rt.checkpoint import default_cache_dir
+from sam2_rt.weights.checkpoint import default_cache_dir
 
 logger = logging.getLogger(__name__)
 

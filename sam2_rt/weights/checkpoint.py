@@ -32,7 +32,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
-from sam2_rt.config import MODEL_NAMES, ModelConfig, get_config
+from sam2_rt.modeling.config import MODEL_NAMES, ModelConfig, get_config
 from sam2_rt.modeling.sam2 import SAM2Model
 
 logger = logging.getLogger(__name__)
@@ -307,7 +307,7 @@ def load_model(
     config = get_config(name, image_size)
     path = Path(checkpoint_path) if checkpoint_path is not None else default_checkpoint_path(name)
     if not path.is_file():
-        hint = "" if checkpoint_path is not None else f" (download it with sam2_rt.checkpoint.download({name!r}, ...))"
+        hint = "" if checkpoint_path is not None else f" (download it with sam2_rt.weights.checkpoint.download({name!r}, ...))"
         raise CheckpointError(f"checkpoint file not found: {path}{hint}")
     if verify_sha256:
         Manifest(manifest_path).check(name, path)

@@ -18,9 +18,9 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
-from sam2_rt.frame_outputs import FrameOutputs, box_to_roi
-from sam2_rt.image_messages import ImageFields, check_label_map, encode_image
-from sam2_rt.video import IMAGE_MSGTYPE, VideoFrame, ros_typestore
+from sam2_rt.io.frame_outputs import FrameOutputs, box_to_roi
+from sam2_rt.io.image_messages import ImageFields, check_label_map, encode_image
+from sam2_rt.io.video import IMAGE_MSGTYPE, VideoFrame, ros_typestore
 
 INPUT_TOPIC = "/image"
 MASKS_TOPIC = "/masks"

@@ -29,10 +29,10 @@ MODEL_NAMES: Tuple[str, ...] = (
 # The choices every front end offers (node parameters, launch arguments, CLI flags, tools): one source.
 # Where the model runs: "auto" = cuda when available, else cpu.
 DEVICE_NAMES: Tuple[str, ...] = ("auto", "cuda", "cpu")
-# Compute precision: "auto" (bf16 on CUDA devices that have it, fp32 elsewhere: sam2_rt.backends.resolve_precision),
-# fp32, or bf16 / fp16 autocast (sam2_rt.backends.PRECISIONS maps them to dtypes).
+# Compute precision: "auto" (bf16 on CUDA devices that have it, fp32 elsewhere: sam2_rt.runtime.backends.resolve_precision),
+# fp32, or bf16 / fp16 autocast (sam2_rt.runtime.backends.PRECISIONS maps them to dtypes).
 PRECISION_NAMES: Tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
-# Execution backends of the heavy components (sam2_rt.backends).
+# Execution backends of the heavy components (sam2_rt.runtime.backends).
 BACKEND_NAMES: Tuple[str, ...] = ("eager", "compile", "tensorrt")
 
 # Every stage of the backbone halves the resolution starting from stride 4, down to stride 32, and the

@@ -21,39 +21,14 @@ Frame indices live on the CPU (they decide validity and are tiny); features live
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence
 
 import torch
 
+from sam2_rt.runtime.readout import MemoryReadout
+
 # Frame index stored in an empty slot.
 EMPTY = -1
-
-
-@dataclass
-class MemoryReadout:
-    """Everything memory attention needs for B objects on one frame (M = C + R, P = C + Q slots).
-
-    Attributes:
-      mem_feats: (B, M, mem_dim, h, w) spatial memories in the requested dtype; conditioning slots first.
-      mem_pos: (B, M, mem_dim, h, w) their spatial position encoding (an expanded view, no copy).
-      mem_tpos_index: (B, M) int64 row of maskmem_tpos_enc for each slot (0 for invalid slots).
-      mem_valid: (B, M) bool, True where the slot holds a memory to attend to.
-      ptrs: (B, P, hidden_dim) float32 object pointers; conditioning pointers first.
-      ptr_tpos: (B, P) float32 signed frame distance (current frame - pointer's frame).
-      ptr_valid: (B, P) bool.
-      complete: every slot and pointer of every row is valid (a full memory: `MemoryBank.steady_conditioning`),
-        so attention needs no key mask; fixed-shape backends then run their mask-free graph.
-    """
-
-    mem_feats: torch.Tensor
-    mem_pos: torch.Tensor
-    mem_tpos_index: torch.Tensor
-    mem_valid: torch.Tensor
-    ptrs: torch.Tensor
-    ptr_tpos: torch.Tensor
-    ptr_valid: torch.Tensor
-    complete: bool = False
 
 
 class MemoryBank:

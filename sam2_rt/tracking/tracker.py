@@ -17,7 +17,7 @@ Semantics (Meta's SAM2VideoPredictor of sam2==1.1.0, driven frame by frame):
 Object pointers' temporal distances are normalised by max_obj_ptrs_in_encoder - 1, as Meta does for
 videos of at least that many frames (a stream has no length; Meta uses num_frames - 1 for shorter videos).
 
-What is kept per object is bounded (see `sam2_rt.memory`): the first and the most recent prompted frames
+What is kept per object is bounded (see `sam2_rt.tracking.memory`): the first and the most recent prompted frames
 (`TrackerConfig.max_conditioning_frames`), the last num_maskmem - 1 frames' memories and the last
 max_obj_ptrs_in_encoder - 1 frames' object pointers. With no more prompted frames than the cap, outputs
 equal Meta's predictor; beyond the cap, the evicted prompted frames are no longer attended to.
@@ -29,7 +29,7 @@ prompt encoder cannot pad point lists without changing the result); these always
 `Tracker.step_many` steps several streams (cameras) together: one image-encoder call for all their frames,
 and the calls above over the objects of all streams, each object reading its own frame's features.
 
-Backends (`TrackerConfig.backend`, sam2_rt.backends): the four per-frame calls above run eager, or at fixed
+Backends (`TrackerConfig.backend`, sam2_rt.runtime.backends): the four per-frame calls above run eager, or at fixed
 shapes (every memory slot, objects padded to buckets) through torch.compile graphs or TensorRT engines that
 `Tracker.warmup` builds before the first frame; `Tracker.compilations` counts them.
 
@@ -54,19 +54,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam2_rt.backends import (
+from sam2_rt.runtime.backends import (
     BACKENDS,
     PRECISIONS,
     CompileEvent,
     RunnerOptions,
     ShapePlan,
-    make_runner,
     resolve_precision,
 )
-from sam2_rt.config import PRECISION_NAMES
-from sam2_rt.memory import EMPTY, MemoryBank, MemoryReadout
+from sam2_rt.runtime.choice import make_runner
+from sam2_rt.modeling.config import PRECISION_NAMES
+from sam2_rt.runtime.readout import MemoryReadout
+from sam2_rt.tracking.memory import EMPTY, MemoryBank
 from sam2_rt.modeling.sam2 import DecodeOutput, SAM2Model
-from sam2_rt.transforms import Frame, boxes_from_masks, label_image, preprocess, resize_mask_prompt, upsample_logits
+from sam2_rt.tracking.transforms import Frame, boxes_from_masks, label_image, preprocess, resize_mask_prompt, upsample_logits
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class TrackerConfig:
     # CPU one call over 8 objects is ~15% slower than 8 calls: its element-wise ops fall out of cache).
     # The results do not depend on it; compiled graphs always take all objects at once.
     memory_attention_batch: Optional[int] = None
-    # How the per-frame components run (sam2_rt.backends): "eager"; "compile" (torch.compile) or
+    # How the per-frame components run (sam2_rt.runtime.backends): "eager"; "compile" (torch.compile) or
     # "tensorrt" (TensorRT engines, CUDA only) at fixed shapes, built by Tracker.warmup() before the first
     # frame. An unavailable backend falls back (tensorrt -> compile -> eager) with a warning.
     backend: str = "eager"
@@ -127,10 +128,10 @@ class TrackerConfig:
     compiler: str = "inductor"
     # backend="compile" on CUDA: replay each compiled graph as a CUDA graph (less launch overhead).
     cuda_graphs: bool = False
-    # Where backend="tensorrt" caches its engines (None: sam2_rt.engines.default_engine_cache_dir()).
+    # Where backend="tensorrt" caches its engines (None: sam2_rt.runtime.engines.default_engine_cache_dir()).
     engine_cache_dir: Optional[str] = None
     # Where backend="compile" with inductor keeps its compiled artifacts between processes, so that a warm-up
-    # after a reboot loads instead of compiling (None: sam2_rt.compile_cache.default_compile_cache_dir()).
+    # after a reboot loads instead of compiling (None: sam2_rt.runtime.compile_cache.default_compile_cache_dir()).
     compile_cache_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
@@ -366,7 +367,7 @@ class Tracker:
         """Build (or load) every shape the per-frame path can need, before the first frame.
 
         compile: compiles each component's graph for every shape; tensorrt: builds or loads every engine (see
-        sam2_rt.engines). Shapes: each bucket of objects of one stream; with max_streams > 1 also each bucket
+        sam2_rt.runtime.engines). Shapes: each bucket of objects of one stream; with max_streams > 1 also each bucket
         of frames of the image encoder and each bucket of the rows of several streams (`step_many`); memory
         attention also has its mask-free steady-state program per shape and count of
         `steady_conditioning_frames`. Both then step scratch streams of blank frames with one click per object,
