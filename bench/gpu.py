@@ -57,7 +57,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from sam2_rt.weights.checkpoint import random_model  # noqa: E402
-from sam2_rt.tracking.tracker import Tracker, TrackerConfig  # noqa: E402
+from sam2_rt import Tracker, TrackerConfig  # noqa: E402
 from sam2_rt.tracking.transforms import preprocess  # noqa: E402
 
 LOG = logging.getLogger("bench.gpu")
@@ -447,8 +447,8 @@ def attention_times(model: torch.nn.Module, frames: np.ndarray, clicks: np.ndarr
             tracker.step(stream, frames[index % len(frames)])
         rows, index = list(range(count)), stream.frame_index
         num_maskmem = model.config.num_maskmem
-        steady = stream._bank.read(rows, index, num_maskmem, torch.float32)
-        full = stream._bank.read(rows, index, num_maskmem, torch.float32, compact=False)
+        steady = stream.memory.read(rows, index, num_maskmem, torch.float32)
+        full = stream.memory.read(rows, index, num_maskmem, torch.float32, compact=False)
         assert steady.complete and not full.complete, "the stream's memory must be full (steady state)"
         with torch.inference_mode():
             image = preprocess(frames[(STEADY_FROM + 1) % len(frames)], model.config.image_size, device)

@@ -34,7 +34,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from sam2_rt.tracking.tracker import ObjectState, TrackResult
+from sam2_rt import ObjectState, TrackResult
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from sam2_rt.tracking.tracker import Tracker, TrackerConfig  # noqa: E402
+from sam2_rt import Tracker, TrackerConfig  # noqa: E402
 from sam2_rt.tracking.transforms import preprocess  # noqa: E402
 from sam2_rt.io.video import open_source  # noqa: E402
 

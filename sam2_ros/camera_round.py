@@ -27,9 +27,11 @@ from sam2_ros.requests import ObjectBook, QueuedPrompt, QueuedRemoval, QueuedReq
 from sam2_ros.worker import IMAGES_REJECTED, REQUESTS_REJECTED, RESOLUTION_CHANGES, WORKER_ERRORS, NodeStats
 from sam2_rt.detection.driver import DetectionDriver, started_and_removed
 from sam2_rt.weights.loading import RANDOM_WEIGHTS_BANNER
-from sam2_rt.tracking.tracker import StreamState, Tracker, TrackerInputError, TrackResult, check_frame
+from sam2_rt.tracking.state import StreamState, TrackerInputError, TrackResult
 
 # Distinct failures (camera, exception type, raising line) whose traceback is logged once; past this many
+from sam2_rt.tracking.tracker import Tracker
+from sam2_rt.tracking.validation import check_frame
 # the node logs them as one line only (bounds memory however many kinds of failure there are).
 TRACEBACKS_LOGGED_LIMIT = 256
 # Each kind of error is logged at most once per camera in this many seconds (the counters count every one;

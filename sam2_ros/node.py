@@ -62,7 +62,7 @@ from sam2_ros.worker import (
     choose_worker_threads,
 )
 from sam2_rt.detection.driver import DetectionDriver
-from sam2_rt.tracking.tracker import TrackerInputError
+from sam2_rt import TrackerInputError
 
 # Seconds between the warnings of a node running with random weights.
 RANDOM_WEIGHTS_WARNING_PERIOD_S = 5.0

@@ -17,7 +17,7 @@ import numpy as np
 
 from sam2_ros.conversions import ImageConversionError, image_to_numpy
 from sam2_ros.msg import Prompt
-from sam2_rt.tracking.tracker import PreparedPrompt, StreamState, Tracker, TrackerInputError
+from sam2_rt import PreparedPrompt, StreamState, Tracker, TrackerInputError
 
 # Requests waiting for the next frame, per camera. Past this, new ones are rejected with a reason: a flood of
 # prompts (an operator clicking wildly, a runaway client) cannot grow memory while no frame arrives.

@@ -67,7 +67,7 @@ def scenarios(only: Sequence[str]) -> Dict[str, Run]:
     """The runs of each scenario whose name starts with one of `only` (every scenario but the parity run's if
     `only` is empty), built lazily: the parity run builds Meta's model."""
     from oracle import present_objects_model
-    from sam2_rt.tracking.tracker import Tracker, TrackerConfig
+    from sam2_rt import Tracker, TrackerConfig
 
     import test_fixed_shapes as fixed
     import test_tracker_streams as streams
@@ -113,7 +113,7 @@ def scenarios(only: Sequence[str]) -> Dict[str, Run]:
 def comparisons(only: Sequence[str]) -> Dict[str, Tuple[Run, Run]]:
     """What the tests compare (got, want), to set beside the floor: run at each thread count, compared."""
     from oracle import present_objects_model
-    from sam2_rt.tracking.tracker import Tracker, TrackerConfig
+    from sam2_rt import Tracker, TrackerConfig
 
     import test_fixed_shapes as fixed
     import test_tracker_streams as streams

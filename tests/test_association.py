@@ -26,7 +26,7 @@ from sam2_rt.detection.association import (
     box_iou,
 )
 from sam2_rt.weights.checkpoint import random_model
-from sam2_rt.tracking.tracker import ObjectState, Tracker, TrackerConfig, TrackResult
+from sam2_rt import ObjectState, Tracker, TrackerConfig, TrackResult
 
 HEIGHT, WIDTH = 120, 160
 SIZE = (HEIGHT, WIDTH)

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 WARMUP = """
 import json, torch
 from sam2_rt.weights.checkpoint import random_model
-from sam2_rt.tracking.tracker import Tracker, TrackerConfig
+from sam2_rt import Tracker, TrackerConfig
 tracker = Tracker(random_model("sam2.1_hiera_tiny", 64), TrackerConfig(max_objects=1, backend="compile"))
 report = tracker.warmup()
 counters = torch._dynamo.utils.counters["inductor"]

@@ -230,7 +230,7 @@ def test_tensorrt_tracker_builds_then_loads_and_tracks_like_eager(model: SAM2Mod
 
     import numpy as np
 
-    from sam2_rt.tracking.tracker import Tracker, TrackerConfig
+    from sam2_rt import Tracker, TrackerConfig
 
     gpu_model = copy.deepcopy(model).cuda()
     config = TrackerConfig(max_objects=2, backend="tensorrt", engine_cache_dir=str(tmp_path))

@@ -23,7 +23,7 @@ from bench.gpu import synthetic_frames  # noqa: E402  (numpy only: these tests a
 from oracle import assert_same_tracking, present_objects_model  # noqa: E402
 from sam2_rt.runtime import backends  # noqa: E402
 from sam2_rt.modeling.sam2 import SAM2Model  # noqa: E402
-from sam2_rt.tracking.tracker import ObjectState, Tracker, TrackerConfig, TrackResult  # noqa: E402
+from sam2_rt import ObjectState, Tracker, TrackerConfig, TrackResult  # noqa: E402
 
 IMAGE_SIZE = 128
 FRAME_SIZE = (96, 128)  # H, W: frames are cropped from 128 x 128 synthetic ones

@@ -38,7 +38,7 @@ from sam2_ros.conversions import (  # noqa: E402
 from sam2_ros.msg import Prompt  # noqa: E402
 from sam2_ros.requests import ObjectBook, PromptRequest, QueuedPrompt  # noqa: E402
 from sam2_rt.weights.checkpoint import random_model  # noqa: E402
-from sam2_rt.tracking.tracker import MAX_OBJECT_ID, Tracker, TrackerConfig, TrackerInputError  # noqa: E402
+from sam2_rt import MAX_OBJECT_ID, Tracker, TrackerConfig, TrackerInputError  # noqa: E402
 
 
 def fuzz(examples: int):

@@ -115,7 +115,7 @@ def test_every_config_tracks_a_small_frame_without_nan(name: str) -> None:
     import numpy as np
 
     from sam2_rt.weights.checkpoint import random_model
-    from sam2_rt.tracking.tracker import Tracker, TrackerConfig
+    from sam2_rt import Tracker, TrackerConfig
 
     tracker = Tracker(random_model(name, image_size=128), TrackerConfig(max_objects=2))
     stream = tracker.create_stream()

@@ -33,7 +33,7 @@ from sam2_ros.worker import (  # noqa: E402
 )
 from sam2_rt.weights.checkpoint import random_model  # noqa: E402
 from sam2_rt.modeling.config import MODEL_NAMES  # noqa: E402
-from sam2_rt.tracking.tracker import ObjectState, Tracker, TrackerConfig, TrackerInputError, TrackResult  # noqa: E402
+from sam2_rt import ObjectState, Tracker, TrackerConfig, TrackerInputError, TrackResult  # noqa: E402
 
 HEADER = Header(frame_id="camera_optical")
 HEADER.stamp.sec, HEADER.stamp.nanosec = 1234, 5678

@@ -9,7 +9,7 @@ import torch
 
 from sam2_rt.io.frame_outputs import FrameOutputs, box_to_roi
 from sam2_rt.io.overlay import draw_banner, draw_overlay, object_colour
-from sam2_rt.tracking.tracker import ObjectState, TrackResult
+from sam2_rt import ObjectState, TrackResult
 from sam2_rt.tracking.transforms import boxes_from_masks
 
 HEIGHT, WIDTH = 120, 160

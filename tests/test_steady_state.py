@@ -26,7 +26,7 @@ from sam2_rt.runtime import backends  # noqa: E402
 from sam2_rt.runtime.export import component_inputs, component_module  # noqa: E402
 from sam2_rt.tracking.memory import MemoryBank  # noqa: E402
 from sam2_rt.modeling.sam2 import SAM2Model  # noqa: E402
-from sam2_rt.tracking.tracker import Tracker, TrackerConfig, TrackResult  # noqa: E402
+from sam2_rt import Tracker, TrackerConfig, TrackResult  # noqa: E402
 
 IMAGE_SIZE = 128
 FRAME_SIZE = (96, 128)

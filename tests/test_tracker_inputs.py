@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.track import synthetic_video  # noqa: E402
 from oracle import build_meta, build_ours_from_meta  # noqa: E402
-from sam2_rt.tracking.tracker import StreamState, Tracker, TrackerConfig, TrackerInputError  # noqa: E402
+from sam2_rt import StreamSnapshot, StreamState, Tracker, TrackerConfig, TrackerInputError  # noqa: E402
 from sam2_rt.tracking.transforms import boxes_from_masks, label_image  # noqa: E402
 
 IMAGE_SIZE = 64
@@ -48,28 +48,8 @@ def started_stream(first_frame_stream: StreamState) -> Callable[[], StreamState]
     return lambda: copy.deepcopy(first_frame_stream)
 
 
-def snapshot(state: StreamState) -> Dict[str, Any]:
-    bank = state._bank
-    return dict(
-        frame_index=state.frame_index,
-        frame_size=state.frame_size,
-        object_ids=list(state.object_ids),
-        absent=list(state._absent_frames),
-        pending={k: [None if t is None else t.clone() for t in (p.points, p.labels, p.mask)]
-                 for k, p in state._pending.items()},
-        bank=[t.clone() for t in bank.tensors()],
-        nbytes=state.state_nbytes(),
-    )
-
-
-def assert_same(before: Dict[str, Any], after: Dict[str, Any]) -> None:
-    for key in ("frame_index", "frame_size", "object_ids", "absent", "nbytes"):
-        assert before[key] == after[key], key
-    assert before["pending"].keys() == after["pending"].keys()
-    for key, tensors in before["pending"].items():
-        for a, b in zip(tensors, after["pending"][key]):
-            assert (a is None and b is None) or torch.equal(a, b)
-    assert all(torch.equal(a, b) for a, b in zip(before["bank"], after["bank"]))
+def assert_same(before: StreamSnapshot, after: StreamSnapshot) -> None:
+    assert after == before, f"the stream changed: {before.differences(after)}"
 
 
 FRAME = VIDEO.frames[1]
@@ -90,10 +70,10 @@ BAD_FRAMES: Dict[str, Any] = {
 @pytest.mark.parametrize("name", list(BAD_FRAMES))
 def test_bad_frame_is_rejected_and_the_stream_is_unchanged(tracker: Tracker, started_stream: Callable[[], StreamState], name: str) -> None:
     state = started_stream()
-    before = snapshot(state)
+    before = state.snapshot()
     with pytest.raises(TrackerInputError, match="frame"):
         tracker.step(state, BAD_FRAMES[name])
-    assert_same(before, snapshot(state))
+    assert_same(before, state.snapshot())
 
 
 def test_the_stream_goes_on_after_rejected_input_as_if_nothing_happened(tracker: Tracker, started_stream: Callable[[], StreamState]) -> None:
@@ -155,20 +135,20 @@ BAD_PROMPTS: Dict[str, Callable[[Tracker, StreamState], None]] = {
 @pytest.mark.parametrize("name", list(BAD_PROMPTS))
 def test_bad_prompt_is_rejected_and_the_stream_is_unchanged(tracker: Tracker, started_stream: Callable[[], StreamState], name: str) -> None:
     state = started_stream()
-    before = snapshot(state)
+    before = state.snapshot()
     with pytest.raises(TrackerInputError) as error:
         BAD_PROMPTS[name](tracker, state)
     assert str(error.value)  # a message, not a bare exception
-    assert_same(before, snapshot(state))
+    assert_same(before, state.snapshot())
 
 
 def test_more_than_max_objects_is_rejected_and_the_stream_is_unchanged(tracker: Tracker, started_stream: Callable[[], StreamState]) -> None:
     state = started_stream()
     tracker.add_prompt(state, 3, points=[[5.0, 5.0]], labels=[1])  # the third and last allowed object
-    before = snapshot(state)
+    before = state.snapshot()
     with pytest.raises(TrackerInputError, match="max_objects=3"):
         tracker.add_prompt(state, 4, points=[[5.0, 5.0]], labels=[1])
-    assert_same(before, snapshot(state))
+    assert_same(before, state.snapshot())
     tracker.add_prompt(state, 3, box=[1.0, 1.0, 9.0, 9.0])  # a known id is still fine
     assert tracker.step(state, VIDEO.frames[1]).object_ids == [1, 2, 3]
 
@@ -187,7 +167,7 @@ def test_removing_pending_and_tracked_objects_and_reset(tracker: Tracker, starte
     tracker.add_prompt(state, 3, box=[5.0, 5.0, 20.0, 20.0])
     assert state.object_ids == [1, 2, 3]
     tracker.remove_objects(state, [3, 1])
-    assert state.object_ids == [2] and list(state._pending) == []
+    assert state.object_ids == [2] and state.pending_ids == []
     result = tracker.step(state, VIDEO.frames[1])
     assert result.object_ids == [2] and result.masks.shape == (1, HEIGHT, WIDTH)
     tracker.reset(state)
@@ -264,7 +244,7 @@ def test_a_failing_model_call_leaves_the_stream_unchanged(
 ) -> None:
     """E.g. running out of memory mid-frame: the objects, their memory and the pending prompts stay."""
     state, clean = started_stream(), started_stream()
-    before = snapshot(state)
+    before = state.snapshot()
 
     def out_of_memory(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("out of memory")
@@ -273,7 +253,7 @@ def test_a_failing_model_call_leaves_the_stream_unchanged(
         patch.setattr(tracker.model, "decode", out_of_memory)
         with pytest.raises(RuntimeError, match="out of memory"):
             tracker.step(state, VIDEO.frames[1])
-    assert_same(before, snapshot(state))
+    assert_same(before, state.snapshot())
     assert torch.equal(tracker.step(state, VIDEO.frames[1]).low_res_logits,
                        tracker.step(clean, VIDEO.frames[1]).low_res_logits)
 
@@ -284,7 +264,7 @@ def test_reduced_precision_on_a_cpu_without_it_warns(
 ) -> None:
     import sam2_rt.tracking.tracker as tracker_module
 
-    monkeypatch.setattr(tracker_module, "_cpu_has_native", lambda precision: native)
+    monkeypatch.setattr(tracker_module, "cpu_has_native", lambda precision: native)
     with caplog.at_level(logging.WARNING, logger="sam2_rt.tracking.tracker"):
         Tracker(tracker.model, TrackerConfig(precision="bf16"))
         Tracker(tracker.model, TrackerConfig(precision="fp32"))

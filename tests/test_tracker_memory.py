@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.track import synthetic_video  # noqa: E402
 from oracle import assert_same_tracking, build_meta, build_ours_from_meta  # noqa: E402
 from sam2_rt.tracking.memory import EMPTY, MemoryBank  # noqa: E402
-from sam2_rt.tracking.tracker import ObjectState, Tracker, TrackerConfig, TrackResult  # noqa: E402
+from sam2_rt import ObjectState, Tracker, TrackerConfig, TrackResult  # noqa: E402
 from sam2_rt.tracking.transforms import preprocess  # noqa: E402
 
 NUM_MASKMEM = 7
@@ -218,8 +218,8 @@ def test_memory_stays_bounded_with_prompts_removals_and_the_conditioning_cap(tin
     assert sum(isinstance(v, tuple) for v in stream.values()) >= 8  # the walk reached the bank's tensors
     assert state.object_ids == [1, 2] and state.frame_index == 300
     # object 1 kept its first prompted frame and the latest (the cap), object 2 its restart frame
-    assert sorted(state._bank.cond_frames[0].tolist()) == [0, 200]
-    assert sorted(state._bank.cond_frames[1].tolist()) == [EMPTY, 200]
+    assert sorted(state.memory.cond_frames[0].tolist()) == [0, 200]
+    assert sorted(state.memory.cond_frames[1].tolist()) == [EMPTY, 200]
 
 
 def test_two_streams_on_one_tracker_equal_two_separate_trackers(tiny_model) -> None:

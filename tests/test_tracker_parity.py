@@ -38,7 +38,7 @@ from bench.track import (  # noqa: E402
     synthetic_video,
 )
 from oracle import RECURRENT_BOUND, build_meta, build_ours_from_meta  # noqa: E402
-from sam2_rt.tracking.tracker import ObjectState, Tracker, TrackerConfig  # noqa: E402
+from sam2_rt import ObjectState, Tracker, TrackerConfig  # noqa: E402
 from sam2_rt.tracking.transforms import preprocess  # noqa: E402
 
 IMAGE_SIZE = 256

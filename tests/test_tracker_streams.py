@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.gpu import synthetic_frames  # noqa: E402
 from oracle import RECURRENT_BOUND, assert_same_tracking, present_objects_model  # noqa: E402
 from sam2_rt.modeling.sam2 import SAM2Model  # noqa: E402
-from sam2_rt.tracking.tracker import ObjectState, StreamState, Tracker, TrackerConfig, TrackerInputError, TrackResult  # noqa: E402
+from sam2_rt import ObjectState, StreamSnapshot, StreamState, Tracker, TrackerConfig, TrackerInputError, TrackResult  # noqa: E402
 
 IMAGE_SIZE = 64
 NUM_FRAMES = 10
@@ -198,22 +198,9 @@ def test_a_stream_without_objects_is_not_encoded_and_one_stream_equals_step(mode
     assert tracker.step_many([], []) == []
 
 
-def snapshot(state: StreamState) -> Dict[str, Any]:
-    return dict(
-        frame_index=state.frame_index,
-        frame_size=state.frame_size,
-        object_ids=list(state.object_ids),
-        absent=list(state._absent_frames),
-        pending=sorted(state._pending),
-        bank=[t.clone() for t in state._bank.tensors()],
-    )
-
-
-def assert_unchanged(before: Dict[str, Any], state: StreamState) -> None:
-    after = snapshot(state)
-    for key in ("frame_index", "frame_size", "object_ids", "absent", "pending"):
-        assert before[key] == after[key], key
-    assert all(torch.equal(a, b) for a, b in zip(before["bank"], after["bank"]))
+def assert_unchanged(before: StreamSnapshot, state: StreamState) -> None:
+    after = state.snapshot()
+    assert after == before, f"the stream changed: {before.differences(after)}"
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +223,7 @@ def test_a_failure_in_a_batched_step_leaves_every_stream_unchanged(
 ) -> None:
     tracker, stream_a, stream_b = two_started_streams
     a, b = copy.deepcopy(stream_a), copy.deepcopy(stream_b)
-    before = snapshot(a), snapshot(b)
+    before = a.snapshot(), b.snapshot()
 
     def out_of_memory(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("out of memory")
@@ -257,7 +244,7 @@ def test_a_failure_in_a_batched_step_leaves_every_stream_unchanged(
 def test_a_bad_frame_names_its_stream_and_changes_nothing(two_started_streams) -> None:
     tracker, stream_a, stream_b = two_started_streams
     a, b = copy.deepcopy(stream_a), copy.deepcopy(stream_b)
-    before = snapshot(a), snapshot(b)
+    before = a.snapshot(), b.snapshot()
     with pytest.raises(TrackerInputError, match=r"stream 1 of 2: a numpy frame must be uint8"):
         tracker.step_many([a, b], [FRAMES_A[4], FRAMES_B[4].astype(np.float32)])
     with pytest.raises(TrackerInputError, match=r"^a numpy frame must be \(H, W, 3\) RGB"):
@@ -270,3 +257,19 @@ def test_a_bad_frame_names_its_stream_and_changes_nothing(two_started_streams) -
         tracker.step_many([a, a], [FRAMES_A[4], FRAMES_A[5]])
     assert_unchanged(before[0], a)
     assert_unchanged(before[1], b)
+
+
+def test_a_snapshot_sees_every_change_a_step_or_a_prompt_makes(two_started_streams) -> None:
+    """The check the two tests above rely on can fail: a queued prompt, a step and a removal each show."""
+    tracker, stream_a, _ = two_started_streams
+    a = copy.deepcopy(stream_a)
+    start = a.snapshot()
+    assert a.snapshot() == start and start.differences(a.snapshot()) == []
+    tracker.add_prompt(a, 9, points=CENTRES_B[:1], labels=[1])
+    queued = a.snapshot()
+    assert queued != start and start.differences(queued) == ["object_ids", "pending", "nbytes"]
+    tracker.step(a, FRAMES_A[4])
+    stepped = a.snapshot()
+    assert {"frame_index", "absent_frames", "pending", "bank"} <= set(queued.differences(stepped))
+    tracker.remove_objects(a, [9])
+    assert a.snapshot() != stepped and a.object_ids == start.object_ids

@@ -16,7 +16,7 @@ import torch
 
 from sam2_rt.io.frame_outputs import FrameOutputs
 from sam2_rt.io.overlay import draw_overlay
-from sam2_rt.tracking.tracker import ObjectState, TrackResult
+from sam2_rt import ObjectState, TrackResult
 from sam2_rt.tracking.transforms import boxes_from_masks
 
 HEIGHT, WIDTH = 270, 480

@@ -53,7 +53,9 @@ from sam2_rt.io.prompts import (
 from sam2_rt.weights.loading import RANDOM_WEIGHTS_BANNER, MissingCheckpointError, build_model, resolve_device
 from sam2_rt.cli.emit import emit
 from sam2_rt.io.track_outputs import JsonLines, MaskPngs, OutputError, OverlayVideo, RosbagRecording
-from sam2_rt.tracking.tracker import Tracker, TrackerConfig, TrackerInputError
+from sam2_rt.tracking.config import TrackerConfig
+from sam2_rt.tracking.state import TrackerInputError
+from sam2_rt.tracking.tracker import Tracker
 from sam2_rt.io.video import DEFAULT_FRAME_ID, FrameSource, VideoFrame, VideoSourceError, open_source
 
 logger = logging.getLogger("sam2_rt.cli.commands")

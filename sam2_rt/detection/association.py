@@ -60,7 +60,9 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
-from sam2_rt.tracking.tracker import MAX_OBJECT_ID, ObjectState, StreamState, Tracker, TrackerInputError, TrackResult
+from sam2_rt.tracking.state import MAX_OBJECT_ID, ObjectState, StreamState, TrackerInputError, TrackResult
+
+from sam2_rt.tracking.tracker import Tracker
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from sam2_rt.detection.association import (
     DetectionAssociator,
     apply_outcome,
 )
-from sam2_rt.tracking.tracker import StreamState, Tracker, TrackResult
+from sam2_rt.tracking.state import StreamState, TrackResult
+from sam2_rt.tracking.tracker import Tracker
 
 
 class DetectionFileError(ValueError):

@@ -12,7 +12,7 @@ from typing import Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from sam2_rt.tracking.tracker import TrackResult
+from sam2_rt.tracking.state import TrackResult
 
 # Object ids of the outputs are uint16 (label image pixels, our messages' object_id).
 MAX_OUTPUT_OBJECT_ID = 0xFFFF

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from sam2_rt.io.frame_outputs import FrameOutputs
-from sam2_rt.tracking.tracker import ObjectState
+from sam2_rt.tracking.state import ObjectState
 
 Colour = Tuple[int, int, int]
 

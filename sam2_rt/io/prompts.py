@@ -17,7 +17,8 @@ from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 import numpy as np
 
 from sam2_rt.io.frame_outputs import MAX_OUTPUT_OBJECT_ID
-from sam2_rt.tracking.tracker import StreamState, Tracker, TrackerInputError
+from sam2_rt.tracking.state import StreamState, TrackerInputError
+from sam2_rt.tracking.tracker import Tracker
 from sam2_rt.io.video import VideoFrame
 
 ACTIONS = ("add", "refine", "remove")

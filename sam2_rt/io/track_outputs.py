@@ -18,7 +18,7 @@ import numpy as np
 
 from sam2_rt.io.frame_outputs import FrameOutputs
 from sam2_rt.io.overlay import draw_overlay
-from sam2_rt.tracking.tracker import ObjectState
+from sam2_rt.tracking.state import ObjectState
 from sam2_rt.io.video import VideoFrame
 
 logger = logging.getLogger(__name__)

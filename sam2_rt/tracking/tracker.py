@@ -41,253 +41,42 @@ outputs come at the new size.
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import math
 import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam2_rt.runtime.backends import (
-    BACKENDS,
-    PRECISIONS,
-    CompileEvent,
-    RunnerOptions,
-    ShapePlan,
-    resolve_precision,
-)
-from sam2_rt.runtime.choice import make_runner
-from sam2_rt.modeling.config import PRECISION_NAMES
-from sam2_rt.runtime.readout import MemoryReadout
-from sam2_rt.tracking.memory import EMPTY, MemoryBank
 from sam2_rt.modeling.sam2 import DecodeOutput, SAM2Model
-from sam2_rt.tracking.transforms import Frame, boxes_from_masks, label_image, preprocess, resize_mask_prompt, upsample_logits
+from sam2_rt.runtime.backends import PRECISIONS, RunnerOptions, resolve_precision
+from sam2_rt.runtime.choice import make_runner
+from sam2_rt.runtime.readout import MemoryReadout
+from sam2_rt.tracking.config import TrackerConfig, WarmupReport, cpu_has_native
+from sam2_rt.tracking.memory import MemoryBank
+from sam2_rt.tracking.state import PreparedPrompt, StreamState, TrackerInputError, TrackResult
+from sam2_rt.tracking.step import (
+    NewMemory,
+    StepOutputs,
+    StreamStep,
+    concat_readouts,
+    frame_result,
+    frame_rows,
+    gather_rows,
+    group_by_num_points,
+    is_mask,
+)
+from sam2_rt.tracking.transforms import Frame, preprocess
+from sam2_rt.tracking.validation import ArrayLike, check_frame, check_object_id, checked_frame_size, prepare_prompt
+from sam2_rt.tracking.warmup import run_warmup
 
 logger = logging.getLogger(__name__)
 
 # Meta clamps the previous mask logits it feeds back with a correction click (rare numerical issues).
 PREV_MASK_LOGIT_LIMIT = 32.0
-# Largest object id (the label image is int32; 0 is background).
-MAX_OBJECT_ID = 2**31 - 1
-
-ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[float], Sequence[Sequence[float]]]
-
-
-class TrackerInputError(ValueError):
-    """A frame or prompt the tracker cannot use. The stream's state is unchanged when it is raised."""
-
-
-class ObjectState(enum.IntEnum):
-    """Per-object tracking state of one frame."""
-
-    TRACKING = 0  # the object is predicted present (object score > 0)
-    OCCLUDED = 1  # predicted absent on this frame
-    LOST = 2  # predicted absent for more than TrackerConfig.lost_after_frames consecutive frames
-
-
-@dataclass(frozen=True)
-class TrackerConfig:
-    """Options of a `Tracker` (shared by all its streams)."""
-
-    # Most objects one stream tracks at once (memory is preallocated for all of them).
-    max_objects: int = 16
-    # Prompted (conditioning) frames kept per object: the first one and the most recent ones.
-    max_conditioning_frames: int = 4
-    # An object absent for more than this many consecutive frames is reported LOST (it is still tracked).
-    lost_after_frames: int = 30
-    # Compute precision of the model calls: "auto" (bf16 on a CUDA device that has it, else fp32), "fp32",
-    # or "bf16" / "fp16" autocast (memory stays bfloat16). See `resolve_precision`.
-    precision: str = "auto"
-    # fp32 on CUDA: matrix products and convolutions may use TF32 tensor cores (set for the tracker's own calls
-    # only, restored after each step). False: full fp32 products.
-    allow_tf32: bool = True
-    # Eager backend: skip memory slots no object uses (less attention work, shapes vary from frame to
-    # frame). False: every slot always. The compile and tensorrt backends read every slot with a key mask
-    # until a stream's memory is full, then exactly the filled slots without a mask (steady_conditioning_frames).
-    compact_memory: bool = True
-    # compile / tensorrt: the conditioning-frame counts (1 .. max_conditioning_frames) for which memory
-    # attention gets a mask-free steady-state program per bucket, built by warmup. A stream whose memory is full
-    # (every recent frame and pointer slot filled) with one of these counts runs it; other states run the
-    # masked program over every slot. Each count costs one more program per bucket at warm-up.
-    steady_conditioning_frames: Tuple[int, ...] = (1,)
-    # Objects per memory-attention call. None: all objects in one call on CUDA, one at a time elsewhere (on
-    # CPU one call over 8 objects is ~15% slower than 8 calls: its element-wise ops fall out of cache).
-    # The results do not depend on it; compiled graphs always take all objects at once.
-    memory_attention_batch: Optional[int] = None
-    # How the per-frame components run (sam2_rt.runtime.backends): "eager"; "compile" (torch.compile) or
-    # "tensorrt" (TensorRT engines, CUDA only) at fixed shapes, built by Tracker.warmup() before the first
-    # frame. An unavailable backend falls back (tensorrt -> compile -> eager) with a warning.
-    backend: str = "eager"
-    # torch.compile backend of backend="compile": "inductor", or a registered name such as "eager" (tests).
-    compiler: str = "inductor"
-    # backend="compile" on CUDA: replay each compiled graph as a CUDA graph (less launch overhead).
-    cuda_graphs: bool = False
-    # Where backend="tensorrt" caches its engines (None: sam2_rt.runtime.engines.default_engine_cache_dir()).
-    engine_cache_dir: Optional[str] = None
-    # Where backend="compile" with inductor keeps its compiled artifacts between processes, so that a warm-up
-    # after a reboot loads instead of compiling (None: sam2_rt.runtime.compile_cache.default_compile_cache_dir()).
-    compile_cache_dir: Optional[str] = None
-
-    def __post_init__(self) -> None:
-        if self.max_objects < 1:
-            raise ValueError(f"max_objects must be >= 1, got {self.max_objects}")
-        if self.max_conditioning_frames < 1:
-            raise ValueError(f"max_conditioning_frames must be >= 1, got {self.max_conditioning_frames}")
-        if self.lost_after_frames < 0:
-            raise ValueError(f"lost_after_frames must be >= 0, got {self.lost_after_frames}")
-        if self.memory_attention_batch is not None and self.memory_attention_batch < 1:
-            raise ValueError(f"memory_attention_batch must be >= 1 or None, got {self.memory_attention_batch}")
-        if self.precision not in PRECISION_NAMES:
-            raise ValueError(f"precision must be one of {list(PRECISION_NAMES)}, got {self.precision!r}")
-        bad = [c for c in self.steady_conditioning_frames if not 1 <= c <= self.max_conditioning_frames]
-        if bad:
-            raise ValueError(f"steady_conditioning_frames must lie in 1..max_conditioning_frames "
-                             f"({self.max_conditioning_frames}), got {bad}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
-
-
-def _cpu_has_native(precision: str) -> bool:
-    """Whether this CPU computes `precision` ("bf16"/"fp16") in hardware, as oneDNN reports it."""
-    try:
-        if precision == "bf16":
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
-    except (AttributeError, RuntimeError):  # a torch build without these queries: do not warn
-        return True
-
-
-@dataclass
-class TrackResult:
-    """What `Tracker.step` returns for one frame (N objects, frame of H x W pixels, S = image_size).
-
-    Attributes:
-      frame_index: index of the frame in its stream (0 for the first frame after creation or reset).
-      object_ids: the N object ids, in the order of every tensor below.
-      masks: (N, H, W) bool masks at the frame's resolution.
-      logits: (N, H, W) float32 mask logits at the frame's resolution (mask = logits > 0).
-      low_res_logits: (N, 1, S/4, S/4) float32 mask logits as the model produced them.
-      ious: (N,) float32 predicted IoU of each mask (1 for a mask prompt).
-      presence: (N,) float32 probability that the object is visible, sigmoid(object score).
-      states: per object, TRACKING / OCCLUDED / LOST.
-      boxes: (N, 4) float32 (x0, y0, x1, y1) enclosing each mask in pixels (x1, y1 exclusive), zeros if empty.
-    """
-
-    frame_index: int
-    object_ids: List[int]
-    masks: torch.Tensor
-    logits: torch.Tensor
-    low_res_logits: torch.Tensor
-    ious: torch.Tensor
-    presence: torch.Tensor
-    states: List[ObjectState]
-    boxes: torch.Tensor
-
-    def label_image(self) -> torch.Tensor:
-        """(H, W) int32 image: object id per pixel, 0 for background; the higher logit wins on overlap."""
-        return label_image(self.logits, torch.tensor(self.object_ids, dtype=torch.int32))
-
-
-@dataclass
-class PreparedPrompt:
-    """A validated prompt in model coordinates (`Tracker.prepare_prompt`), queued for the next frame.
-
-    Either points (with labels; a box is its two first points, labels 2 and 3) or a mask.
-    """
-
-    points: Optional[torch.Tensor] = None  # (P, 2) float32 x, y in pixels of the S x S model input (CPU)
-    labels: Optional[torch.Tensor] = None  # (P,) int32 Meta's point labels (CPU)
-    mask: Optional[torch.Tensor] = None  # (1, S, S) float32 0/1 on the model's device
-
-
-@dataclass
-class StreamState:
-    """Everything one stream (camera) owns; create it with `Tracker.create_stream`.
-
-    Attributes:
-      frame_index: index the next stepped frame gets.
-      frame_size: (H, W) of the last frame stepped, None before the first frame.
-    """
-
-    frame_index: int
-    frame_size: Optional[Tuple[int, int]]
-    _bank: MemoryBank
-    # ids of the objects in the bank, row order
-    _ids: List[int] = field(default_factory=list)
-    # consecutive frames each object (row order) was absent
-    _absent_frames: List[int] = field(default_factory=list)
-    # prompts to apply on the next frame, by object id (new objects in the order they were added)
-    _pending: Dict[int, PreparedPrompt] = field(default_factory=dict)
-
-    @property
-    def object_ids(self) -> List[int]:
-        """Ids of the stream's objects: tracked ones, then new ones whose first prompt is pending."""
-        return self._ids + [obj_id for obj_id in self._pending if obj_id not in self._ids]
-
-    def state_nbytes(self) -> int:
-        """Bytes of all tensors the stream holds (memory bank and pending prompts)."""
-        pending = sum(
-            t.numel() * t.element_size()
-            for prompt in self._pending.values()
-            for t in (prompt.points, prompt.labels, prompt.mask)
-            if t is not None
-        )
-        return self._bank.nbytes() + pending
-
-
-@dataclass(frozen=True)
-class WarmupReport:
-    """What `Tracker.warmup` did.
-
-    Attributes:
-      backend: the backend that runs (after fallbacks).
-      precision: "fp32", "bf16" or "fp16".
-      buckets: object buckets warmed up (empty for eager).
-      frame_buckets: frames per image-encoder call warmed up for several streams (empty for one stream).
-      stream_buckets: buckets of the rows of several streams warmed up (empty for one stream).
-      events: each graph compiled or engine built / loaded, with its seconds.
-      seconds: wall time of the whole warm-up.
-    """
-
-    backend: str
-    precision: str
-    buckets: Tuple[int, ...]
-    events: Tuple[CompileEvent, ...]
-    seconds: float
-    frame_buckets: Tuple[int, ...] = ()
-    stream_buckets: Tuple[int, ...] = ()
-
-    def summary(self) -> str:
-        """One line: how many graphs / engines per action, per component."""
-        if not self.events:
-            return f"backend {self.backend}: nothing to build"
-        counts: Dict[str, Dict[str, int]] = {}
-        for event in self.events:
-            per_action = counts.setdefault(event.component, {})
-            per_action[event.action] = per_action.get(event.action, 0) + 1
-        parts = [
-            f"{component} " + "/".join(f"{n} {action}" for action, n in actions.items())
-            for component, actions in counts.items()
-        ]
-        streams = (f", frames {list(self.frame_buckets)}, rows of several streams {list(self.stream_buckets)}"
-                   if self.frame_buckets else "")
-        return f"backend {self.backend} ({self.precision}), buckets {list(self.buckets)}{streams}: " + ", ".join(parts)
-
-
-class _StepOutputs(NamedTuple):
-    """Per-object model outputs of one frame, in row order (N objects)."""
-
-    low_res_masks: torch.Tensor  # (N, 1, S/4, S/4) float32 logits
-    high_res_masks: torch.Tensor  # (N, 1, S, S) float32 logits fed to the memory encoder
-    ious: torch.Tensor  # (N,) float32
-    obj_ptr: torch.Tensor  # (N, hidden_dim)
-    object_score_logits: torch.Tensor  # (N, 1)
 
 
 class Tracker:
@@ -326,7 +115,7 @@ class Tracker:
         self._memory_attention_batch = config.memory_attention_batch
         if self._memory_attention_batch is None and self.device.type != "cuda":
             self._memory_attention_batch = 1
-        if self.device.type == "cpu" and self.precision != "fp32" and not _cpu_has_native(self.precision):
+        if self.device.type == "cpu" and self.precision != "fp32" and not cpu_has_native(self.precision):
             logger.warning(
                 "precision=%r on a CPU without native %s arithmetic (capability %s): expect it to be several "
                 "times slower than fp32 (bf16 ran 5.6x slower on an AVX2 CPU); use fp32 here",
@@ -385,74 +174,7 @@ class Tracker:
         Returns:
           A WarmupReport (what was built or loaded, in how long).
         """
-        if max_streams < 1:
-            raise ValueError(f"max_streams must be >= 1, got {max_streams}")
-        start = time.perf_counter()
-        first_event = len(self.runner.events)
-        plan = self.runner.serve_streams(max_streams)
-        if self.runner.fixed_shapes:
-            if object_counts is not None:
-                largest = self.runner.batch_for(max_streams * max(object_counts))
-                plan = ShapePlan(
-                    frames=plan.frames,
-                    rows=tuple(sorted({self.runner.batch_for(count) for count in object_counts})),
-                    per_row=tuple(rows for rows in plan.per_row if rows <= largest),
-                    steady=plan.steady,
-                )
-            logger.info("warm-up of backend %s (%s) for %s object(s)%s", self.backend.used, self.precision,
-                        ", ".join(map(str, plan.rows)),
-                        f", {max_streams} streams: {', '.join(map(str, plan.per_row))} rows" if plan.per_row else "")
-            with self.runner.compiling():
-                self.runner.prepare(plan)
-                scratch = [[rows] for rows in plan.rows] + [_spread(rows, max_streams) for rows in plan.per_row]
-                for index, counts in enumerate(scratch):
-                    logger.info("warm-up: %s object(s) (%d/%d)", "+".join(map(str, counts)), index + 1,
-                                len(scratch))
-                    for conditioning in plan.steady or (0,):
-                        self._scratch_frames(counts, conditioning)
-                self.runner.finish_warmup()
-        report = WarmupReport(
-            backend=self.backend.used,
-            precision=self.precision,
-            buckets=plan.rows,
-            events=tuple(self.runner.events[first_event:]),
-            seconds=time.perf_counter() - start,
-            frame_buckets=plan.frames if max_streams > 1 else (),
-            stream_buckets=plan.per_row,
-        )
-        logger.info("warm-up done in %.1f s: %s", report.seconds, report.summary())
-        return report
-
-    def _scratch_frames(self, object_counts: Sequence[int], conditioning: int = 0) -> None:
-        """Step throw-away streams (one per count, with that many clicked objects), all streams together.
-
-        conditioning 0: a prompted and two tracked frames (every program but the steady-state ones).
-        c >= 1: c prompted frames (the objects' first clicks, then c - 1 refinements) and two tracked frames
-        (the masked programs), then the streams skip ahead with their memory filled by copies
-        (MemoryBank.fill_history: what a stream reaches after max_obj_ptrs_in_encoder - 1 tracked frames,
-        without computing them) and track two more frames (the steady-state program of c conditioning frames).
-        """
-        size = self.image_size
-        frame = np.full((size, size, 3), 128, dtype=np.uint8)
-        streams = [self.create_stream() for _ in object_counts]
-        for prompted in range(max(conditioning, 1)):
-            for stream, num_objects in zip(streams, object_counts):
-                for obj_id in range(1, num_objects + 1):
-                    point = [[size * obj_id / (num_objects + 1), size / 2 + prompted]]
-                    self.add_prompt(stream, obj_id, points=point, labels=[1], frame_size=(size, size))
-            self.step_many(streams, [frame] * len(streams))
-        for _ in range(2):
-            self.step_many(streams, [frame] * len(streams))
-        if not conditioning:
-            return
-        gap = max(self.model_config.num_maskmem - 1, self.model_config.max_obj_ptrs_in_encoder - 1)
-        with torch.inference_mode():
-            for stream in streams:
-                last = stream.frame_index - 1
-                stream.frame_index += gap
-                stream._bank.fill_history(len(stream._ids), last, stream.frame_index)
-        for _ in range(2):
-            self.step_many(streams, [frame] * len(streams))
+        return run_warmup(self, object_counts, max_streams)
 
     # ------------------------------------------------------------------ streams
 
@@ -475,12 +197,7 @@ class Tracker:
     @torch.inference_mode()
     def reset(self, state: StreamState) -> None:
         """Forget every object and prompt; the stream starts again at frame 0 (memory stays allocated)."""
-        state._bank.clear()
-        state._ids.clear()
-        state._absent_frames.clear()
-        state._pending.clear()
-        state.frame_index = 0
-        state.frame_size = None
+        state.clear()
 
     @torch.inference_mode()
     def remove_objects(self, state: StreamState, ids: Sequence[int]) -> None:
@@ -489,18 +206,7 @@ class Tracker:
         Raises:
           TrackerInputError: an id the stream does not know (nothing is removed then).
         """
-        known = set(state.object_ids)
-        unknown = [obj_id for obj_id in ids if obj_id not in known]
-        if unknown:
-            raise TrackerInputError(f"cannot remove unknown object ids {unknown}; known ids: {state.object_ids}")
-        removed = set(ids)
-        for obj_id in removed:
-            state._pending.pop(obj_id, None)
-        keep = [row for row, obj_id in enumerate(state._ids) if obj_id not in removed]
-        if len(keep) < len(state._ids):
-            state._bank.keep_rows(keep, len(state._ids))
-            state._ids[:] = [state._ids[row] for row in keep]
-            state._absent_frames[:] = [state._absent_frames[row] for row in keep]
+        state.remove(ids)
 
     # ------------------------------------------------------------------ prompts
 
@@ -534,7 +240,7 @@ class Tracker:
             stream is unchanged then.
         """
         self.check_new_object(state.object_ids, object_id)
-        prompt = self.prepare_prompt(self._prompt_frame_size(state, frame_size), points, labels, box, mask)
+        prompt = self.prepare_prompt(checked_frame_size(frame_size, state.frame_size), points, labels, box, mask)
         self.queue_prompt(state, object_id, prompt)
 
     def check_new_object(self, known_ids: Sequence[int], object_id: int) -> None:
@@ -543,14 +249,7 @@ class Tracker:
         Raises:
           TrackerInputError: not an int in 1 .. 2**31 - 1, or a new id while max_objects are tracked.
         """
-        if isinstance(object_id, bool) or not isinstance(object_id, (int, np.integer)):
-            raise TrackerInputError(f"object_id must be an int, got {type(object_id).__name__}")
-        if not 1 <= int(object_id) <= MAX_OBJECT_ID:
-            raise TrackerInputError(f"object_id must be in 1..{MAX_OBJECT_ID} (0 is background), got {object_id}")
-        if int(object_id) not in known_ids and len(known_ids) >= self.config.max_objects:
-            raise TrackerInputError(
-                f"cannot add object {object_id}: the stream already has max_objects={self.config.max_objects}"
-            )
+        check_object_id(known_ids, object_id, self.config.max_objects)
 
     @torch.inference_mode()
     def prepare_prompt(
@@ -567,13 +266,7 @@ class Tracker:
         Raises:
           TrackerInputError: invalid prompt or frame size.
         """
-        size = self._prompt_frame_size(None, frame_size)
-        if mask is not None:
-            if points is not None or labels is not None or box is not None:
-                raise TrackerInputError("a mask prompt cannot be combined with points or a box")
-            return PreparedPrompt(mask=self._mask_prompt(mask, size))
-        coords, point_labels = self._point_prompt(points, labels, box, size)
-        return PreparedPrompt(points=coords, labels=point_labels)
+        return prepare_prompt(frame_size, self.image_size, self.device, points, labels, box, mask)
 
     def queue_prompt(self, state: StreamState, object_id: int, prompt: PreparedPrompt) -> None:
         """Queue a prepared prompt for `object_id`, applied on the next `step` (a new id adds an object).
@@ -582,81 +275,7 @@ class Tracker:
           TrackerInputError: invalid id or more than max_objects objects (the stream is unchanged then).
         """
         self.check_new_object(state.object_ids, object_id)
-        state._pending[int(object_id)] = prompt
-
-    def _prompt_frame_size(
-        self, state: Optional[StreamState], frame_size: Optional[Tuple[int, int]]
-    ) -> Tuple[int, int]:
-        if frame_size is None:
-            if state is None or state.frame_size is None:
-                raise TrackerInputError("no frame stepped yet: pass frame_size=(H, W) with the prompt")
-            return state.frame_size
-        if len(frame_size) != 2 or any(int(v) != v or v < 1 for v in frame_size):
-            raise TrackerInputError(f"frame_size must be (H, W) positive ints, got {frame_size!r}")
-        return int(frame_size[0]), int(frame_size[1])
-
-    def _point_prompt(
-        self,
-        points: Optional[ArrayLike],
-        labels: Optional[ArrayLike],
-        box: Optional[ArrayLike],
-        frame_size: Tuple[int, int],
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Validate clicks and/or a box; return (P, 2) float32 model coordinates and (P,) int32 labels."""
-        height, width = frame_size
-        if (points is None) != (labels is None):
-            raise TrackerInputError("points and labels must be given together")
-        if points is None and box is None:
-            raise TrackerInputError("a prompt needs points (with labels), a box, or a mask")
-        parts: List[np.ndarray] = []
-        part_labels: List[np.ndarray] = []
-        if box is not None:
-            box_xy = _as_float_array(box, "box")
-            if box_xy.shape != (4,):
-                raise TrackerInputError(f"box must be (x0, y0, x1, y1), got shape {box_xy.shape}")
-            x0, y0, x1, y1 = box_xy
-            if not (x1 > x0 and y1 > y0):
-                raise TrackerInputError(f"box must have x1 > x0 and y1 > y0, got {box_xy.tolist()}")
-            parts.append(box_xy.reshape(2, 2))
-            part_labels.append(np.array([2, 3]))
-        if points is not None:
-            xy = _as_float_array(points, "points")
-            if xy.ndim != 2 or xy.shape[1] != 2:
-                raise TrackerInputError(f"points must have shape (N, 2), got {xy.shape}")
-            if xy.shape[0] == 0:
-                raise TrackerInputError("points is empty: give at least one point")
-            label_values = np.asarray(labels)
-            if label_values.shape != (xy.shape[0],):
-                raise TrackerInputError(
-                    f"labels must have shape ({xy.shape[0]},) to match points, got {label_values.shape}"
-                )
-            if label_values.dtype.kind not in "biuf" or not np.isin(label_values, (0, 1)).all():
-                raise TrackerInputError(f"labels must be 0 (background) or 1 (object), got {label_values.tolist()}")
-            parts.append(xy)
-            part_labels.append(label_values.astype(np.int64))
-        coords = np.concatenate(parts)
-        outside = (coords[:, 0] < 0) | (coords[:, 0] > width) | (coords[:, 1] < 0) | (coords[:, 1] > height)
-        if outside.any():
-            raise TrackerInputError(
-                f"prompt coordinates {coords[outside].tolist()} lie outside the {width}x{height} frame"
-            )
-        # Meta's arithmetic, in float32: divide by (width, height), multiply by image_size.
-        pixels = torch.tensor(coords, dtype=torch.float32)
-        model_coords = pixels / torch.tensor([width, height]) * self.image_size
-        return model_coords, torch.tensor(np.concatenate(part_labels), dtype=torch.int32)
-
-    def _mask_prompt(self, mask: Union[np.ndarray, torch.Tensor], frame_size: Tuple[int, int]) -> torch.Tensor:
-        """Validate an (H, W) mask prompt; return it resized to (1, S, S) float32 0/1 on the model's device."""
-        mask_tensor = torch.as_tensor(mask)
-        if mask_tensor.dtype != torch.bool and (mask_tensor.dtype.is_floating_point or mask_tensor.is_complex()):
-            raise TrackerInputError(f"mask must be bool (or integer 0/1), got {mask_tensor.dtype}")
-        if tuple(mask_tensor.shape) != tuple(frame_size):
-            raise TrackerInputError(f"mask must have the frame's size {tuple(frame_size)}, got {tuple(mask_tensor.shape)}")
-        if mask_tensor.dtype != torch.bool:
-            if not ((mask_tensor == 0) | (mask_tensor == 1)).all():
-                raise TrackerInputError("an integer mask must hold only 0 and 1")
-            mask_tensor = mask_tensor != 0
-        return resize_mask_prompt(mask_tensor.to(self.device), self.image_size)
+        state.queue(object_id, prompt)
 
     # ------------------------------------------------------------------ tracking
 
@@ -703,7 +322,7 @@ class Tracker:
             raise ValueError(f"step_many needs one frame per stream: {len(states)} streams, {len(frames)} frames")
         if len({id(state) for state in states}) != len(states):
             raise ValueError("step_many got the same stream twice")
-        steps = [_StreamStep.start(state, frame, self._checked_frame_size(frame, index, len(frames)))
+        steps = [StreamStep.start(state, frame, self._checked_frame_size(frame, index, len(frames)))
                  for index, (state, frame) in enumerate(zip(states, frames))]
         for step in steps:
             if step.state.frame_size is not None and step.frame_size != step.state.frame_size:
@@ -720,7 +339,7 @@ class Tracker:
             with autocast:
                 for start in range(0, len(active), group):
                     self._track_frames(active[start:start + group])
-            results = [self._frame_result(step) for step in steps]
+            results = [frame_result(step, self.image_size, self.device) for step in steps]
         # Every stream changes only now that all frames went through: a failure above leaves their objects,
         # memories and pending prompts as they were.
         for step in active:
@@ -764,7 +383,7 @@ class Tracker:
                 raise
             raise TrackerInputError(f"stream {index} of {count}: {err}") from None
 
-    def _track_frames(self, steps: List["_StreamStep"]) -> None:
+    def _track_frames(self, steps: List[StreamStep]) -> None:
         """Run the model for every object of `steps` on their frames and set each step's outputs and the
         memory to write (nothing is written to any stream here).
 
@@ -793,7 +412,7 @@ class Tracker:
         decoded: Dict[int, Tuple[DecodeOutput, int]] = {}  # row -> (output of its group, index in the group)
         # Known objects without a mask prompt are tracked from memory (refined ones too, first), all streams
         # in one batch.
-        tracked_rows = [r for r in range(num_rows) if known_rows[r] and not _is_mask(prompt_of_row[r])]
+        tracked_rows = [r for r in range(num_rows) if known_rows[r] and not is_mask(prompt_of_row[r])]
         if tracked_rows:
             batch = len(tracked_rows)
             # Fixed-shape backends run a bucket of rows: the padding repeats the last object and is dropped.
@@ -801,7 +420,7 @@ class Tracker:
             feat_mem = self._attend_memory(steps, read_rows, feat, pos)
             read_frames = [row_frame[r] for r in read_rows]
             decoded_rows = runner.decode_tracked(
-                feat_mem, _frame_rows(feat_s0, read_frames), _frame_rows(feat_s1, read_frames)
+                feat_mem, frame_rows(feat_s0, read_frames), frame_rows(feat_s1, read_frames)
             )
             tracked = DecodeOutput(*(values[:batch] for values in decoded_rows))
             for i, row in enumerate(tracked_rows):
@@ -812,7 +431,7 @@ class Tracker:
             frame_s0, frame_s1 = feat_s0[index:index + 1], feat_s1[index:index + 1]
             # Refinement clicks on known objects: memory features + clicks + the tracked mask logits.
             refine_rows = [r for r in tracked_rows if r in step.rows and prompt_of_row[r] is not None]
-            for group in _group_by_num_points(refine_rows, prompt_of_row):
+            for group in group_by_num_points(refine_rows, prompt_of_row):
                 positions = torch.tensor([tracked_rows.index(r) for r in group], device=self.device)
                 prev_logits = tracked.low_res_masks.index_select(0, positions).float()
                 out = self._decode_points(
@@ -826,10 +445,10 @@ class Tracker:
                 for i, row in enumerate(group):
                     decoded[row] = (out, i)
             # New objects with clicks / a box: initial conditioning frames, no memory.
-            init_rows = [r for r in step.rows if not known_rows[r] and not _is_mask(prompt_of_row[r])]
+            init_rows = [r for r in step.rows if not known_rows[r] and not is_mask(prompt_of_row[r])]
             if init_rows:
                 feat_no_mem = model.no_memory_features(frame_feat)
-                for group in _group_by_num_points(init_rows, prompt_of_row):
+                for group in group_by_num_points(init_rows, prompt_of_row):
                     out = self._decode_points(
                         expand(feat_no_mem, len(group)),
                         frame_s0,
@@ -841,7 +460,7 @@ class Tracker:
                     for i, row in enumerate(group):
                         decoded[row] = (out, i)
             # Mask prompts (new or known objects): the mask is the output.
-            mask_rows = [r for r in step.rows if _is_mask(prompt_of_row[r])]
+            mask_rows = [r for r in step.rows if is_mask(prompt_of_row[r])]
             if mask_rows:
                 masks = torch.stack([prompt_of_row[r].mask for r in mask_rows])  # type: ignore[union-attr]
                 batch = len(mask_rows)
@@ -856,13 +475,13 @@ class Tracker:
                 for i, row in enumerate(mask_rows):
                     decoded[row] = (out, i)
 
-        outputs = _gather_rows(decoded, num_rows)
+        outputs = gather_rows(decoded, num_rows)
         prompted_rows = [r for r in range(num_rows) if prompt_of_row[r] is not None]
-        mem_feat, mem_pos = self._encode_memory(_frame_rows(feat, row_frame), outputs, prompted_rows)
+        mem_feat, mem_pos = self._encode_memory(frame_rows(feat, row_frame), outputs, prompted_rows)
         for step in steps:
             rows = slice(step.first_row, step.first_row + len(step.object_ids))
-            step.outputs = _StepOutputs(*(values[rows] for values in outputs))
-            step.memory = _NewMemory(
+            step.outputs = StepOutputs(*(values[rows] for values in outputs))
+            step.memory = NewMemory(
                 mem_feat=mem_feat[rows],
                 obj_ptr=step.outputs.obj_ptr,
                 mem_pos=mem_pos[0],
@@ -870,7 +489,7 @@ class Tracker:
             )
 
     def _attend_memory(
-        self, steps: List["_StreamStep"], rows: List[int], feat: torch.Tensor, pos: torch.Tensor
+        self, steps: List[StreamStep], rows: List[int], feat: torch.Tensor, pos: torch.Tensor
     ) -> torch.Tensor:
         """Memory-conditioned features (len(rows), C, h, w) of `rows` (ascending, padding repeats the last).
 
@@ -887,7 +506,7 @@ class Tracker:
             # One program for the whole call: the mask-free steady-state one when every stream's memory is full
             # with the same number of conditioning frames (a count the runner has a program for), read
             # compact (exactly the filled slots); else the masked one over every slot.
-            counts = {step.state._bank.steady_conditioning(local, step.frame_index) for _, step, local in local_rows}
+            counts = {step.state.memory.steady_conditioning(local, step.frame_index) for _, step, local in local_rows}
             (count,) = counts if len(counts) == 1 else (None,)
             compact = count is not None and count in runner.steady
         else:
@@ -895,7 +514,7 @@ class Tracker:
         parts: List[Tuple[int, MemoryReadout]] = []  # (frame, readout) of each stream with rows to read
         groups: Dict[Tuple[int, ...], List[int]] = {}  # readout shape (and frame) -> positions in parts
         for frame, step, local in local_rows:
-            readout = step.state._bank.read(local, step.frame_index, self.model_config.num_maskmem, feat.dtype, compact)
+            readout = step.state.memory.read(local, step.frame_index, self.model_config.num_maskmem, feat.dtype, compact)
             key = (readout.mem_feats.shape[1], readout.ptrs.shape[1]) + ((frame,) if one_row_at_a_time else ())
             groups.setdefault(key, []).append(len(parts))
             parts.append((frame, readout))
@@ -903,8 +522,8 @@ class Tracker:
         for members in groups.values():
             sizes = [parts[m][1].mem_feats.shape[0] for m in members]
             frames = [parts[m][0] for m, size in zip(members, sizes) for _ in range(size)]
-            memory = _concat_readouts([parts[m][1] for m in members])
-            out = runner.attend_memory(_frame_rows(feat, frames), pos, memory, self._memory_attention_batch)
+            memory = concat_readouts([parts[m][1] for m in members])
+            out = runner.attend_memory(frame_rows(feat, frames), pos, memory, self._memory_attention_batch)
             for m, piece in zip(members, out.split(sizes)):
                 pieces[m] = piece
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
@@ -933,7 +552,7 @@ class Tracker:
         )
 
     def _encode_memory(
-        self, feat: torch.Tensor, outputs: _StepOutputs, prompted_rows: List[int]
+        self, feat: torch.Tensor, outputs: StepOutputs, prompted_rows: List[int]
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Encode this frame's memory of every row in one batch: (N, D, h, w) features and positions.
 
@@ -950,11 +569,11 @@ class Tracker:
             high_res = torch.where(is_prompted, hard, high_res)
         return self.runner.encode_memory(feat, high_res, outputs.object_score_logits)
 
-    def _write_memory(self, step: "_StreamStep") -> None:
+    def _write_memory(self, step: StreamStep) -> None:
         """Store the frame's memory of every object of the stream (prompted ones as conditioning memory)."""
         memory = step.memory
         assert memory is not None, "_track_frames sets the memory of every stream with objects"
-        bank = step.state._bank
+        bank = step.state.memory
         bank.mem_pos.copy_(memory.mem_pos)
         num_objects = memory.mem_feat.shape[0]
         prompted = set(memory.prompted_rows)
@@ -968,217 +587,9 @@ class Tracker:
                 write(rows, step.frame_index, memory.mem_feat.index_select(0, index),
                       memory.obj_ptr.index_select(0, index))
 
-    def _frame_result(self, step: "_StreamStep") -> Tuple[TrackResult, List[bool]]:
-        """The step's outputs at the frame's resolution, and whether each object is absent (object score
-        <= 0); object states are filled in by `_commit`."""
-        outputs = step.outputs
-        if outputs is None:
-            return self._empty_result(step.frame_index, step.frame_size), []
-        low_res = outputs.low_res_masks.float()
-        logits = upsample_logits(low_res, step.frame_size)
-        masks = logits > 0
-        scores = outputs.object_score_logits.float()[:, 0]
-        result = TrackResult(
-            frame_index=step.frame_index,
-            object_ids=list(step.object_ids),
-            masks=masks,
-            logits=logits,
-            low_res_logits=low_res,
-            ious=outputs.ious.float(),
-            presence=torch.sigmoid(scores),
-            states=[],
-            boxes=boxes_from_masks(masks),
-        )
-        return result, (scores <= 0).tolist()
-
-    def _commit(self, step: "_StreamStep", result: TrackResult, absent: List[bool]) -> TrackResult:
+    def _commit(self, step: StreamStep, result: TrackResult, absent: List[bool]) -> TrackResult:
         """Move the stream past the frame: its objects, cleared prompts, frame index and size, and the objects'
         absence counts and states (the result gets those states)."""
-        state = step.state
-        state._absent_frames.extend([0] * (len(step.object_ids) - len(state._ids)))
-        state._ids = list(step.object_ids)
-        state._pending.clear()
-        state.frame_index += 1
-        state.frame_size = step.frame_size
-        for row, is_absent in enumerate(absent):
-            state._absent_frames[row] = state._absent_frames[row] + 1 if is_absent else 0
-            if state._absent_frames[row] > self.config.lost_after_frames:
-                result.states.append(ObjectState.LOST)
-            else:
-                result.states.append(ObjectState.OCCLUDED if is_absent else ObjectState.TRACKING)
+        result.states.extend(step.state.commit(step.object_ids, step.frame_size, absent,
+                                               self.config.lost_after_frames))
         return result
-
-    def _empty_result(self, frame_index: int, frame_size: Tuple[int, int]) -> TrackResult:
-        low = self.image_size // 4
-        height, width = frame_size
-        return TrackResult(
-            frame_index=frame_index,
-            object_ids=[],
-            masks=torch.zeros(0, height, width, dtype=torch.bool, device=self.device),
-            logits=torch.zeros(0, height, width, device=self.device),
-            low_res_logits=torch.zeros(0, 1, low, low, device=self.device),
-            ious=torch.zeros(0, device=self.device),
-            presence=torch.zeros(0, device=self.device),
-            states=[],
-            boxes=torch.zeros(0, 4, device=self.device),
-        )
-
-
-class _NewMemory(NamedTuple):
-    """One stream's memory of a frame, computed and not yet written (N objects, row order)."""
-
-    mem_feat: torch.Tensor  # (N, D, h, w)
-    obj_ptr: torch.Tensor  # (N, C) float32
-    mem_pos: torch.Tensor  # (D, h, w) the memory encoder's position encoding
-    prompted_rows: List[int]  # rows whose memory is a conditioning memory
-
-
-@dataclass
-class _StreamStep:
-    """One stream's part of a step: its objects on this frame, its rows among all streams', and what the
-    model computed for it (outputs, memory to write) before anything of the stream changes."""
-
-    state: StreamState
-    frame: Frame
-    frame_size: Tuple[int, int]
-    frame_index: int
-    object_ids: List[int]  # tracked objects, then new ones whose first prompt is pending (row order)
-    first_row: int = 0  # its first row among the rows of all streams of its model calls
-    outputs: Optional[_StepOutputs] = None
-    memory: Optional[_NewMemory] = None
-
-    @classmethod
-    def start(cls, state: StreamState, frame: Frame, frame_size: Tuple[int, int]) -> "_StreamStep":
-        return cls(state, frame, frame_size, state.frame_index, state.object_ids)
-
-    @property
-    def rows(self) -> range:
-        """Its rows among the rows of all streams."""
-        return range(self.first_row, self.first_row + len(self.object_ids))
-
-    def prompts(self) -> List[Optional[PreparedPrompt]]:
-        """The pending prompt of each object (None: tracked from memory only)."""
-        return [self.state._pending.get(obj_id) for obj_id in self.object_ids]
-
-    def known_rows(self) -> List[bool]:
-        """Whether each object has a memory (was prompted on an earlier frame)."""
-        return self.state._bank.cond_frames[: len(self.object_ids)].ne(EMPTY).any(dim=1).tolist()
-
-
-def _frame_rows(tensor: torch.Tensor, row_frame: List[int]) -> torch.Tensor:
-    """A frame feature (F, ...) for rows reading frames `row_frame`: batch 1 (a view, shared by every row)
-    when they all read one frame, else one copy per row (index_select; SAM 2's components take either)."""
-    first = row_frame[0]
-    if all(frame == first for frame in row_frame):
-        return tensor[first:first + 1]
-    return tensor.index_select(0, torch.tensor(row_frame, device=tensor.device))
-
-
-def _concat_readouts(readouts: List[MemoryReadout]) -> MemoryReadout:
-    """The rows of several readouts with the same slot counts as one readout (the first one unchanged).
-
-    The spatial position encoding of memory slots is the memory encoder's, the same in every stream's
-    bank: the first readout's, expanded over all rows, serves them all without a copy.
-    """
-    if len(readouts) == 1:
-        return readouts[0]
-    first = readouts[0]
-    rows = sum(readout.mem_feats.shape[0] for readout in readouts)
-
-    def cat(name: str) -> torch.Tensor:
-        return torch.cat([getattr(readout, name) for readout in readouts])
-
-    return MemoryReadout(
-        mem_feats=cat("mem_feats"),
-        mem_pos=first.mem_pos[:1].expand(rows, *first.mem_pos.shape[1:]),
-        mem_tpos_index=cat("mem_tpos_index"),
-        mem_valid=cat("mem_valid"),
-        ptrs=cat("ptrs"),
-        ptr_tpos=cat("ptr_tpos"),
-        ptr_valid=cat("ptr_valid"),
-        complete=all(readout.complete for readout in readouts),
-    )
-
-
-def _spread(rows: int, max_streams: int) -> List[int]:
-    """`rows` objects spread as evenly as possible over min(max_streams, rows) streams."""
-    streams = min(max_streams, rows)
-    return [rows // streams + (1 if index < rows % streams else 0) for index in range(streams)]
-
-
-def _is_mask(prompt: Optional[PreparedPrompt]) -> bool:
-    return prompt is not None and prompt.mask is not None
-
-
-def _group_by_num_points(rows: List[int], prompt_of_row: Dict[int, Optional[PreparedPrompt]]) -> List[List[int]]:
-    """Split rows with point prompts into groups of equal point count (one decoder batch each)."""
-    groups: Dict[int, List[int]] = {}
-    for row in rows:
-        prompt = prompt_of_row[row]
-        if prompt is not None and prompt.points is not None:
-            groups.setdefault(prompt.points.shape[0], []).append(row)
-    return list(groups.values())
-
-
-def _gather_rows(decoded: Dict[int, Tuple[DecodeOutput, int]], num_objects: int) -> _StepOutputs:
-    """Assemble per-object outputs of several decoder batches into row order."""
-    sources = [decoded[row] for row in range(num_objects)]
-    first = sources[0][0]
-    if all(out is first for out, _ in sources) and [i for _, i in sources] == list(range(num_objects)):
-        return _frame_outputs(first)  # the common case: every object tracked in one batch
-    parts = [_frame_outputs(out) for out, _ in sources]
-    return _StepOutputs(
-        *(torch.stack([part[k][i] for part, (_, i) in zip(parts, sources)]) for k in range(len(_StepOutputs._fields)))
-    )
-
-
-def _frame_outputs(out: DecodeOutput) -> _StepOutputs:
-    """The fields of a DecodeOutput the tracker keeps, as float32 where they leave the model."""
-    return _StepOutputs(
-        low_res_masks=out.low_res_masks.float(),
-        high_res_masks=out.high_res_masks.float(),
-        ious=out.ious.float().amax(dim=1),
-        obj_ptr=out.obj_ptr.float(),
-        object_score_logits=out.object_score_logits.float(),
-    )
-
-
-def _as_float_array(value: ArrayLike, name: str) -> np.ndarray:
-    """A prompt coordinate array as float64 numpy, rejecting non-numbers, NaN and infinity."""
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    try:
-        array = np.asarray(value)
-        if array.dtype.kind == "c":  # a cast would drop the imaginary part (with only a warning)
-            raise TrackerInputError(f"{name} must be real numbers, got complex values {array.tolist()}")
-        array = array.astype(np.float64)
-    except (TypeError, ValueError) as err:
-        raise TrackerInputError(f"{name} must be numbers, got {value!r}") from err
-    if not np.isfinite(array).all():
-        raise TrackerInputError(f"{name} must be finite numbers (no NaN or infinity), got {array.tolist()}")
-    return array
-
-
-def check_frame(frame: Frame) -> Tuple[int, int]:
-    """The (H, W) of a frame `Tracker.step` accepts (see its `frame` argument).
-
-    Raises:
-      TrackerInputError: not a numpy array or tensor, wrong shape or dtype, or empty.
-    """
-    if isinstance(frame, np.ndarray):
-        if frame.ndim != 3 or frame.shape[2] != 3:
-            raise TrackerInputError(f"a numpy frame must be (H, W, 3) RGB, got shape {frame.shape}")
-        if frame.dtype != np.uint8:
-            raise TrackerInputError(f"a numpy frame must be uint8, got {frame.dtype}")
-        height, width = frame.shape[:2]
-    elif isinstance(frame, torch.Tensor):
-        if frame.dim() != 3 or frame.shape[0] != 3:
-            raise TrackerInputError(f"a tensor frame must be (3, H, W) RGB, got shape {tuple(frame.shape)}")
-        if frame.dtype != torch.uint8 and not frame.dtype.is_floating_point:
-            raise TrackerInputError(f"a tensor frame must be uint8 or floating point, got {frame.dtype}")
-        height, width = frame.shape[1:]
-    else:
-        raise TrackerInputError(f"a frame must be a numpy array or a torch tensor, got {type(frame).__name__}")
-    if height < 1 or width < 1:
-        raise TrackerInputError(f"a frame must not be empty, got {height}x{width}")
-    return int(height), int(width)

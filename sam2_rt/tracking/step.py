@@ -1,0 +1,185 @@
+"""The parts of one tracker step: a stream's rows among all streams' (`StreamStep`), what the model computed
+for them before anything of a stream changes (`StepOutputs`, `NewMemory`), and the row bookkeeping of batched
+model calls. Internal to `sam2_rt.tracking`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+import torch
+
+from sam2_rt.modeling.sam2 import DecodeOutput
+from sam2_rt.runtime.readout import MemoryReadout
+from sam2_rt.tracking.state import PreparedPrompt, StreamState, TrackResult
+from sam2_rt.tracking.transforms import Frame, boxes_from_masks, upsample_logits
+
+
+class StepOutputs(NamedTuple):
+    """Per-object model outputs of one frame, in row order (N objects)."""
+
+    low_res_masks: torch.Tensor  # (N, 1, S/4, S/4) float32 logits
+    high_res_masks: torch.Tensor  # (N, 1, S, S) float32 logits fed to the memory encoder
+    ious: torch.Tensor  # (N,) float32
+    obj_ptr: torch.Tensor  # (N, hidden_dim)
+    object_score_logits: torch.Tensor  # (N, 1)
+
+
+class NewMemory(NamedTuple):
+    """One stream's memory of a frame, computed and not yet written (N objects, row order)."""
+
+    mem_feat: torch.Tensor  # (N, D, h, w)
+    obj_ptr: torch.Tensor  # (N, C) float32
+    mem_pos: torch.Tensor  # (D, h, w) the memory encoder's position encoding
+    prompted_rows: List[int]  # rows whose memory is a conditioning memory
+
+
+@dataclass
+class StreamStep:
+    """One stream's part of a step: its objects on this frame, its rows among all streams', and what the
+    model computed for it (outputs, memory to write) before anything of the stream changes."""
+
+    state: StreamState
+    frame: Frame
+    frame_size: Tuple[int, int]
+    frame_index: int
+    object_ids: List[int]  # tracked objects, then new ones whose first prompt is pending (row order)
+    first_row: int = 0  # its first row among the rows of all streams of its model calls
+    outputs: Optional[StepOutputs] = None
+    memory: Optional[NewMemory] = None
+
+    @classmethod
+    def start(cls, state: StreamState, frame: Frame, frame_size: Tuple[int, int]) -> "StreamStep":
+        return cls(state, frame, frame_size, state.frame_index, state.object_ids)
+
+    @property
+    def rows(self) -> range:
+        """Its rows among the rows of all streams."""
+        return range(self.first_row, self.first_row + len(self.object_ids))
+
+    def prompts(self) -> List[Optional[PreparedPrompt]]:
+        """The pending prompt of each object (None: tracked from memory only)."""
+        return [self.state.pending_prompt(obj_id) for obj_id in self.object_ids]
+
+    def known_rows(self) -> List[bool]:
+        """Whether each object has a memory (was prompted on an earlier frame)."""
+        return self.state.remembered(len(self.object_ids))
+
+
+def frame_rows(tensor: torch.Tensor, row_frame: List[int]) -> torch.Tensor:
+    """A frame feature (F, ...) for rows reading frames `row_frame`: batch 1 (a view, shared by every row)
+    when they all read one frame, else one copy per row (index_select; SAM 2's components take either)."""
+    first = row_frame[0]
+    if all(frame == first for frame in row_frame):
+        return tensor[first:first + 1]
+    return tensor.index_select(0, torch.tensor(row_frame, device=tensor.device))
+
+
+def concat_readouts(readouts: List[MemoryReadout]) -> MemoryReadout:
+    """The rows of several readouts with the same slot counts as one readout (the first one unchanged).
+
+    The spatial position encoding of memory slots is the memory encoder's, the same in every stream's
+    bank: the first readout's, expanded over all rows, serves them all without a copy.
+    """
+    if len(readouts) == 1:
+        return readouts[0]
+    first = readouts[0]
+    rows = sum(readout.mem_feats.shape[0] for readout in readouts)
+
+    def cat(name: str) -> torch.Tensor:
+        return torch.cat([getattr(readout, name) for readout in readouts])
+
+    return MemoryReadout(
+        mem_feats=cat("mem_feats"),
+        mem_pos=first.mem_pos[:1].expand(rows, *first.mem_pos.shape[1:]),
+        mem_tpos_index=cat("mem_tpos_index"),
+        mem_valid=cat("mem_valid"),
+        ptrs=cat("ptrs"),
+        ptr_tpos=cat("ptr_tpos"),
+        ptr_valid=cat("ptr_valid"),
+        complete=all(readout.complete for readout in readouts),
+    )
+
+
+def spread(rows: int, max_streams: int) -> List[int]:
+    """`rows` objects spread as evenly as possible over min(max_streams, rows) streams."""
+    streams = min(max_streams, rows)
+    return [rows // streams + (1 if index < rows % streams else 0) for index in range(streams)]
+
+
+def is_mask(prompt: Optional[PreparedPrompt]) -> bool:
+    return prompt is not None and prompt.mask is not None
+
+
+def group_by_num_points(rows: List[int], prompt_of_row: Dict[int, Optional[PreparedPrompt]]) -> List[List[int]]:
+    """Split rows with point prompts into groups of equal point count (one decoder batch each)."""
+    groups: Dict[int, List[int]] = {}
+    for row in rows:
+        prompt = prompt_of_row[row]
+        if prompt is not None and prompt.points is not None:
+            groups.setdefault(prompt.points.shape[0], []).append(row)
+    return list(groups.values())
+
+
+def gather_rows(decoded: Dict[int, Tuple[DecodeOutput, int]], num_objects: int) -> StepOutputs:
+    """Assemble per-object outputs of several decoder batches into row order."""
+    sources = [decoded[row] for row in range(num_objects)]
+    first = sources[0][0]
+    if all(out is first for out, _ in sources) and [i for _, i in sources] == list(range(num_objects)):
+        return frame_outputs(first)  # the common case: every object tracked in one batch
+    parts = [frame_outputs(out) for out, _ in sources]
+    return StepOutputs(
+        *(torch.stack([part[k][i] for part, (_, i) in zip(parts, sources)]) for k in range(len(StepOutputs._fields)))
+    )
+
+
+def frame_outputs(out: DecodeOutput) -> StepOutputs:
+    """The fields of a DecodeOutput the tracker keeps, as float32 where they leave the model."""
+    return StepOutputs(
+        low_res_masks=out.low_res_masks.float(),
+        high_res_masks=out.high_res_masks.float(),
+        ious=out.ious.float().amax(dim=1),
+        obj_ptr=out.obj_ptr.float(),
+        object_score_logits=out.object_score_logits.float(),
+    )
+
+
+def frame_result(step: StreamStep, image_size: int, device: torch.device) -> Tuple[TrackResult, List[bool]]:
+    """The step's outputs at the frame's resolution, and whether each object is absent (object score
+    <= 0); object states are filled in by `_commit`."""
+    outputs = step.outputs
+    if outputs is None:
+        return empty_result(step.frame_index, step.frame_size, image_size, device), []
+    low_res = outputs.low_res_masks.float()
+    logits = upsample_logits(low_res, step.frame_size)
+    masks = logits > 0
+    scores = outputs.object_score_logits.float()[:, 0]
+    result = TrackResult(
+        frame_index=step.frame_index,
+        object_ids=list(step.object_ids),
+        masks=masks,
+        logits=logits,
+        low_res_logits=low_res,
+        ious=outputs.ious.float(),
+        presence=torch.sigmoid(scores),
+        states=[],
+        boxes=boxes_from_masks(masks),
+    )
+    return result, (scores <= 0).tolist()
+
+
+def empty_result(frame_index: int, frame_size: Tuple[int, int], image_size: int, device: torch.device
+                 ) -> TrackResult:
+    low = image_size // 4
+    height, width = frame_size
+    return TrackResult(
+        frame_index=frame_index,
+        object_ids=[],
+        masks=torch.zeros(0, height, width, dtype=torch.bool, device=device),
+        logits=torch.zeros(0, height, width, device=device),
+        low_res_logits=torch.zeros(0, 1, low, low, device=device),
+        ious=torch.zeros(0, device=device),
+        presence=torch.zeros(0, device=device),
+        states=[],
+        boxes=torch.zeros(0, 4, device=device),
+    )
