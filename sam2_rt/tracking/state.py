@@ -82,9 +82,9 @@ class StreamSnapshot:
     frame_size: Optional[Tuple[int, int]]
     object_ids: Tuple[int, ...]
     absent_frames: Tuple[int, ...]
-    pending: Dict[int, Tuple[Optional[torch.Tensor], ...]]
-    bank: Tuple[torch.Tensor, ...]
-    nbytes: int
+    pending: Dict[int, Tuple[Optional[torch.Tensor], ...]] = field(repr=False)
+    bank: Tuple[torch.Tensor, ...] = field(repr=False)
+    nbytes: int = 0
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, StreamSnapshot):
