@@ -2,7 +2,7 @@
 
 import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import pytest
 
@@ -22,6 +22,22 @@ class Future:
         return self._result
 
 
+class FakeClient:
+    """A service client whose answer comes from `answer(request)` (a Future of None: no answer)."""
+
+    def __init__(self, srv_name: str, answer: Callable[[Any], Future], node: "FakeNode") -> None:
+        self.srv_name, self._answer, self._node = srv_name, answer, node
+
+    def wait_for_service(self, timeout_sec: float) -> bool:
+        return True
+
+    def call_async(self, request: Any) -> Future:
+        return self._answer(request)
+
+    def remove_pending_request(self, future: Future) -> None:
+        self._node.dropped += 1
+
+
 class FakeNode:
     """A lifecycle node whose answers can be lost: `lose` holds, per change_state request, whether the request
     itself is lost ("request"), only its answer ("answer"), or nothing (None)."""
@@ -31,53 +47,31 @@ class FakeNode:
         self.ran: List[int] = []
         self.dropped = 0
 
-    def change_state_client(self) -> Any:
-        node = self
+    def change_state(self, request: Any) -> Future:
+        from lifecycle_msgs.srv import ChangeState
 
-        class Client:
-            srv_name = "/fake/change_state"
+        loss = self.lose.pop(0) if self.lose else None
+        if loss == "request":
+            return Future(None)
+        self.ran.append(request.transition.id)
+        goal = {1: "inactive", 3: "active"}[request.transition.id]
+        start = {1: "unconfigured", 3: "inactive"}[request.transition.id]
+        success = self.state == start and not self.fail
+        if success:
+            self.state = goal
+        return Future(None if loss == "answer" else ChangeState.Response(success=success))
 
-            def wait_for_service(self, timeout_sec: float) -> bool:
-                return True
+    def get_state(self, request: Any) -> Future:
+        from lifecycle_msgs.msg import State
+        from lifecycle_msgs.srv import GetState
 
-            def call_async(self, request: Any) -> Future:
-                from lifecycle_msgs.srv import ChangeState
+        return Future(GetState.Response(current_state=State(label=self.state)))
 
-                loss = node.lose.pop(0) if node.lose else None
-                if loss == "request":
-                    return Future(None)
-                node.ran.append(request.transition.id)
-                goal = {1: "inactive", 3: "active"}[request.transition.id]
-                start = {1: "unconfigured", 3: "inactive"}[request.transition.id]
-                success = node.state == start and not node.fail
-                if success:
-                    node.state = goal
-                return Future(None if loss == "answer" else ChangeState.Response(success=success))
+    def change_state_client(self) -> FakeClient:
+        return FakeClient("/fake/change_state", self.change_state, self)
 
-            def remove_pending_request(self, future: Future) -> None:
-                node.dropped += 1
-
-        return Client()
-
-    def get_state_client(self) -> Any:
-        node = self
-
-        class Client:
-            srv_name = "/fake/get_state"
-
-            def wait_for_service(self, timeout_sec: float) -> bool:
-                return True
-
-            def call_async(self, request: Any) -> Future:
-                from lifecycle_msgs.msg import State
-                from lifecycle_msgs.srv import GetState
-
-                return Future(GetState.Response(current_state=State(label=node.state)))
-
-            def remove_pending_request(self, future: Future) -> None:
-                node.dropped += 1
-
-        return Client()
+    def get_state_client(self) -> FakeClient:
+        return FakeClient("/fake/get_state", self.get_state, self)
 
 
 def run(node: FakeNode, transition: int) -> bool:
