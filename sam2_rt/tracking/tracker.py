@@ -425,6 +425,7 @@ class Tracker:
             tracked = DecodeOutput(*(values[:batch] for values in decoded_rows))
             for i, row in enumerate(tracked_rows):
                 decoded[row] = (tracked, i)
+        position = {row: i for i, row in enumerate(tracked_rows)}  # row -> its place in the tracked batch
         # Prompted objects, stream by stream.
         for index, step in enumerate(steps):
             frame_feat = feat[index:index + 1]
@@ -432,7 +433,7 @@ class Tracker:
             # Refinement clicks on known objects: memory features + clicks + the tracked mask logits.
             refine_rows = [r for r in tracked_rows if r in step.rows and prompt_of_row[r] is not None]
             for group in group_by_num_points(refine_rows, prompt_of_row):
-                positions = torch.tensor([tracked_rows.index(r) for r in group], device=self.device)
+                positions = torch.tensor([position[r] for r in group], device=self.device)
                 prev_logits = tracked.low_res_masks.index_select(0, positions).float()
                 out = self._decode_points(
                     feat_mem.index_select(0, positions),
