@@ -1,4 +1,4 @@
-"""Detector boxes in the node: messages -> `sam2_rt.detection.association.Detection`, matched to camera frames by stamp.
+"""Detector boxes in the node: messages -> `sam2_rt.detection.decisions.Detection`, matched to camera frames by stamp.
 
 Two inputs per camera, both always subscribed: `detection_boxes` (sam2_ros/DetectionArray, our own message,
 what CI drives) and `detections_in` (vision_msgs/Detection2DArray, where vision_msgs is importable: every ROS
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
 from sam2_ros.msg import DetectionArray
-from sam2_rt.detection.association import Detection
+from sam2_rt.detection.decisions import Detection
 
 # Detection arrays waiting for their camera frame, per camera (a detector far ahead of the tracker, or stamps
 # that never match, cannot grow memory).

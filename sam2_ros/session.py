@@ -13,7 +13,7 @@ import torch
 
 from sam2_ros.parameters import NodeSettings
 from sam2_ros.worker import FrameWorker, resolve_cpu_threads
-from sam2_rt.detection.association import AssociationConfig
+from sam2_rt.detection.decisions import AssociationConfig
 from sam2_rt.weights.loading import MissingCheckpointError, build_model, resolve_checkpoint, resolve_device
 from sam2_rt import Tracker, TrackerConfig
 

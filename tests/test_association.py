@@ -13,18 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-from sam2_rt.detection.association import (
+from sam2_rt.detection.association import DetectionAssociator
+from sam2_rt.detection.decisions import (
     AssociationConfig,
     AssociationOutcome,
     Decision,
     DecisionKind,
     Detection,
-    DetectionAssociator,
     Reason,
     apply_outcome,
-    box_center_distance,
-    box_iou,
 )
+from sam2_rt.detection.matching import box_center_distance, box_iou
 from sam2_rt.weights.checkpoint import random_model
 from sam2_rt import ObjectState, Tracker, TrackerConfig, TrackResult
 

@@ -34,7 +34,11 @@ from media import (
     write_folder,
     write_video,
 )
-from sam2_rt.cli import commands as cli
+from sam2_rt.cli import bench, commands as cli
+from sam2_rt.cli.loop import make_tracker, track_frames
+from sam2_rt.cli.parser import build_parser
+from sam2_rt.io.prompts import command_line_schedule
+from sam2_rt.io.track_outputs import JsonLines
 from sam2_rt.weights import loading as runtime
 from sam2_rt.weights.checkpoint import CHECKPOINTS, Manifest, sha256_file
 
@@ -180,13 +184,13 @@ def test_max_frames_stops_early(tmp_path: Path) -> None:
 def test_ctrl_c_ends_a_run_with_every_finished_frame_written(tmp_path: Path) -> None:
     """What stops a camera run: the frames tracked so far are all written and the run says it was interrupted."""
     def camera():
-        yield from cli.synthetic_frames(HEIGHT, WIDTH, 3)
+        yield from bench.synthetic_frames(HEIGHT, WIDTH, 3)
         raise KeyboardInterrupt
 
-    tracker, _ = cli.make_tracker(cli.build_parser().parse_args(["track", "0", *MODEL_ARGS]))
-    schedule = cli.command_line_schedule(["32,32"], [])
-    output = cli.JsonLines(str(tmp_path / "t.jsonl"))
-    stats = cli.track_frames(tracker, camera(), [schedule], [output])
+    tracker, _ = make_tracker(build_parser().parse_args(["track", "0", *MODEL_ARGS]))
+    schedule = command_line_schedule(["32,32"], [])
+    output = JsonLines(str(tmp_path / "t.jsonl"))
+    stats = track_frames(tracker, camera(), [schedule], [output])
     output.close()
     assert stats.interrupted and stats.frames == 3 and stats.object_ids == [1]
     assert [r["frame"] for r in json_lines(tmp_path / "t.jsonl")] == [0, 1, 2]

@@ -5,7 +5,8 @@ original frame, score, optional class label, optional detector track id; an empt
 saw nothing or did not run) and the tracker's last `TrackResult`. It returns an `AssociationOutcome`: one
 `Decision` per detection (started / re-acquired / refreshed / ignored with a reason) and one per object it
 removes. `apply_outcome` turns the outcome into `Tracker.add_prompt(box=...)` / `Tracker.remove_objects`
-calls on a stream. The intended loop, where the detections of frame t prompt frame t itself:
+calls on a stream (those types and functions are in `sam2_rt.detection.decisions`; the box geometry and the
+one-to-one assignment in `sam2_rt.detection.matching`). The intended loop, where the detections of frame t prompt frame t itself:
 
     outcome = associator.associate(detections_of_frame_t, frame_size, last_result, state.object_ids)
     decisions = apply_outcome(tracker, state, outcome, associator)
@@ -53,163 +54,25 @@ given to another object soon after), and when that would pass `max_object_id`, t
 
 from __future__ import annotations
 
-import enum
 import logging
-import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from sam2_rt.tracking.state import MAX_OBJECT_ID, ObjectState, StreamState, TrackerInputError, TrackResult
-
-from sam2_rt.tracking.tracker import Tracker
+from sam2_rt.detection.decisions import (
+    AssociationConfig,
+    AssociationOutcome,
+    Candidate,
+    Decision,
+    DecisionKind,
+    Detection,
+    Reason,
+    check_detection,
+)
+from sam2_rt.detection.matching import Box, as_box, box_area, box_center_distance, box_iou, greedy_assignment
+from sam2_rt.tracking.state import ObjectState, TrackResult
 
 logger = logging.getLogger(__name__)
-
-Box = Tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the original frame (x1, y1 exclusive)
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One box of a detector on one frame; checked by `DetectionAssociator.associate`, not here.
-
-    Attributes:
-      box: (x0, y0, x1, y1) in pixels of the original frame.
-      score: detector confidence (compared with `AssociationConfig.score_threshold`).
-      label: class label, e.g. "person"; None if the detector has no classes.
-      track_id: the detector's own track id, if it tracks; compared as a string.
-    """
-
-    box: Sequence[float]
-    score: float = 1.0
-    label: Optional[str] = None
-    track_id: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class AssociationConfig:
-    """Parameters of the association policy (see the module docstring for the rules)."""
-
-    # A detection and an object's box overlapping with IoU >= this are the same object.
-    iou_threshold: float = 0.3
-    # Detections with a lower score are ignored.
-    score_threshold: float = 0.5
-    # Re-acquisition gate: largest distance between the detection's box centre and the object's last known
-    # box centre, in units of that box's diagonal (math.inf: any distance, class only).
-    reacquire_max_distance: float = 2.0
-    # An OCCLUDED object absent for at least this many consecutive frames may be re-acquired like a LOST
-    # one (0: at once; set it above the tracker's lost_after_frames to wait for LOST).
-    reacquire_occluded_after_frames: int = 15
-    # Refresh a TRACKING object with a matching detection's box when it was last prompted at least this
-    # many frames before (0: never refresh).
-    refresh_every_n_frames: int = 0
-    # Remove objects started from detections that are LOST for this many consecutive frames (0: never).
-    remove_lost_after_frames: int = 0
-    # Most objects in the stream (those added by hand included); keep it <= TrackerConfig.max_objects.
-    max_objects: int = 16
-    # Largest object id to issue (the tracker's limit; 65535 for a mono16 label image).
-    max_object_id: int = MAX_OBJECT_ID
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
-        if not math.isfinite(self.score_threshold):
-            raise ValueError(f"score_threshold must be a finite number, got {self.score_threshold}")
-        if not self.reacquire_max_distance >= 0.0:  # also rejects NaN
-            raise ValueError(f"reacquire_max_distance must be >= 0, got {self.reacquire_max_distance}")
-        for name in ("reacquire_occluded_after_frames", "refresh_every_n_frames", "remove_lost_after_frames"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.max_objects < 1:
-            raise ValueError(f"max_objects must be >= 1, got {self.max_objects}")
-        if not 1 <= self.max_object_id <= MAX_OBJECT_ID:
-            raise ValueError(f"max_object_id must be in 1..{MAX_OBJECT_ID}, got {self.max_object_id}")
-
-
-class DecisionKind(str, enum.Enum):
-    """What happened to a detection (or to an object, for REMOVED)."""
-
-    STARTED = "started"  # the box starts a new object
-    REACQUIRED = "reacquired"  # the box re-prompts a LOST / long-OCCLUDED object under its id
-    REFRESHED = "refreshed"  # the box re-prompts a TRACKING object (refresh_every_n_frames)
-    REMOVED = "removed"  # an object LOST for remove_lost_after_frames frames is removed (no detection)
-    IGNORED = "ignored"  # nothing is done; see the reason
-
-
-class Reason(str, enum.Enum):
-    """Why a detection (or an action, when the tracker rejected it) was ignored."""
-
-    INVALID = "invalid"  # the box is not 4 finite numbers, or the score is not finite
-    EMPTY_BOX = "empty_box"  # x1 <= x0 or y1 <= y0
-    OUTSIDE_FRAME = "outside_frame"  # nothing of the box lies inside the frame
-    LOW_SCORE = "low_score"  # score < score_threshold
-    DUPLICATE_TRACK_ID = "duplicate_track_id"  # another detection of the frame has its track id and a higher score
-    ALREADY_TRACKED = "already_tracked"  # it matches a TRACKING object (no refresh due)
-    OCCLUDED_BRIEFLY = "occluded_briefly"  # it matches an object occluded for too few frames to re-acquire
-    DUPLICATE = "duplicate"  # it overlaps a present object it was not matched to
-    MAX_OBJECTS = "max_objects"  # it would start an object beyond max_objects
-    NO_FREE_ID = "no_free_id"  # every id up to max_object_id is in use
-    TRACKER_REJECTED = "tracker_rejected"  # apply_outcome: the tracker refused the action
-
-
-ACTIONS = (DecisionKind.STARTED, DecisionKind.REACQUIRED, DecisionKind.REFRESHED)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """One record of an outcome.
-
-    Attributes:
-      kind: what happens.
-      detection_index: index of the detection in the list given to `associate`; None for REMOVED (and a
-        rejected removal).
-      object_id: the object concerned (started, re-acquired, refreshed, removed or matched); None when the
-        detection concerns no object (invalid, low score, no capacity).
-      reason: set when kind is IGNORED.
-      box: for STARTED / REACQUIRED / REFRESHED, the (clipped) box to prompt the object with.
-      detail: a human-readable explanation (for logs).
-    """
-
-    kind: DecisionKind
-    detection_index: Optional[int]
-    object_id: Optional[int]
-    reason: Optional[Reason] = None
-    box: Optional[Box] = None
-    detail: str = ""
-
-    def __str__(self) -> str:
-        what = self.kind.value if self.reason is None else f"{self.kind.value} ({self.reason.value})"
-        source = "" if self.detection_index is None else f"detection {self.detection_index}: "
-        target = "" if self.object_id is None else f" object {self.object_id}"
-        return f"{source}{what}{target}" + (f": {self.detail}" if self.detail else "")
-
-
-@dataclass(frozen=True)
-class AssociationOutcome:
-    """The decisions of one frame and the frame size their boxes refer to.
-
-    Attributes:
-      decisions: one per detection (in detection order), then one per removed object (ascending ids).
-      frame_size: (H, W) of the frame the detections were made on.
-    """
-
-    decisions: List[Decision]
-    frame_size: Tuple[int, int]
-
-    @property
-    def prompts(self) -> List[Decision]:
-        """The decisions that prompt an object with a box (started, re-acquired, refreshed)."""
-        return [d for d in self.decisions if d.kind in ACTIONS]
-
-    @property
-    def removals(self) -> List[int]:
-        """Ids of the objects to remove."""
-        return [d.object_id for d in self.decisions if d.kind is DecisionKind.REMOVED and d.object_id is not None]
-
-    @property
-    def excess(self) -> int:
-        """Detections ignored for lack of room (max_objects reached or no free id)."""
-        return sum(d.reason in (Reason.MAX_OBJECTS, Reason.NO_FREE_ID) for d in self.decisions)
 
 
 @dataclass
@@ -236,17 +99,6 @@ class ObjectRecord:
 
 
 @dataclass
-class _Candidate:
-    """A valid detection during matching."""
-
-    index: int
-    box: Box  # clipped to the frame
-    score: float
-    label: Optional[str]
-    track_id: Optional[str]
-
-
-@dataclass
 class _ObjectView:
     """An object as seen by one `associate` call."""
 
@@ -262,7 +114,7 @@ class _ObjectView:
 class _Match:
     """A detection assigned to an object, and how it was found (for the decision's detail)."""
 
-    candidate: _Candidate
+    candidate: Candidate
     view: _ObjectView
     how: str
 
@@ -384,7 +236,7 @@ class DetectionAssociator:
         boxes = result.boxes.detach().cpu().tolist()
         views: List[_ObjectView] = []
         for object_id, state, mask_box in zip(result.object_ids, result.states, boxes):
-            visible_box = _as_box(mask_box) if _area(_as_box(mask_box)) > 0 else None
+            visible_box = as_box(mask_box) if box_area(as_box(mask_box)) > 0 else None
             record = self._records.get(object_id)
             if record is None:  # added by hand (or by anyone else): protected from duplicates only
                 record = ObjectRecord(from_detector=False, label=None, track_id=None, last_box=None,
@@ -413,11 +265,11 @@ class DetectionAssociator:
 
     def _validate(
         self, detections: Sequence[Detection], frame_size: Tuple[int, int], decisions: Dict[int, Decision]
-    ) -> List[_Candidate]:
+    ) -> List[Candidate]:
         """Valid detections with their boxes clipped to the frame; a decision for each invalid one."""
-        candidates: List[_Candidate] = []
+        candidates: List[Candidate] = []
         for index, detection in enumerate(detections):
-            checked = _check_detection(index, detection, frame_size, self.config.score_threshold)
+            checked = check_detection(index, detection, frame_size, self.config.score_threshold)
             if isinstance(checked, Decision):
                 decisions[index] = checked
             else:
@@ -425,7 +277,7 @@ class DetectionAssociator:
         return candidates
 
     def _match_track_ids(
-        self, candidates: List[_Candidate], views: List[_ObjectView], decisions: Dict[int, Decision]
+        self, candidates: List[Candidate], views: List[_ObjectView], decisions: Dict[int, Decision]
     ) -> List[_Match]:
         """Rule 2: detections whose track id is bound to an object in `views`."""
         view_of = {v.object_id: v for v in views}
@@ -444,7 +296,7 @@ class DetectionAssociator:
             matches[candidate.track_id] = _Match(candidate, view_of[object_id], f"track id {candidate.track_id!r}")
         return list(matches.values())
 
-    def _match_overlaps(self, candidates: List[_Candidate], present: List[_ObjectView]) -> List[_Match]:
+    def _match_overlaps(self, candidates: List[Candidate], present: List[_ObjectView]) -> List[_Match]:
         """Rule 3: greedy one-to-one matching by IoU descending, IoU >= iou_threshold, compatible pairs."""
         pairs = []
         for candidate in candidates:
@@ -454,11 +306,11 @@ class DetectionAssociator:
                 iou = box_iou(candidate.box, view.reference_box)
                 if iou >= self.config.iou_threshold:
                     pairs.append((-iou, candidate.index, view.object_id, candidate, view))
-        return [_Match(c, v, f"IoU {-key:.2f}") for key, c, v in _greedy(pairs)]
+        return [_Match(c, v, f"IoU {-key:.2f}") for key, c, v in greedy_assignment(pairs)]
 
     def _ignore_duplicates(
-        self, candidates: List[_Candidate], present: List[_ObjectView], decisions: Dict[int, Decision]
-    ) -> List[_Candidate]:
+        self, candidates: List[Candidate], present: List[_ObjectView], decisions: Dict[int, Decision]
+    ) -> List[Candidate]:
         """Rule 4: ignore detections over a present object they were not matched to; return the others."""
         remaining = []
         for candidate in candidates:
@@ -474,7 +326,7 @@ class DetectionAssociator:
                 remaining.append(candidate)
         return remaining
 
-    def _match_reacquirable(self, candidates: List[_Candidate], lost: List[_ObjectView]) -> List[_Match]:
+    def _match_reacquirable(self, candidates: List[Candidate], lost: List[_ObjectView]) -> List[_Match]:
         """Rule 5: greedy one-to-one matching by gated centre distance (in last-box diagonals), same class."""
         pairs = []
         for candidate in candidates:
@@ -484,9 +336,9 @@ class DetectionAssociator:
                 distance = box_center_distance(candidate.box, view.reference_box)
                 if distance <= self.config.reacquire_max_distance:
                     pairs.append((distance, candidate.index, view.object_id, candidate, view))
-        return [_Match(c, v, f"{key:.2f} box diagonals from its last box") for key, c, v in _greedy(pairs)]
+        return [_Match(c, v, f"{key:.2f} box diagonals from its last box") for key, c, v in greedy_assignment(pairs)]
 
-    def _compatible(self, candidate: _Candidate, view: _ObjectView, by_class_only: bool) -> bool:
+    def _compatible(self, candidate: Candidate, view: _ObjectView, by_class_only: bool) -> bool:
         """Whether a detection may be matched to an object by overlap (or, `by_class_only`, by distance)."""
         record = view.record
         if candidate.track_id is not None and record.track_id not in (None, candidate.track_id):
@@ -536,7 +388,7 @@ class DetectionAssociator:
         return removals
 
     def _start_objects(
-        self, candidates: List[_Candidate], in_use: Set[int], next_frame: int, decisions: Dict[int, Decision]
+        self, candidates: List[Candidate], in_use: Set[int], next_frame: int, decisions: Dict[int, Decision]
     ) -> None:
         """Rule 6: start an object for each remaining detection, best score first, within the bounds."""
         for candidate in sorted(candidates, key=lambda c: (-c.score, c.index)):
@@ -575,143 +427,7 @@ class DetectionAssociator:
         return next((i for i in range(1, self.config.max_object_id + 1) if i not in in_use), None)
 
 
-def apply_outcome(
-    tracker: Tracker,
-    state: StreamState,
-    outcome: AssociationOutcome,
-    associator: Optional[DetectionAssociator] = None,
-) -> List[Decision]:
-    """Apply an outcome to a stream: remove objects, then prompt objects with their boxes.
-
-    Each action is applied on its own: one the tracker rejects (TrackerInputError) becomes an IGNORED
-    decision with reason TRACKER_REJECTED and the others go on. A start for an id the stream already
-    knows, and a re-acquisition or refresh of an id it no longer knows, are rejected here (add_prompt would
-    refine the other object, or start a new one under an old id). With `associator`, a rejected start is
-    forgotten by it at once.
-
-    Arguments:
-      tracker: the tracker of the stream.
-      state: the stream; prompts apply on its next `Tracker.step`.
-      outcome: from `DetectionAssociator.associate`.
-      associator: the associator that produced `outcome`, if it should forget rejected starts.
-    Returns:
-      The outcome's decisions, with rejected actions replaced.
-    """
-    applied: Dict[int, Decision] = {}
-    removals_first = sorted(
-        (i for i, d in enumerate(outcome.decisions) if d.kind is DecisionKind.REMOVED or d.kind in ACTIONS),
-        key=lambda i: outcome.decisions[i].kind is not DecisionKind.REMOVED,
-    )
-    for position in removals_first:
-        decision = outcome.decisions[position]
-        try:
-            _apply_decision(tracker, state, decision, outcome.frame_size)
-        except TrackerInputError as error:
-            applied[position] = replace(
-                decision, kind=DecisionKind.IGNORED, reason=Reason.TRACKER_REJECTED, box=None,
-                detail=f"{decision.kind.value} rejected: {error}",
-            )
-            if associator is not None and decision.kind is DecisionKind.STARTED and decision.object_id is not None:
-                associator.forget(decision.object_id)
-    return [applied.get(i, d) for i, d in enumerate(outcome.decisions)]
-
-
-def _apply_decision(tracker: Tracker, state: StreamState, decision: Decision, frame_size: Tuple[int, int]) -> None:
-    """Remove or prompt one object as `decision` (an action or REMOVED) says.
-
-    Raises:
-      TrackerInputError: the tracker refused, or the id does not fit the action (the stream is unchanged).
-    """
-    object_id = int(decision.object_id)  # type: ignore[arg-type]  # set on every action and removal
-    known = object_id in state.object_ids
-    if decision.kind is DecisionKind.REMOVED:
-        tracker.remove_objects(state, [object_id])
-    elif decision.kind is DecisionKind.STARTED and known:
-        raise TrackerInputError(f"object id {object_id} is already in use in the stream")
-    elif decision.kind is not DecisionKind.STARTED and not known:
-        raise TrackerInputError(f"object {object_id} is no longer in the stream")
-    else:
-        tracker.add_prompt(state, object_id, box=decision.box, frame_size=frame_size)
-
-
-def _unmatched(candidates: List[_Candidate], matches: List[_Match], decisions: Dict[int, Decision]) -> List[_Candidate]:
+def _unmatched(candidates: List[Candidate], matches: List[_Match], decisions: Dict[int, Decision]) -> List[Candidate]:
     """The candidates neither matched nor decided yet."""
     matched = {m.candidate.index for m in matches}
     return [c for c in candidates if c.index not in matched and c.index not in decisions]
-
-
-def _greedy(pairs: List[tuple]) -> List[Tuple[float, _Candidate, _ObjectView]]:
-    """One-to-one assignment from (key, detection index, object id, candidate, view) tuples, lowest key
-    first, ties by detection index then object id."""
-    used_detections: Set[int] = set()
-    used_objects: Set[int] = set()
-    chosen = []
-    for key, index, object_id, candidate, view in sorted(pairs, key=lambda p: p[:3]):
-        if index not in used_detections and object_id not in used_objects:
-            used_detections.add(index)
-            used_objects.add(object_id)
-            chosen.append((key, candidate, view))
-    return chosen
-
-
-def _check_detection(
-    index: int, detection: Detection, frame_size: Tuple[int, int], score_threshold: float
-) -> Union[_Candidate, Decision]:
-    """The detection as a candidate (box clipped to the H x W frame), or the decision that ignores it."""
-    height, width = frame_size
-    box, problem = _checked_box(detection.box)
-    try:
-        score = float(detection.score)
-    except (TypeError, ValueError):
-        score = math.nan
-    clipped = (max(box[0], 0.0), max(box[1], 0.0), min(box[2], float(width)), min(box[3], float(height)))
-    if problem or not math.isfinite(score):
-        reason, detail = Reason.INVALID, problem or f"score {detection.score!r} is not a finite number"
-    elif _area(box) <= 0:
-        reason, detail = Reason.EMPTY_BOX, f"box {list(box)} has no area"
-    elif _area(clipped) <= 0:
-        reason, detail = Reason.OUTSIDE_FRAME, f"box {list(box)} lies outside the {width}x{height} frame"
-    elif score < score_threshold:
-        reason, detail = Reason.LOW_SCORE, f"score {score:.3g} < {score_threshold}"
-    else:
-        label = None if detection.label is None else str(detection.label)
-        track_id = None if detection.track_id is None else str(detection.track_id)
-        return _Candidate(index, clipped, score, label, track_id)
-    return Decision(DecisionKind.IGNORED, index, None, reason, detail=detail)
-
-
-def _checked_box(value: Sequence[float]) -> Tuple[Box, str]:
-    """(box, "") for four finite numbers, else ((nan,) * 4, what is wrong)."""
-    invalid: Box = (math.nan, math.nan, math.nan, math.nan)
-    try:
-        numbers = [float(v) for v in value]
-    except (TypeError, ValueError):
-        return invalid, f"box {value!r} is not a sequence of numbers"
-    if len(numbers) != 4:
-        return invalid, f"box must be (x0, y0, x1, y1), got {len(numbers)} numbers"
-    if not all(math.isfinite(v) for v in numbers):
-        return invalid, f"box {numbers} is not finite"
-    return _as_box(numbers), ""
-
-
-def _as_box(values: Sequence[float]) -> Box:
-    return float(values[0]), float(values[1]), float(values[2]), float(values[3])
-
-
-def _area(box: Box) -> float:
-    return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
-
-
-def box_iou(a: Box, b: Box) -> float:
-    """Intersection over union of two (x0, y0, x1, y1) boxes; 0 when either has no area."""
-    inter = _area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
-    union = _area(a) + _area(b) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def box_center_distance(box: Box, reference: Box) -> float:
-    """Distance between the centres of `box` and `reference`, in units of `reference`'s diagonal."""
-    dx = (box[0] + box[2] - reference[0] - reference[2]) / 2.0
-    dy = (box[1] + box[3] - reference[1] - reference[3]) / 2.0
-    diagonal = math.hypot(reference[2] - reference[0], reference[3] - reference[1])
-    return math.hypot(dx, dy) / diagonal if diagonal > 0 else math.inf

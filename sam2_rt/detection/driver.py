@@ -17,14 +17,8 @@ import math
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from sam2_rt.detection.association import (
-    AssociationConfig,
-    Decision,
-    DecisionKind,
-    Detection,
-    DetectionAssociator,
-    apply_outcome,
-)
+from sam2_rt.detection.association import DetectionAssociator
+from sam2_rt.detection.decisions import AssociationConfig, Decision, DecisionKind, Detection, apply_outcome
 from sam2_rt.tracking.state import StreamState, TrackResult
 from sam2_rt.tracking.tracker import Tracker
 

@@ -3,7 +3,7 @@
 A prompt is a `PromptEvent` (add / refine / remove objects). Events come from *prompt providers*: any object
 with ``events_for(frame) -> list of PromptEvent``, asked once per frame in order; the command line and a
 prompt file are each one `PromptSchedule` (events at frame numbers or timestamps), and other providers
-(e.g. a detector) can join the list `sam2_rt.cli.commands.track_frames` asks. `apply_events` hands a frame's events
+(e.g. a detector) can join the list `sam2_rt.cli.loop.track_frames` asks. `apply_events` hands a frame's events
 to the tracker before that frame is tracked. USER_GUIDE (shown by `sam2-rt track --help`) is the format.
 """
 from __future__ import annotations
