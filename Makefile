@@ -27,7 +27,7 @@ CHECKPOINT ?=
 .PHONY: setup test test-fast demo interfaces clean
 .DEFAULT_GOAL := setup
 
-setup: $(STAMPS)/editable
+setup: $(STAMPS)/editable $(STAMPS)/samurai
 
 $(STAMPS)/venv:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,16 @@ $(STAMPS)/interfaces: $(STAMPS)/deps $(INTERFACES) $(wildcard scripts/* launch/*
 $(STAMPS)/editable: $(STAMPS)/interfaces setup.py
 	SAM2_BUILD_CUDA=0 $(PIP) install --quiet --no-build-isolation -e ".[test]"
 	$(PY) -c "from sam2_ros.msg import Prompt, TrackedObjectArray; import sam2_rt"
+	touch $@
+
+# SAMURAI's reference (tests only): its module is also named `sam2`, so its sources are unpacked into
+# build/refs/samurai (never installed) and used alone: tests load its Kalman filter file by path.
+$(STAMPS)/samurai: $(STAMPS)/editable
+	rm -rf build/refs/samurai build/refs/dl && mkdir -p build/refs/dl
+	$(PIP) download --quiet --no-deps --no-build-isolation absolutely-not-samurai==1.0.0 -d build/refs/dl
+	$(PY) -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall('build/refs', filter='data')" \
+		build/refs/dl/absolutely_not_samurai-1.0.0.tar.gz
+	mv build/refs/absolutely_not_samurai-1.0.0 build/refs/samurai
 	touch $@
 
 interfaces: $(STAMPS)/interfaces

@@ -21,6 +21,8 @@ TEST_REQUIRES = [
     "hydra-core>=1.3.2",
     "iopath>=0.1.10",
     "torchvision==0.29.1",
+    # SAMURAI's reference Kalman filter (tests/test_motion.py) runs on numpy and scipy.
+    "scipy==1.17.1",
     # TensorRT-RTX build of torch-tensorrt: real TensorRT libraries on PyPI (~100 MB) that BUILD engines on a
     # CPU-only machine, so CI proves every per-frame component converts (tests/test_engines.py). It provides
     # the same module `torch_tensorrt` as the `tensorrt` extra: never install both in one environment.
