@@ -26,6 +26,7 @@ from typing import Iterator, List, Optional, Sequence
 import torch
 
 from sam2_rt.runtime.readout import MemoryReadout
+from sam2_rt.runtime.transfer import to_device
 
 # Frame index stored in an empty slot.
 EMPTY = -1
@@ -123,7 +124,7 @@ class MemoryBank:
             return
         slot = frame_index % self.num_recent
         ptr_slot = frame_index % self.num_recent_ptrs
-        index = torch.tensor(rows, dtype=torch.int64, device=self.cond_feats.device)
+        index = to_device(rows, self.cond_feats.device)
         self.recent_feats[index, slot] = feats.to(self.recent_feats.dtype)
         self.recent_ptrs[index, ptr_slot] = ptrs.float()
         self.recent_frames[rows, slot] = frame_index
@@ -144,8 +145,8 @@ class MemoryBank:
             return
         slots = [self._conditioning_slot(row) for row in rows]
         device = self.cond_feats.device
-        index = torch.tensor(rows, dtype=torch.int64, device=device)
-        slot_index = torch.tensor(slots, dtype=torch.int64, device=device)
+        index = to_device(rows, device)
+        slot_index = to_device(slots, device)
         self.cond_feats[index, slot_index] = feats.to(self.cond_feats.dtype)
         self.cond_ptrs[index, slot_index] = ptrs.float()
         self.cond_frames[rows, slots] = frame_index
@@ -229,8 +230,8 @@ class MemoryBank:
             index: torch.Tensor | slice = slice(0, batch)
             cpu_index: torch.Tensor | slice = index
         else:
-            index = torch.tensor(rows, dtype=torch.int64, device=device)
             cpu_index = torch.tensor(rows, dtype=torch.int64)
+            index = to_device(cpu_index, device)
         cond_frames = self.cond_frames[cpu_index]
         cond_valid = (cond_frames != EMPTY) & (cond_frames <= frame_index)
         recent_frames = self.recent_frames[cpu_index]
@@ -245,12 +246,12 @@ class MemoryBank:
         if compact:
             ptr_used = ptr_valid.any(dim=0).nonzero()[:, 0]
             ptr_dist, ptr_valid = ptr_dist[:, ptr_used], ptr_valid[:, ptr_used]
-            recent_ptrs = recent_ptrs.index_select(1, ptr_used.to(device))
+            recent_ptrs = recent_ptrs.index_select(1, to_device(ptr_used, device))
             cond_used = cond_valid.any(dim=0).nonzero()[:, 0]
             recent_used = recent_valid.any(dim=0).nonzero()[:, 0]
             cond_frames, cond_valid = cond_frames[:, cond_used], cond_valid[:, cond_used]
             recent_dist, recent_valid = recent_dist[:, recent_used], recent_valid[:, recent_used]
-            cond_used, recent_used = cond_used.to(device), recent_used.to(device)
+            cond_used, recent_used = to_device(cond_used, device), to_device(recent_used, device)
             cond_feats, cond_ptrs = cond_feats.index_select(1, cond_used), cond_ptrs.index_select(1, cond_used)
             recent_feats = recent_feats.index_select(1, recent_used)
         mem_feats = torch.cat((cond_feats, recent_feats), dim=1).to(dtype)
@@ -262,10 +263,10 @@ class MemoryBank:
         return MemoryReadout(
             mem_feats=mem_feats,
             mem_pos=mem_pos,
-            mem_tpos_index=torch.cat((cond_tpos, recent_tpos), dim=1).to(device, non_blocking=True),
-            mem_valid=torch.cat((cond_valid, recent_valid), dim=1).to(device, non_blocking=True),
+            mem_tpos_index=to_device(torch.cat((cond_tpos, recent_tpos), dim=1), device),
+            mem_valid=to_device(torch.cat((cond_valid, recent_valid), dim=1), device),
             ptrs=torch.cat((cond_ptrs, recent_ptrs), dim=1),
-            ptr_tpos=torch.cat((frame_index - cond_frames, ptr_dist), dim=1).float().to(device, non_blocking=True),
-            ptr_valid=torch.cat((cond_valid, ptr_valid), dim=1).to(device, non_blocking=True),
+            ptr_tpos=to_device(torch.cat((frame_index - cond_frames, ptr_dist), dim=1).float(), device),
+            ptr_valid=to_device(torch.cat((cond_valid, ptr_valid), dim=1), device),
             complete=complete,
         )

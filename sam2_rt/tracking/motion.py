@@ -26,6 +26,8 @@ from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
+from sam2_rt.runtime.transfer import to_device
+
 # Noise weights of the filter, relative to the box height (the reference's, from DeepSORT).
 STD_WEIGHT_POSITION = 1.0 / 20
 STD_WEIGHT_VELOCITY = 1.0 / 160
@@ -219,7 +221,7 @@ class MotionState:
           candidate_logits: (N, C, S, S) the candidates' mask logits at the model's input resolution (an absent
             object's all at NO_OBJ_SCORE, hence empty).
         """
-        index = torch.tensor(list(rows), dtype=torch.int64, device=self.stable.device)
+        index = to_device(rows, self.stable.device)
         mean, covariance, stable = (t.index_select(0, index) for t in self.tensors())
         ious = ious.float()
         boxes = mask_boxes(candidate_logits)  # (N, C, 4) float64
@@ -250,7 +252,7 @@ class MotionState:
 
     def apply(self, rows: Sequence[int], choice: MotionChoice) -> None:
         """Write a step's choice (once every model call of the step went through)."""
-        index = torch.tensor(list(rows), dtype=torch.int64, device=self.stable.device)
+        index = to_device(rows, self.stable.device)
         for tensor, values in zip(self.tensors(), (choice.mean, choice.covariance, choice.stable)):
             tensor.index_copy_(0, index, values)
 

@@ -11,6 +11,7 @@ import torch
 
 from sam2_rt.modeling.sam2 import DecodeOutput
 from sam2_rt.runtime.readout import MemoryReadout
+from sam2_rt.runtime.transfer import to_device
 from sam2_rt.tracking.state import PreparedPrompt, StreamState, TrackResult
 from sam2_rt.tracking.transforms import Frame, boxes_from_masks, upsample_logits
 
@@ -72,7 +73,7 @@ def frame_rows(tensor: torch.Tensor, row_frame: List[int]) -> torch.Tensor:
     first = row_frame[0]
     if all(frame == first for frame in row_frame):
         return tensor[first:first + 1]
-    return tensor.index_select(0, torch.tensor(row_frame, device=tensor.device))
+    return tensor.index_select(0, to_device(row_frame, tensor.device))
 
 
 def concat_readouts(readouts: List[MemoryReadout]) -> MemoryReadout:

@@ -55,6 +55,7 @@ from sam2_rt.modeling.sam2 import DecodeOutput, SAM2Model
 from sam2_rt.runtime.backends import PRECISIONS, RunnerOptions, resolve_precision
 from sam2_rt.runtime.choice import make_runner
 from sam2_rt.runtime.readout import MemoryReadout
+from sam2_rt.runtime.transfer import to_device
 from sam2_rt.tracking.config import TrackerConfig, WarmupReport, cpu_has_native
 from sam2_rt.tracking.memory import MemoryBank
 from sam2_rt.tracking.state import PreparedPrompt, StreamState, TrackerInputError, TrackResult
@@ -433,7 +434,7 @@ class Tracker:
             # Refinement clicks on known objects: memory features + clicks + the tracked mask logits.
             refine_rows = [r for r in tracked_rows if r in step.rows and prompt_of_row[r] is not None]
             for group in group_by_num_points(refine_rows, prompt_of_row):
-                positions = torch.tensor([position[r] for r in group], device=self.device)
+                positions = to_device([position[r] for r in group], self.device)
                 prev_logits = tracked.low_res_masks.index_select(0, positions).float()
                 out = self._decode_points(
                     feat_mem.index_select(0, positions),
@@ -584,7 +585,7 @@ class Tracker:
             return
         for rows, write in ((tracked_rows, bank.write_recent), (memory.prompted_rows, bank.write_conditioning)):
             if rows:
-                index = torch.tensor(rows, device=self.device)
+                index = to_device(rows, self.device)
                 write(rows, step.frame_index, memory.mem_feat.index_select(0, index),
                       memory.obj_ptr.index_select(0, index))
 
