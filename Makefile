@@ -1,5 +1,5 @@
 # sam2-ros developer entry points. Every target sets up what it needs, idempotently.
-#   make setup   create .venv, install torch + ROS 2 wheels + test oracle, build the interfaces, pip -e
+#   make setup   create .venv, install torch + ROS 2 wheels + test oracles, build the interfaces, pip -e
 #   make test    setup, then the whole pytest suite (what CI runs)
 #   make test-fast  setup, then the suite without ROS processes, slow tests and TensorRT builds (iteration)
 #   make demo    setup, then the demo (see README)
@@ -27,7 +27,7 @@ CHECKPOINT ?=
 .PHONY: setup test test-fast demo interfaces clean
 .DEFAULT_GOAL := setup
 
-setup: $(STAMPS)/editable $(STAMPS)/samurai
+setup: $(STAMPS)/editable $(STAMPS)/samurai $(STAMPS)/edgetam
 
 $(STAMPS)/venv:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,14 @@ $(STAMPS)/samurai: $(STAMPS)/editable
 	$(PY) -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall('build/refs', filter='data')" \
 		build/refs/dl/absolutely_not_samurai-1.0.0.tar.gz
 	mv build/refs/absolutely_not_samurai-1.0.0 build/refs/samurai
+	touch $@
+
+# Meta's EdgeTAM (tests only), the oracle of tests/test_edgetam_parity.py: its module is also named `sam2`, so
+# it is installed into build/refs/edgetam alone (--target, no dependencies: timm, hydra-core and iopath come
+# with the editable install) and the tests run it in a subprocess with that folder first on sys.path.
+$(STAMPS)/edgetam: $(STAMPS)/editable
+	rm -rf build/refs/edgetam
+	$(PIP) install --quiet --no-deps --target build/refs/edgetam edgetam-dimos==1.0.1
 	touch $@
 
 interfaces: $(STAMPS)/interfaces

@@ -47,6 +47,8 @@ setup(
         # Progress bar of `sam2-rt track` and `sam2-rt download`; prompt files in YAML.
         "tqdm>=4.60",
         "PyYAML>=5.4",
+        # EdgeTAM's RepViT-M1 trunk (sam2_rt.modeling.repvit), imported only when an EdgeTAM model is built.
+        "timm==1.0.29",
     ],
     extras_require={
         "test": TEST_REQUIRES,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Dict, List, NamedTuple, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -132,27 +132,33 @@ def memory_scene(
     mem_dim: int = 64,
     hidden_dim: int = 256,
     frame_idx: int = 20,
+    memory_tokens: Optional[int] = None,
 ) -> MemoryScene:
     """Random memories: a conditioning frame at t=0, filled-1 of the num_maskmem-1 frames before frame_idx
     (random gaps), and 4 older frames that only contribute object pointers. Our slots hold the same
-    memories and pointers at shuffled slot positions; the other slots are invalid (and zero)."""
+    memories and pointers at shuffled slot positions; the other slots are invalid (and zero).
+
+    memory_tokens: None for SAM 2's memories, (1, mem_dim, feat_size, feat_size) maps; a number for EdgeTAM's
+    perceiver outputs, (1, memory_tokens, mem_dim) tokens (our slots are then (1, num_maskmem, T, mem_dim))."""
     rng = random.Random(seed)
     generator = torch.Generator().manual_seed(seed)
     recent = rng.sample(range(frame_idx - num_maskmem + 1, frame_idx), filled - 1)
     older = rng.sample(range(frame_idx - 15, frame_idx - num_maskmem + 1), 4)
 
+    memory_shape = (mem_dim, feat_size, feat_size) if memory_tokens is None else (memory_tokens, mem_dim)
+
     def frame_output() -> Dict[str, object]:
         return {
-            "maskmem_features": torch.randn(1, mem_dim, feat_size, feat_size, generator=generator),
-            "maskmem_pos_enc": [torch.randn(1, mem_dim, feat_size, feat_size, generator=generator)],
+            "maskmem_features": torch.randn(1, *memory_shape, generator=generator),
+            "maskmem_pos_enc": [torch.randn(1, *memory_shape, generator=generator)],
             "obj_ptr": torch.randn(1, hidden_dim, generator=generator),
         }
 
     cond = {0: frame_output()}
     non_cond = {t: frame_output() for t in sorted(recent + older)}
 
-    mem_feats = torch.zeros(1, num_maskmem, mem_dim, feat_size, feat_size)
-    mem_pos = torch.zeros(1, num_maskmem, mem_dim, feat_size, feat_size)
+    mem_feats = torch.zeros(1, num_maskmem, *memory_shape)
+    mem_pos = torch.zeros(1, num_maskmem, *memory_shape)
     mem_tpos_index = torch.zeros(1, num_maskmem, dtype=torch.long)
     mem_valid = torch.zeros(1, num_maskmem, dtype=torch.bool)
     ptrs = torch.zeros(1, num_ptr_slots, hidden_dim)

@@ -264,12 +264,14 @@ def test_download_of_a_file_for_another_model_is_refused(server: BlobServer, tmp
     assert not (tmp_path / "x.pt").exists()
 
 
-def test_official_table_covers_the_eight_models() -> None:
+def test_official_table_covers_the_eight_sam2_models_and_edgetam() -> None:
     assert CHECKPOINTS["sam2_hiera_base_plus"].url == (
         "https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_base_plus.pt"
     )
     assert CHECKPOINTS["sam2.1_hiera_large"].url == (
         "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_large.pt"
     )
-    assert len(CHECKPOINTS) == 8
+    assert CHECKPOINTS["edgetam"].url == "https://github.com/facebookresearch/EdgeTAM/raw/main/checkpoints/edgetam.pt"
+    assert CHECKPOINTS["edgetam"].filename == "edgetam.pt"
+    assert len(CHECKPOINTS) == 9
     assert all(info.config().name == name for name, info in CHECKPOINTS.items())

@@ -1,4 +1,4 @@
-"""Typed configuration of the eight official SAM 2 / SAM 2.1 models.
+"""Typed configuration of the official SAM 2 / SAM 2.1 models and of EdgeTAM.
 
 Values follow Meta's yaml files of sam2==1.1.0 (``configs/sam2/*.yaml`` and ``configs/sam2.1/*.yaml``) plus
 the overrides Meta's ``build_sam2_video_predictor`` applies on top (dynamic multimask via stability,
@@ -8,10 +8,15 @@ model here: we never fill holes.
 Architectural facts shared by all eight models are not fields, they are how ``SAM2Model`` is built: high-res
 features in the mask decoder, object-score MLP head, object pointers in memory attention through a 3-layer
 MLP, a fixed no-object pointer, the no-memory embedding added directly on initial conditioning frames.
+
+EdgeTAM (Meta, CVPR 2025; ``configs/edgetam.yaml`` of ``edgetam-dimos==1.0.1``) is SAM 2 with a RepViT-M1 trunk
+from timm, 2 memory attention layers whose cross-attention rotates a 16 x 16 key grid, and a perceiver that
+compresses every memory frame to 512 tokens. Its behaviour flags are SAM 2's (not SAM 2.1's).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
@@ -25,6 +30,13 @@ MODEL_NAMES: Tuple[str, ...] = (
     "sam2.1_hiera_base_plus",
     "sam2.1_hiera_large",
 )
+# EdgeTAM has a config, a model (sam2_rt.modeling.edgetam) and a checkpoint entry; it joins MODEL_NAMES, the
+# models the tracker, CLI and node offer, when the tracker drives it (issue 20).
+EDGETAM_NAME = "edgetam"
+# Every model get_config knows.
+KNOWN_MODEL_NAMES: Tuple[str, ...] = MODEL_NAMES + (EDGETAM_NAME,)
+# Output channels of the trunks that come from timm, coarsest level first (the order of the neck).
+TIMM_TRUNK_CHANNELS: Dict[str, Tuple[int, int, int, int]] = {"repvit_m1": (384, 192, 96, 48)}
 
 # The choices every front end offers (node parameters, launch arguments, CLI flags, tools): one source.
 # Where the model runs: "auto" = cuda when available, else cpu.
@@ -42,14 +54,16 @@ IMAGE_SIZE_MULTIPLE = 32
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Hyper-parameters of one SAM 2 / SAM 2.1 model at one input resolution."""
+    """Hyper-parameters of one SAM 2 / SAM 2.1 / EdgeTAM model at one input resolution."""
 
-    # Registry name, one of MODEL_NAMES.
+    # Registry name, one of KNOWN_MODEL_NAMES.
     name: str
-    # "2" for SAM 2 (July 2024 checkpoints), "2.1" for SAM 2.1 (September 2024 checkpoints).
+    # "2" for SAM 2 (July 2024 checkpoints), "2.1" for SAM 2.1 (September 2024 checkpoints), "edgetam".
     version: str
     # Square model input side in pixels (frames are resized to image_size x image_size).
     image_size: int = 1024
+    # Image trunk: "hiera" (the fields below), or a timm model of TIMM_TRUNK_CHANNELS ("repvit_m1", EdgeTAM).
+    trunk: str = "hiera"
 
     # --- Hiera trunk (image_encoder.trunk) ---
     # Channels of the first stage; doubled at every stage change.
@@ -104,6 +118,18 @@ class ModelConfig:
     mem_attn_dropout: float = 0.1
     # Base of the rotary position encoding frequencies.
     rope_theta: float = 10000.0
+
+    # --- spatial perceiver (EdgeTAM; 0 layers = none, memories stay h x w maps) ---
+    # Layers of the perceiver that compresses each memory frame (cross-attention + feed-forward, then
+    # self-attention + feed-forward).
+    perceiver_depth: int = 0
+    # Global latents: each attends to the whole h x w memory (with its sine position encoding).
+    perceiver_num_latents: int = 256
+    # 2-D latents, a square grid: each attends to its own window of the memory. Memory attention rotates
+    # them with RoPE on their grid; the global latents and the object pointers stay unrotated.
+    perceiver_num_latents_2d: int = 256
+    # Hidden size of the perceiver feed-forwards relative to mem_dim.
+    perceiver_ff_mult: int = 4
 
     # --- memory encoder ---
     # Kernel size of the depth-wise convolution of the fuser's ConvNeXt blocks.
@@ -177,6 +203,8 @@ class ModelConfig:
     @property
     def backbone_channel_list(self) -> Tuple[int, int, int, int]:
         """Trunk output channels, coarsest level first (the order of Meta's neck)."""
+        if self.trunk != "hiera":
+            return TIMM_TRUNK_CHANNELS[self.trunk]
         widths = [int(self.embed_dim * self.dim_mul**stage) for stage in range(len(self.stages))]
         return tuple(reversed(widths))  # type: ignore[return-value]
 
@@ -184,6 +212,13 @@ class ModelConfig:
     def feat_size(self) -> int:
         """Side h = w of the stride-16 feature grid."""
         return self.image_size // self.backbone_stride
+
+    @property
+    def memory_tokens(self) -> int:
+        """Tokens of one memory frame: h * w, or the perceiver's latents (512 for EdgeTAM at any size)."""
+        if self.perceiver_depth > 0:
+            return self.perceiver_num_latents + self.perceiver_num_latents_2d
+        return self.feat_size**2
 
     @property
     def low_res_size(self) -> int:
@@ -211,19 +246,39 @@ _SAM2_0_FLAGS: Dict[str, object] = dict(
 )
 
 
+# EdgeTAM (configs/edgetam.yaml): SAM 2 flags; hiera fields unused.
+_EDGETAM: Dict[str, object] = dict(
+    _SAM2_0_FLAGS,
+    trunk="repvit_m1",
+    mem_attn_num_layers=2,
+    perceiver_depth=2,
+)
+
+
 def get_config(name: str, image_size: int = 1024) -> ModelConfig:
     """Return the configuration of an official model at the given input size.
 
     Arguments:
-      name: one of MODEL_NAMES, e.g. "sam2.1_hiera_tiny".
-      image_size: square model input side in pixels; a positive multiple of 32 (1024 is Meta's).
+      name: one of KNOWN_MODEL_NAMES, e.g. "sam2.1_hiera_tiny" or "edgetam".
+      image_size: square model input side in pixels; a positive multiple of 32 (1024 is Meta's). EdgeTAM's
+        perceiver splits the stride-16 map into sqrt(perceiver_num_latents_2d) = 16 windows a side, so its
+        sizes are multiples of 256.
     Raises:
       ValueError: unknown name or unsupported image size.
     """
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
+    if name not in KNOWN_MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(KNOWN_MODEL_NAMES)}")
     if image_size <= 0 or image_size % IMAGE_SIZE_MULTIPLE != 0:
         raise ValueError(f"image_size must be a positive multiple of {IMAGE_SIZE_MULTIPLE}, got {image_size}")
+    if name == EDGETAM_NAME:
+        config = ModelConfig(name=name, version="edgetam", image_size=image_size, **_EDGETAM)  # type: ignore[arg-type]
+        windows = math.isqrt(config.perceiver_num_latents_2d)
+        if config.feat_size % windows != 0:
+            raise ValueError(
+                f"EdgeTAM needs an image_size that is a multiple of {windows * config.backbone_stride} "
+                f"(its perceiver splits the memory into {windows} x {windows} windows), got {image_size}"
+            )
+        return config
     family, size = name.split("_hiera_")
     version = "2.1" if family == "sam2.1" else "2"
     fields: Dict[str, object] = dict(_SIZES[size])

@@ -52,6 +52,19 @@ class DecodeOutput(NamedTuple):
     object_score_logits: torch.Tensor
 
 
+class DecodeCandidates(NamedTuple):
+    """Every candidate of the mask decoder (`SAM2Model.decode_candidates`; K = 3 with multimask output, else 1)."""
+
+    # (B, K, S/4, S/4) float32 mask logits; NO_OBJ_SCORE everywhere when the object is predicted absent.
+    multimasks: torch.Tensor
+    # (B, K) predicted IoU of each candidate.
+    ious: torch.Tensor
+    # (B, K, C) the decoder's output token of each candidate (its object pointer, once projected).
+    tokens: torch.Tensor
+    # (B, 1) object presence logit (> 0: present).
+    object_score_logits: torch.Tensor
+
+
 class ImageEncoder(nn.Module):
     """Hiera trunk + FPN neck (``image_encoder.*``), dropping the ``scalp`` coarsest levels."""
 
@@ -85,19 +98,7 @@ class SAM2Model(nn.Module):
         if hidden % mem_dim != 0:
             raise ValueError(f"hidden_dim {hidden} must be a multiple of mem_dim {mem_dim}")
 
-        trunk = Hiera(
-            embed_dim=config.embed_dim,
-            num_heads=config.num_heads,
-            q_pool=config.q_pool,
-            q_stride=config.q_stride,
-            stages=config.stages,
-            dim_mul=config.dim_mul,
-            head_mul=config.head_mul,
-            window_pos_embed_bkg_spatial_size=config.window_pos_embed_bkg_spatial_size,
-            window_spec=config.window_spec,
-            global_att_blocks=config.global_att_blocks,
-            mlp_ratio=config.trunk_mlp_ratio,
-        )
+        trunk = self._build_trunk(config)
         neck = FpnNeck(
             position_encoding=PositionEmbeddingSine(hidden, temperature=config.pos_enc_temperature),
             d_model=hidden,
@@ -107,30 +108,19 @@ class SAM2Model(nn.Module):
         )
         self.image_encoder = ImageEncoder(trunk, neck, config.scalp)
 
-        def rope_attention(**extra: object) -> RoPEAttention:
-            return RoPEAttention(
-                embedding_dim=hidden,
-                num_heads=config.mem_attn_num_heads,
-                downsample_rate=1,
-                dropout=config.mem_attn_dropout,
-                rope_theta=config.rope_theta,
-                feat_sizes=(feat_size, feat_size),
-                **extra,
-            )
-
         self.memory_attention = MemoryAttention(
             d_model=hidden,
             pos_enc_at_input=True,
             layer=MemoryAttentionLayer(
                 activation="relu",
-                cross_attention=rope_attention(rope_k_repeat=True, kv_in_dim=mem_dim),
+                cross_attention=self._build_memory_cross_attention(config),
                 d_model=hidden,
                 dim_feedforward=config.mem_attn_dim_feedforward,
                 dropout=config.mem_attn_dropout,
                 pos_enc_at_attn=False,
                 pos_enc_at_cross_attn_keys=True,
                 pos_enc_at_cross_attn_queries=False,
-                self_attention=rope_attention(),
+                self_attention=self._rope_attention(config),
             ),
             num_layers=config.mem_attn_num_layers,
         )
@@ -201,6 +191,39 @@ class SAM2Model(nn.Module):
             nn.Linear(hidden, mem_dim) if config.proj_tpos_enc_in_obj_ptrs else nn.Identity()
         )
 
+    def _build_trunk(self, config: ModelConfig) -> nn.Module:
+        """The image trunk (``image_encoder.trunk``): Hiera. Subclasses with another trunk override it."""
+        return Hiera(
+            embed_dim=config.embed_dim,
+            num_heads=config.num_heads,
+            q_pool=config.q_pool,
+            q_stride=config.q_stride,
+            stages=config.stages,
+            dim_mul=config.dim_mul,
+            head_mul=config.head_mul,
+            window_pos_embed_bkg_spatial_size=config.window_pos_embed_bkg_spatial_size,
+            window_spec=config.window_spec,
+            global_att_blocks=config.global_att_blocks,
+            mlp_ratio=config.trunk_mlp_ratio,
+        )
+
+    @staticmethod
+    def _rope_attention(config: ModelConfig, **extra: object) -> RoPEAttention:
+        """RoPE attention of memory attention over the stride-16 grid (self-attention unless extra says)."""
+        return RoPEAttention(
+            embedding_dim=config.hidden_dim,
+            num_heads=config.mem_attn_num_heads,
+            downsample_rate=1,
+            dropout=config.mem_attn_dropout,
+            rope_theta=config.rope_theta,
+            feat_sizes=(config.feat_size, config.feat_size),
+            **extra,
+        )
+
+    def _build_memory_cross_attention(self, config: ModelConfig) -> RoPEAttention:
+        """Cross-attention of memory attention: every memory an h x w map rotated like the query grid."""
+        return self._rope_attention(config, rope_k_repeat=True, kv_in_dim=config.mem_dim)
+
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "SAM2Model":
         """nn.Module's conversion hook (``.to``, ``.cuda``, ``.half`` ...), refusing a change of float dtype."""
         probe = fn(torch.zeros((), dtype=torch.float32))
@@ -268,7 +291,8 @@ class SAM2Model(nn.Module):
           feat, pos: (B, C, h, w) image feature and its position encoding (forward_image); batch 1 serves
             all B objects of one frame (and their first self-attention runs once). Rows of several frames
             pass one feature per row (B) with pos of batch 1 (the encoding is the same for every frame).
-          mem_feats, mem_pos: (B, M, D, h, w) memories and their position encodings (encode_memory).
+          mem_feats, mem_pos: (B, M, D, h, w) memories and their position encodings (encode_memory); EdgeTAM:
+            (B, M, T, D) tokens (sam2_rt.modeling.edgetam).
           mem_tpos_index: (B, M) long, row of maskmem_tpos_enc of each slot, i.e. num_maskmem - t_pos - 1
             (t_pos = 0 for conditioning frames, num_maskmem - t_rel for the frame t_rel frames back).
           mem_valid: (B, M) bool, True for filled slots; None with ptr_valid None: every slot and pointer is
@@ -282,13 +306,12 @@ class SAM2Model(nn.Module):
           (B, C, h, w) memory-conditioned feature for decode.
         """
         _, hidden, height, width = feat.shape
-        batch, num_slots, mem_dim = mem_feats.shape[:3]
-        tokens_per_slot = height * width
-        # (B, M, D, h, w) -> (B, M * h * w, D), slot-major like Meta's concatenation.
-        spatial = mem_feats.flatten(3).transpose(2, 3).reshape(batch, num_slots * tokens_per_slot, mem_dim)
+        slot_tokens, slot_pos = self._memory_slot_tokens(mem_feats, mem_pos)
+        batch, num_slots, tokens_per_slot, mem_dim = slot_tokens.shape
+        # (B, M, T, D) -> (B, M * T, D), slot-major like Meta's concatenation.
+        spatial = slot_tokens.reshape(batch, num_slots * tokens_per_slot, mem_dim)
         tpos = self.maskmem_tpos_enc.reshape(-1, mem_dim)[mem_tpos_index]  # (B, M, D)
-        spatial_pos = mem_pos.flatten(3).transpose(2, 3) + tpos[:, :, None, :]
-        spatial_pos = spatial_pos.reshape(batch, num_slots * tokens_per_slot, mem_dim)
+        spatial_pos = (slot_pos + tpos[:, :, None, :]).reshape(batch, num_slots * tokens_per_slot, mem_dim)
         if (mem_valid is None) != (ptr_valid is None):
             raise ValueError("mem_valid and ptr_valid are both given or both None (a full memory)")
         ptr_tokens, ptr_pos = self._pointer_tokens(ptrs, ptr_tpos)
@@ -310,6 +333,12 @@ class SAM2Model(nn.Module):
             batch_chunk=batch_chunk,
         )
         return conditioned.transpose(1, 2).reshape(batch, hidden, height, width)
+
+    def _memory_slot_tokens(
+        self, mem_feats: torch.Tensor, mem_pos: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Memory slots as tokens: (B, M, D, h, w) maps -> (B, M, h * w, D) row-major, features and positions."""
+        return mem_feats.flatten(3).transpose(2, 3), mem_pos.flatten(3).transpose(2, 3)
 
     def _pointer_tokens(self, ptrs: torch.Tensor, ptr_tpos: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Split each C-wide pointer into C / D tokens of width D, consecutive per pointer, each with the
@@ -392,6 +421,23 @@ class SAM2Model(nn.Module):
         Returns:
           DecodeOutput.
         """
+        candidates = self.decode_candidates(feat_with_mem, feat_s0, feat_s1, point_coords, point_labels, mask_inputs,
+                                             multimask_output)
+        best = torch.argmax(candidates.ious, dim=-1) if multimask_output else None
+        return self.choose_candidate(candidates, best)
+
+    def decode_candidates(
+        self,
+        feat_with_mem: torch.Tensor,
+        feat_s0: torch.Tensor,
+        feat_s1: torch.Tensor,
+        point_coords: Optional[torch.Tensor],
+        point_labels: Optional[torch.Tensor],
+        mask_inputs: Optional[torch.Tensor],
+        multimask_output: bool,
+    ) -> DecodeCandidates:
+        """Prompt encoder + mask decoder, every candidate kept (arguments of `decode`); `choose_candidate` then
+        makes the output of the one chosen (by predicted IoU in `decode`; by motion too in SAMURAI's tracking)."""
         batch = feat_with_mem.shape[0]
         if point_coords is None or point_labels is None:
             # No points: one padding point, as Meta does.
@@ -420,11 +466,16 @@ class SAM2Model(nn.Module):
         )
         present = object_score_logits > 0  # (B, 1)
         multimasks = torch.where(present[:, :, None, None], multimasks, NO_OBJ_SCORE).float()
+        return DecodeCandidates(multimasks, ious, output_tokens, object_score_logits)
 
+    def choose_candidate(self, candidates: DecodeCandidates, best: Optional[torch.Tensor]) -> DecodeOutput:
+        """The output of candidate `best` (B,) of each object (None: the only candidate): its mask, upsampled,
+        and its object pointer (the no-object pointer where the object is absent)."""
+        multimasks, ious, output_tokens, object_score_logits = candidates
+        batch = multimasks.shape[0]
         token = output_tokens[:, 0]
         best_masks = multimasks
-        if multimask_output:
-            best = torch.argmax(ious, dim=-1)  # (B,)
+        if best is not None:
             size = multimasks.shape[-1]
             best_masks = torch.gather(multimasks, 1, best.reshape(batch, 1, 1, 1).expand(-1, 1, size, size))
             if output_tokens.shape[1] > 1:
@@ -434,6 +485,7 @@ class SAM2Model(nn.Module):
         high_res = F.interpolate(
             best_masks, size=(self.config.image_size, self.config.image_size), mode="bilinear", align_corners=False
         )
+        present = object_score_logits > 0
         obj_ptr = self._gate_pointer(self.obj_ptr_proj(token), present.to(token.dtype))
         return DecodeOutput(multimasks, ious, best_masks, high_res, obj_ptr, object_score_logits)
 

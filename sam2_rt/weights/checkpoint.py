@@ -1,7 +1,8 @@
-"""Meta's official SAM 2 / SAM 2.1 checkpoints: table, download with resume, verified loading.
+"""Meta's official SAM 2 / SAM 2.1 / EdgeTAM checkpoints: table, download with resume, verified loading.
 
-Meta's files are ``torch.save({'model': state_dict})`` of ``SAM2Base``; our modules use the same
-parameter names, so the state_dict loads with ``strict=True`` and no key remapping at all.
+Meta's files are ``torch.save({'model': state_dict})`` of ``SAM2Base`` (EdgeTAM's too, with its RepViT trunk
+and spatial perceiver); our modules use the same parameter names, so the state_dict loads with
+``strict=True`` and no key remapping at all.
 
 Meta publishes no checksums. A file is verified in two ways:
 - structurally, always: every key and shape must equal those of the named config; otherwise
@@ -32,7 +33,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
-from sam2_rt.modeling.config import MODEL_NAMES, ModelConfig, get_config
+from sam2_rt.modeling.config import EDGETAM_NAME, KNOWN_MODEL_NAMES, ModelConfig, get_config
+from sam2_rt.modeling.factory import create_model
 from sam2_rt.modeling.sam2 import SAM2Model
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,8 @@ ProgressCallback = Callable[[int, Optional[int]], None]
 
 _SAM2_0_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/072824"
 _SAM2_1_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
+# EdgeTAM's README points at checkpoints/edgetam.pt of its GitHub repository (no Hugging Face model id).
+_EDGETAM_URL = "https://github.com/facebookresearch/EdgeTAM/raw/main/checkpoints/edgetam.pt"
 
 
 class CheckpointError(RuntimeError):
@@ -53,14 +57,14 @@ class CheckpointError(RuntimeError):
 class CheckpointInfo:
     """One official checkpoint file."""
 
-    # Model name (a key of MODEL_NAMES); get_config(name) is the config the file needs.
+    # Model name (one of KNOWN_MODEL_NAMES); get_config(name) is the config the file needs.
     name: str
     # Official download address.
     url: str
 
     @property
     def filename(self) -> str:
-        """File name of the official download, e.g. "sam2.1_hiera_tiny.pt"."""
+        """File name of the official download, e.g. "sam2.1_hiera_tiny.pt" or "edgetam.pt"."""
         return self.url.rsplit("/", 1)[-1]
 
     def config(self, image_size: int = 1024) -> ModelConfig:
@@ -68,12 +72,14 @@ class CheckpointInfo:
         return get_config(self.name, image_size)
 
 
+def _official_url(name: str) -> str:
+    if name == EDGETAM_NAME:
+        return _EDGETAM_URL
+    return f"{_SAM2_1_BASE_URL if name.startswith('sam2.1_') else _SAM2_0_BASE_URL}/{name}.pt"
+
+
 CHECKPOINTS: Dict[str, CheckpointInfo] = {
-    name: CheckpointInfo(
-        name=name,
-        url=f"{_SAM2_1_BASE_URL if name.startswith('sam2.1_') else _SAM2_0_BASE_URL}/{name}.pt",
-    )
-    for name in MODEL_NAMES
+    name: CheckpointInfo(name=name, url=_official_url(name)) for name in KNOWN_MODEL_NAMES
 }
 
 
@@ -218,7 +224,7 @@ def read_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
 def expected_shapes(name: str) -> Mapping[str, Tuple[int, ...]]:
     """Keys and shapes of the state_dict of an official model (built once on the meta device: no memory)."""
     with torch.device("meta"):
-        model = SAM2Model(get_config(name))
+        model = create_model(get_config(name))
     return types.MappingProxyType({key: tuple(value.shape) for key, value in model.state_dict().items()})
 
 
@@ -239,7 +245,7 @@ def _mismatches(
 def identify_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> Optional[str]:
     """Name of the official model whose keys and shapes the state_dict has exactly, else None."""
     shapes = {key: tuple(value.shape) for key, value in state_dict.items()}
-    for name in MODEL_NAMES:
+    for name in KNOWN_MODEL_NAMES:
         if not any(_mismatches(shapes, expected_shapes(name))):
             return name
     return None
@@ -292,7 +298,7 @@ def load_model(
     """Build the named model and load a Meta checkpoint into it, strictly.
 
     Arguments:
-      name: one of MODEL_NAMES.
+      name: one of KNOWN_MODEL_NAMES.
       checkpoint_path: Meta-format .pt file; None = default_checkpoint_path(name) (see ``download``).
       image_size: model input side (multiple of 32); the weights fit any size.
       device, dtype: where the model lives, and float32 (the only dtype SAM2Model accepts: reduced precision is
@@ -300,7 +306,7 @@ def load_model(
       manifest_path: sha256 manifest (default default_manifest_path()).
       verify_sha256: compare the file with the sha256 recorded at its first download, if any.
     Returns:
-      SAM2Model in eval mode.
+      SAM2Model (EdgeTAMModel for "edgetam") in eval mode.
     Raises:
       CheckpointError: missing/corrupt/foreign file, mismatched keys or shapes, sha256 mismatch.
     """
@@ -313,7 +319,7 @@ def load_model(
         Manifest(manifest_path).check(name, path)
     state = read_state_dict(path)
     verify_state_dict(state, name, source=str(path))
-    model = SAM2Model(config)
+    model = create_model(config)
     model.load_state_dict(state, strict=True)
     logger.info("loaded %s from %s", name, path)
     return model.to(device=device, dtype=dtype).eval()
@@ -333,7 +339,7 @@ def random_model(
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = SAM2Model(get_config(name, image_size))
+        model = create_model(get_config(name, image_size))
     return model.to(device=device, dtype=dtype).eval()
 
 
@@ -419,7 +425,7 @@ def download(
     not downloaded again.
 
     Arguments:
-      name: one of MODEL_NAMES.
+      name: one of KNOWN_MODEL_NAMES.
       dest: target file, or an existing directory to put the official file name in
         (default default_checkpoint_path(name)).
       url: download address (default: the official one; another server for mirrors and tests).
