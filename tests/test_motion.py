@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from sam2_rt.tracking.memory import EMPTY, MemoryBank
 from sam2_rt.tracking.motion import (
     MotionState,
     SamuraiConfig,
@@ -151,3 +152,57 @@ def test_objects_are_independent_and_rows_compact_on_removal() -> None:
     together.keep_rows([0, 2], 3)
     assert torch.equal(together.mean[1], alone[2].mean[0]) and together.stable[2] == 0
 
+
+
+def selective_bank(capacity: int = 2, recent: int = 3) -> MemoryBank:
+
+    return MemoryBank(capacity=capacity, num_conditioning=2, num_recent=recent, num_recent_ptrs=4, mem_dim=2,
+                      hidden_dim=4, feat_size=2, device=torch.device("cpu"), storage_dtype=torch.float32,
+                      selective=True)
+
+
+def write(bank: MemoryBank, frame: int, accepted: list) -> None:
+    rows = list(range(len(accepted)))
+    feats = torch.full((len(rows), 2, 2, 2), float(frame))
+    bank.write_recent(rows, frame, feats, torch.full((len(rows), 4), float(frame)), accepted=accepted)
+
+
+def test_a_selective_bank_keeps_the_last_accepted_frames_and_the_last_frame_newest_first() -> None:
+    bank = selective_bank()
+    bank.write_conditioning([0, 1], 0, torch.zeros(2, 2, 2, 2), torch.zeros(2, 4))
+    # row 0 accepts frames 2, 3, 5; row 1 accepts only frame 4. Frame 1 (too early) accepted by neither.
+    for frame, accepted in ((1, [False, False]), (2, [True, False]), (3, [True, False]), (4, [False, True]),
+                            (5, [True, False]), (6, [False, False])):
+        write(bank, frame, accepted)
+    readout = bank.read([0, 1], frame_index=7, num_maskmem=4, dtype=torch.float32, compact=False)
+    # spatial slots: 2 conditioning, then the 3 ring slots; their frames are the features' values
+    frames = readout.mem_feats[:, 2:, 0, 0, 0]
+    valid, tpos = readout.mem_valid[:, 2:], readout.mem_tpos_index[:, 2:]
+    row0 = sorted(zip(frames[0][valid[0]].tolist(), tpos[0][valid[0]].tolist()))
+    row1 = sorted(zip(frames[1][valid[1]].tolist(), tpos[1][valid[1]].tolist()))
+    assert row0 == [(3.0, 2), (5.0, 1), (6.0, 0)], "the 2 newest accepted (3, 5), then the last frame (6)"
+    assert row1 == [(4.0, 1), (6.0, 0)], "its one accepted frame and the last frame, ranked newest first"
+    # pointers are the last Q frames as usual
+    assert sorted(readout.ptr_tpos[0][readout.ptr_valid[0]].tolist()) == [1.0, 2.0, 3.0, 4.0, 7.0]
+    # the memory is bounded: the ring never grows
+    for frame in range(8, 200):
+        write(bank, frame, [frame % 3 == 0, False])
+    assert bank.recent_frames.shape == (2, 3) and sorted(bank.recent_frames[0].tolist()) == [195, 198, 199]
+    assert sorted(bank.recent_frames[1].tolist()) == [EMPTY, 4, 199]
+
+
+def test_a_selective_bank_with_every_frame_accepted_reads_what_the_plain_bank_reads() -> None:
+
+    plain = MemoryBank(capacity=1, num_conditioning=1, num_recent=3, num_recent_ptrs=4, mem_dim=2, hidden_dim=4,
+                       feat_size=2, device=torch.device("cpu"), storage_dtype=torch.float32)
+    chosen = selective_bank(capacity=1)
+    for bank in (plain, chosen):
+        bank.write_conditioning([0], 0, torch.zeros(1, 2, 2, 2), torch.zeros(1, 4))
+    for frame in range(1, 12):
+        write(chosen, frame, [True])
+        plain.write_recent([0], frame, torch.full((1, 2, 2, 2), float(frame)), torch.full((1, 4), float(frame)))
+        a = plain.read([0], frame + 1, num_maskmem=4, dtype=torch.float32, compact=True)
+        b = chosen.read([0], frame + 1, num_maskmem=4, dtype=torch.float32, compact=True)
+        key = lambda r: sorted(zip(r.mem_feats[0, :, 0, 0, 0].tolist(), r.mem_tpos_index[0].tolist()))  # noqa: E731
+        assert key(a) == key(b) and a.complete == b.complete
+        assert plain.steady_conditioning([0], frame + 1) == chosen.steady_conditioning([0], frame + 1)

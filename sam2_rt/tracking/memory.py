@@ -15,13 +15,17 @@ from the frame index stored with each slot, so nothing grows with the stream's l
 Spatial memories are stored in bfloat16 like Meta's predictor does (`maskmem_features.to(torch.bfloat16)`):
 this halves the bank and is required for parity, since Meta attends to the rounded values.
 
+With SAMURAI's memory selection (`MemoryBank(selective=True)`) the ring holds instead the last R frames whose
+memory passed its thresholds, and the last frame whatever its scores: a frame that does not pass is written
+where the next frame's memory will go (slot = accepted count mod R), so it is read on the next frame only.
+
 Objects occupy rows 0..N-1 of every tensor, in the order they were added; removal compacts the rows.
 Frame indices live on the CPU (they decide validity and are tiny); features live on the model's device.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -45,6 +49,9 @@ class MemoryBank:
       feat_size: h = w = image_size / 16.
       device: where the features live.
       storage_dtype: dtype of stored spatial memories (bfloat16, as Meta).
+      selective: SAMURAI's memory selection: the recent ring keeps the last R frames whose memory was accepted
+        (`write_recent(accepted=...)`), the last frame in any case, in place of the last R frames; they are read
+        newest first (temporal position by rank, not by distance).
     """
 
     def __init__(
@@ -58,6 +65,7 @@ class MemoryBank:
         feat_size: int,
         device: torch.device,
         storage_dtype: torch.dtype = torch.bfloat16,
+        selective: bool = False,
     ) -> None:
         if num_conditioning < 1:
             raise ValueError(f"num_conditioning must be >= 1, got {num_conditioning}")
@@ -77,11 +85,16 @@ class MemoryBank:
         self.cond_frames = torch.full((capacity, num_conditioning), EMPTY, dtype=torch.int64)
         self.recent_frames = torch.full((capacity, num_recent), EMPTY, dtype=torch.int64)
         self.recent_ptr_frames = torch.full((capacity, num_recent_ptrs), EMPTY, dtype=torch.int64)
+        # selective: memories accepted so far per row; the next recent memory goes to slot accepted % R.
+        self.selective = selective
+        self.accepted = torch.zeros(capacity, dtype=torch.int64)
 
     def tensors(self) -> Iterator[torch.Tensor]:
         """All tensors the bank holds."""
         yield from (self.cond_feats, self.cond_ptrs, self.recent_feats, self.recent_ptrs, self.mem_pos)
         yield from (self.cond_frames, self.recent_frames, self.recent_ptr_frames)
+        if self.selective:
+            yield self.accepted
 
     def nbytes(self) -> int:
         """Bytes held by the bank's tensors (constant for the bank's lifetime)."""
@@ -92,6 +105,7 @@ class MemoryBank:
         self.cond_frames[rows] = EMPTY
         self.recent_frames[rows] = EMPTY
         self.recent_ptr_frames[rows] = EMPTY
+        self.accepted[rows] = 0
 
     def keep_rows(self, keep: Sequence[int], num_rows: int) -> None:
         """Compact the bank after a removal: rows `keep` (ascending) move to 0..len(keep)-1.
@@ -105,12 +119,13 @@ class MemoryBank:
         cpu_index = torch.tensor(list(keep), dtype=torch.int64)
         for tensor in (self.cond_feats, self.cond_ptrs, self.recent_feats, self.recent_ptrs):
             tensor[:kept] = tensor.index_select(0, device_index)
-        for tensor in (self.cond_frames, self.recent_frames, self.recent_ptr_frames):
+        for tensor in (self.cond_frames, self.recent_frames, self.recent_ptr_frames, self.accepted):
             tensor[:kept] = tensor.index_select(0, cpu_index)
         self.clear(slice(kept, num_rows))
 
     def write_recent(
-        self, rows: List[int], frame_index: int, feats: torch.Tensor, ptrs: torch.Tensor
+        self, rows: List[int], frame_index: int, feats: torch.Tensor, ptrs: torch.Tensor,
+        accepted: Optional[Sequence[bool]] = None,
     ) -> None:
         """Store a tracked (non-conditioning) frame's memory and pointer for the given objects.
 
@@ -119,15 +134,25 @@ class MemoryBank:
           frame_index: the frame these come from.
           feats: (len(rows), mem_dim, h, w) spatial memories.
           ptrs: (len(rows), hidden_dim) object pointers.
+          accepted: selective bank only: whether each row's memory is accepted (it stays among the row's R
+            recent memories; one not accepted is kept only until the next frame's memory replaces it).
         """
         if not rows:
             return
-        slot = frame_index % self.num_recent
         ptr_slot = frame_index % self.num_recent_ptrs
         index = to_device(rows, self.cond_feats.device)
-        self.recent_feats[index, slot] = feats.to(self.recent_feats.dtype)
+        if self.selective:
+            if accepted is None or len(accepted) != len(rows):
+                raise ValueError("a selective bank needs one `accepted` flag per row")
+            slots = [int(self.accepted[row]) % self.num_recent for row in rows]
+            self.recent_feats[index, to_device(slots, self.cond_feats.device)] = feats.to(self.recent_feats.dtype)
+            self.recent_frames[rows, slots] = frame_index
+            self.accepted[rows] += torch.tensor([bool(a) for a in accepted], dtype=torch.int64)
+        else:
+            slot = frame_index % self.num_recent
+            self.recent_feats[index, slot] = feats.to(self.recent_feats.dtype)
+            self.recent_frames[rows, slot] = frame_index
         self.recent_ptrs[index, ptr_slot] = ptrs.float()
-        self.recent_frames[rows, slot] = frame_index
         self.recent_ptr_frames[rows, ptr_slot] = frame_index
 
     def write_conditioning(
@@ -150,7 +175,8 @@ class MemoryBank:
         self.cond_feats[index, slot_index] = feats.to(self.cond_feats.dtype)
         self.cond_ptrs[index, slot_index] = ptrs.float()
         self.cond_frames[rows, slots] = frame_index
-        self.recent_frames[rows, frame_index % self.num_recent] = EMPTY
+        if not self.selective:  # a selective ring never holds a frame by its index
+            self.recent_frames[rows, frame_index % self.num_recent] = EMPTY
         self.recent_ptr_frames[rows, frame_index % self.num_recent_ptrs] = EMPTY
 
     def fill_history(self, num_rows: int, last_frame: int, frame_index: int) -> None:
@@ -167,6 +193,8 @@ class MemoryBank:
         for frame in range(frame_index - self.num_recent, frame_index):
             self.recent_feats[rows, frame % self.num_recent] = feats
             self.recent_frames[rows, frame % self.num_recent] = frame
+        if self.selective:  # every ring slot holds an accepted memory, written in frame order
+            self.accepted[rows] = frame_index
         for frame in range(frame_index - self.num_recent_ptrs, frame_index):
             self.recent_ptrs[rows, frame % self.num_recent_ptrs] = ptrs
             self.recent_ptr_frames[rows, frame % self.num_recent_ptrs] = frame
@@ -181,11 +209,23 @@ class MemoryBank:
         # order[0] is the first prompted frame: keep it while there is another slot to give up.
         return int(order[1]) if len(order) > 1 else int(order[0])
 
+    def _recent_slots(self, recent_frames: torch.Tensor, frame_index: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Which recent slots (rows of `recent_frames`) frame `frame_index` reads, and the maskmem_tpos_enc row of
+        each: distance - 1 for the last R frames; rank by recency (0: newest) in a selective bank."""
+        if self.selective:
+            valid = (recent_frames != EMPTY) & (recent_frames < frame_index)
+            newer = valid[:, None, :] & (recent_frames[:, None, :] > recent_frames[:, :, None])
+            return valid, torch.where(valid, newer.sum(dim=2), torch.zeros_like(recent_frames))
+        dist = frame_index - recent_frames
+        valid = (recent_frames != EMPTY) & (dist >= 1) & (dist <= self.num_recent)
+        return valid, torch.where(valid, dist - 1, torch.zeros_like(dist))
+
     def steady_conditioning(self, rows: List[int], frame_index: int) -> Optional[int]:
         """The number c of conditioning frames when the memory of `rows` is full for frame `frame_index`, else None.
 
         Full (the steady state of a stream): every recent spatial slot and every recent pointer slot of every
-        row holds one of the frames just before `frame_index`, and every row uses the same c conditioning slots.
+        row holds a memory the frame reads (one of the frames just before `frame_index`; any earlier frame in a
+        selective bank's ring), and every row uses the same c conditioning slots.
         A compact `read` of such rows then returns exactly c + R spatial slots and c + Q pointers, all valid:
         memory attention needs no key mask. Reads only the frame indices (CPU), never the features.
         """
@@ -193,8 +233,8 @@ class MemoryBank:
             return None
         cpu_index = torch.tensor(rows, dtype=torch.int64)
         recent_frames, ptr_frames = self.recent_frames[cpu_index], self.recent_ptr_frames[cpu_index]
-        recent_dist, ptr_dist = frame_index - recent_frames, frame_index - ptr_frames
-        recent_full = (recent_frames != EMPTY) & (recent_dist >= 1) & (recent_dist <= self.num_recent)
+        ptr_dist = frame_index - ptr_frames
+        recent_full, _ = self._recent_slots(recent_frames, frame_index)
         ptrs_full = (ptr_frames != EMPTY) & (ptr_dist >= 1) & (ptr_dist <= self.num_recent_ptrs)
         if not (bool(recent_full.all()) and bool(ptrs_full.all())):
             return None
@@ -234,9 +274,7 @@ class MemoryBank:
             index = to_device(cpu_index, device)
         cond_frames = self.cond_frames[cpu_index]
         cond_valid = (cond_frames != EMPTY) & (cond_frames <= frame_index)
-        recent_frames = self.recent_frames[cpu_index]
-        recent_dist = frame_index - recent_frames
-        recent_valid = (recent_frames != EMPTY) & (recent_dist >= 1) & (recent_dist <= self.num_recent)
+        recent_valid, recent_tpos = self._recent_slots(self.recent_frames[cpu_index], frame_index)
         recent_ptr_frames = self.recent_ptr_frames[cpu_index]
         ptr_dist = frame_index - recent_ptr_frames
         ptr_valid = (recent_ptr_frames != EMPTY) & (ptr_dist >= 1) & (ptr_dist <= self.num_recent_ptrs)
@@ -250,7 +288,7 @@ class MemoryBank:
             cond_used = cond_valid.any(dim=0).nonzero()[:, 0]
             recent_used = recent_valid.any(dim=0).nonzero()[:, 0]
             cond_frames, cond_valid = cond_frames[:, cond_used], cond_valid[:, cond_used]
-            recent_dist, recent_valid = recent_dist[:, recent_used], recent_valid[:, recent_used]
+            recent_tpos, recent_valid = recent_tpos[:, recent_used], recent_valid[:, recent_used]
             cond_used, recent_used = to_device(cond_used, device), to_device(recent_used, device)
             cond_feats, cond_ptrs = cond_feats.index_select(1, cond_used), cond_ptrs.index_select(1, cond_used)
             recent_feats = recent_feats.index_select(1, recent_used)
@@ -258,7 +296,6 @@ class MemoryBank:
         num_slots = mem_feats.shape[1]
         mem_pos = self.mem_pos.to(dtype).expand(batch, num_slots, *self.mem_pos.shape)
         cond_tpos = torch.full_like(cond_frames, num_maskmem - 1)
-        recent_tpos = torch.where(recent_valid, recent_dist - 1, torch.zeros_like(recent_dist))
         complete = bool(cond_valid.all()) and bool(recent_valid.all()) and bool(ptr_valid.all())
         return MemoryReadout(
             mem_feats=mem_feats,
