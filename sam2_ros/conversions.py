@@ -17,10 +17,11 @@ from std_msgs.msg import Header
 from sam2_rt.io.image_messages import (
     ENCODINGS,
     ImageConversionError,
-    check_label_map,
+    ImageFields,
     compressed_to_rgb,
     encode_compressed,
     encode_image,
+    encode_label_map,
     image_to_numpy,
     image_to_rgb,
 )
@@ -31,7 +32,7 @@ __all__ = [
     "compressed_to_rgb",
     "image_to_numpy",
     "image_to_rgb",
-    "label_image",
+    "label_map_to_image",
     "numpy_to_image",
     "rgb_to_compressed",
 ]
@@ -47,7 +48,11 @@ def numpy_to_image(array: np.ndarray, encoding: str, header: Optional[Header] = 
     Raises:
       ImageConversionError: the array does not match the encoding, or has zero size.
     """
-    fields = encode_image(array, encoding)
+    return _image_message(encode_image(array, encoding), header)
+
+
+def _image_message(fields: ImageFields, header: Optional[Header]) -> Image:
+    """A ``sensor_msgs/Image`` of encoded pixel fields, stamped with `header` when given."""
     msg = Image(**fields._asdict())
     if header is not None:
         msg.header = header
@@ -62,11 +67,14 @@ def rgb_to_compressed(rgb: np.ndarray, image_format: str = "jpeg", header: Optio
     return msg
 
 
-def label_image(labels: np.ndarray, header: Optional[Header] = None) -> Image:
-    """Encode a label map as a ``mono16`` ``sensor_msgs/Image``: pixel = object id, 0 = background.
+def label_map_to_image(labels: np.ndarray, header: Optional[Header] = None) -> Image:
+    """Encode a label map (made by ``sam2_rt.tracking.transforms.label_image``) as a ``mono16``
+    ``sensor_msgs/Image``: pixel = object id, 0 = background.
 
     Arguments:
       labels: (H, W) integer array with values in 0..65535 (object ids are uint16 in our messages).
       header: the INPUT image's header, so the mask lines up with the frame it was computed on.
+    Raises:
+      ImageConversionError: not a 2-D integer array of ids, or zero size.
     """
-    return numpy_to_image(check_label_map(labels), "mono16", header)
+    return _image_message(encode_label_map(labels), header)

@@ -1,21 +1,22 @@
 """A tracker result as ROS messages: label image, TrackedObjectArray, vision_msgs detections.
 
 The builders take `FrameOutputs` (`sam2_rt.io.frame_outputs`: the result copied to the host once per frame,
-re-exported here) and work on numpy only. Every message carries the header of the INPUT image, so
-consumers can line the results up with the frame they were computed on.
+re-exported here) and work on numpy only; the per-object messages map the fields of its `objects` records
+(`ObjectOutput`, shared with `sam2-rt track`'s JSON lines and rosbag2 recording) to message fields. Every
+message carries the header of the INPUT image, so consumers can line the results up with the frame they
+were computed on.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, Optional
 
-import numpy as np
 from builtin_interfaces.msg import Duration
 from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Header
 
-from sam2_ros.conversions import label_image
+from sam2_ros.conversions import label_map_to_image
 from sam2_ros.msg import TrackedObject, TrackedObjectArray
-from sam2_rt.io.frame_outputs import FrameOutputs, box_to_roi
+from sam2_rt.io.frame_outputs import FrameOutputs
 
 __all__ = [
     "Detection2DArray", "FrameOutputs", "detections_message", "duration_from_ns", "mask_message", "objects_message",
@@ -35,16 +36,11 @@ def duration_from_ns(nanoseconds: int) -> Duration:
 
 def mask_message(outputs: FrameOutputs, header: Header) -> Image:
     """The mono16 label image (pixel = object id, 0 = background), same size and header as the input."""
-    return label_image(outputs.labels, header)
-
-
-def _roi(box: np.ndarray) -> RegionOfInterest:
-    x_offset, y_offset, width, height = box_to_roi(box)
-    return RegionOfInterest(x_offset=x_offset, y_offset=y_offset, width=width, height=height, do_rectify=False)
+    return label_map_to_image(outputs.labels, header)
 
 
 def objects_message(outputs: FrameOutputs, header: Header, latency_ns: int, dropped_frames: int) -> TrackedObjectArray:
-    """TrackedObjectArray of one frame.
+    """TrackedObjectArray of one frame: a TrackedObject of each of ``outputs.objects`` (`ObjectOutput`).
 
     Arguments:
       outputs: the frame's result.
@@ -52,20 +48,8 @@ def objects_message(outputs: FrameOutputs, header: Header, latency_ns: int, drop
       latency_ns: time from the image's arrival at the node to this publication.
       dropped_frames: input frames dropped since activation.
     """
-    objects: List[TrackedObject] = [
-        TrackedObject(
-            object_id=int(obj_id),
-            state=int(state),
-            label=label,
-            score=float(score),
-            presence=float(presence),
-            bbox=_roi(box),
-            mask_area=int(area),
-        )
-        for obj_id, state, label, score, presence, box, area in zip(
-            outputs.object_ids, outputs.states, outputs.class_names(), outputs.scores, outputs.presence,
-            outputs.boxes, outputs.areas,
-        )
+    objects = [
+        TrackedObject(bbox=RegionOfInterest(**obj.roi_fields()), **obj.message_fields()) for obj in outputs.objects
     ]
     return TrackedObjectArray(
         header=header, objects=objects, latency=duration_from_ns(latency_ns), dropped_frames=int(dropped_frames)
@@ -78,18 +62,18 @@ def detections_message(outputs: FrameOutputs, header: Header) -> Optional[Any]:
     if Detection2DArray is None:
         return None
     detections = []
-    for obj_id, score, box, area in zip(outputs.object_ids, outputs.scores, outputs.boxes, outputs.areas):
-        if area == 0:
+    for obj in outputs.objects:
+        if obj.mask_area == 0:
             continue
-        x0, y0, x1, y1 = (float(v) for v in box)
-        detection = Detection2D(header=header, id=str(int(obj_id)))
+        x0, y0, x1, y1 = obj.box
+        detection = Detection2D(header=header, id=str(obj.object_id))
         detection.bbox.center.position.x = (x0 + x1) / 2.0
         detection.bbox.center.position.y = (y0 + y1) / 2.0
         detection.bbox.size_x = x1 - x0
         detection.bbox.size_y = y1 - y0
         hypothesis = ObjectHypothesisWithPose()
-        hypothesis.hypothesis.class_id = str(int(obj_id))
-        hypothesis.hypothesis.score = float(score)
+        hypothesis.hypothesis.class_id = str(obj.object_id)
+        hypothesis.hypothesis.score = obj.score
         detection.results = [hypothesis]
         detections.append(detection)
     return Detection2DArray(header=header, detections=detections)

@@ -13,7 +13,7 @@ from sam2_ros.conversions import (
     compressed_to_rgb,
     image_to_numpy,
     image_to_rgb,
-    label_image,
+    label_map_to_image,
     numpy_to_image,
     rgb_to_compressed,
 )
@@ -156,21 +156,21 @@ def test_undecodable_compressed_image_raises_the_dedicated_error(data: bytes) ->
         compressed_to_rgb(msg)
 
 
-def test_label_image_is_mono16_with_object_ids_and_header() -> None:
+def test_label_map_to_image_is_mono16_with_object_ids_and_header() -> None:
     labels = np.zeros((6, 9), np.int32)
     labels[1:3, 2:5] = 7
     labels[4, 8] = 65535
-    msg = label_image(labels, HEADER)
+    msg = label_map_to_image(labels, HEADER)
     assert (msg.encoding, msg.height, msg.width, msg.step) == ("mono16", 6, 9, 18)
     assert msg.header == HEADER
     np.testing.assert_array_equal(image_to_numpy(msg), labels)
 
 
-def test_label_image_rejects_values_that_are_not_ids() -> None:
+def test_label_map_to_image_rejects_values_that_are_not_ids() -> None:
     with pytest.raises(ImageConversionError, match="0..65535"):
-        label_image(np.full((2, 2), 70000, np.int64))
+        label_map_to_image(np.full((2, 2), 70000, np.int64))
     with pytest.raises(ImageConversionError, match="2-D integer"):
-        label_image(np.zeros((2, 2), np.float32))
+        label_map_to_image(np.zeros((2, 2), np.float32))
 
 
 @pytest.mark.parametrize("image_format", ["png", "jpeg"])

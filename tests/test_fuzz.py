@@ -31,7 +31,7 @@ from sam2_ros.conversions import (  # noqa: E402
     compressed_to_rgb,
     image_to_numpy,
     image_to_rgb,
-    label_image,
+    label_map_to_image,
     numpy_to_image,
     rgb_to_compressed,
 )
@@ -244,7 +244,7 @@ def test_fuzzed_arrays_compress_to_decodable_images_or_raise_the_dedicated_error
                                                  elements=st.integers(-2, 70_000))))
 def test_fuzzed_label_maps_become_mono16_images_or_raise_the_dedicated_error(labels) -> None:
     try:
-        msg = label_image(labels)
+        msg = label_map_to_image(labels)
     except ImageConversionError:
         valid = (labels.ndim == 2 and labels.size > 0 and np.issubdtype(labels.dtype, np.integer)
                  and labels.min() >= 0 and labels.max() <= 0xFFFF)

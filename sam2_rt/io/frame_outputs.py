@@ -2,20 +2,58 @@
 
 `FrameOutputs.from_result` moves what the outputs need off the model's device in two copies (one int32
 buffer: the label image and the mask areas; one float32 buffer: boxes, predicted IoU, presence); everything
-downstream works on numpy only.
+downstream works on numpy only. `FrameOutputs.objects` is the one per-object record (`ObjectOutput`) that
+the JSON lines, the rosbag2 recording and the node's TrackedObject messages are all built from.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Mapping, Optional, Tuple
+from functools import cached_property
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
 
-from sam2_rt.tracking.state import TrackResult
+from sam2_rt.tracking.state import ObjectState, TrackResult
 
 # Object ids of the outputs are uint16 (label image pixels, our messages' object_id).
 MAX_OUTPUT_OBJECT_ID = 0xFFFF
+
+
+@dataclass(frozen=True)
+class ObjectOutput:
+    """One tracked object on one frame, as every output reports it: a `sam2-rt track --json` object, a
+    sam2_ros/TrackedObject of the node and of `sam2-rt track --bag` (`FrameOutputs.objects`).
+
+    Attributes:
+      object_id: 1..65535.
+      state: TRACKING / OCCLUDED / LOST (values equal to TrackedObject.STATE_*).
+      label: the detector class the object was started with ("" = none).
+      score: predicted IoU.
+      presence: probability that the object is visible.
+      box: (x0, y0, x1, y1) pixels of the input image, x1 / y1 exclusive; zeros for an empty mask.
+      roi: the box in whole pixels as (x_offset, y_offset, width, height) (`box_to_roi`).
+      mask_area: mask pixels at the input resolution.
+    """
+
+    object_id: int
+    state: ObjectState
+    label: str
+    score: float
+    presence: float
+    box: Tuple[float, float, float, float]
+    roi: Tuple[int, int, int, int]
+    mask_area: int
+
+    def message_fields(self) -> Dict[str, Any]:
+        """Keyword arguments of a sam2_ros/TrackedObject, all but ``bbox`` (a RegionOfInterest of `roi_fields`)."""
+        return {"object_id": self.object_id, "state": int(self.state), "label": self.label, "score": self.score,
+                "presence": self.presence, "mask_area": self.mask_area}
+
+    def roi_fields(self) -> Dict[str, Any]:
+        """Keyword arguments of the sensor_msgs/RegionOfInterest of the object's box (TrackedObject.bbox)."""
+        x_offset, y_offset, width, height = self.roi
+        return {"x_offset": x_offset, "y_offset": y_offset, "height": height, "width": width, "do_rectify": False}
 
 
 @dataclass(frozen=True)
@@ -24,8 +62,8 @@ class FrameOutputs:
 
     Attributes:
       object_ids: (N,) int64 ids, 1..65535.
-      labels: (H, W) uint16 label image: id of the object covering the pixel, 0 = background; where masks
-        overlap, the higher logit wins.
+      labels: (H, W) uint16 label image (`TrackResult.label_image`): id of the object covering the pixel,
+        0 = background; where masks overlap, the higher logit wins.
       boxes: (N, 4) float32 (x0, y0, x1, y1) pixels of the input image, x1 / y1 exclusive; zeros if empty.
       scores: (N,) float32 predicted IoU.
       presence: (N,) float32 probability that the object is visible.
@@ -33,6 +71,7 @@ class FrameOutputs:
       areas: (N,) int64 mask pixels at the input resolution (masks may overlap: not from `labels`).
       classes: N class labels, the detector class each object was started with ("" = none); empty when
         nothing gave classes (see `with_classes`, `class_names`).
+    The per-object fields together, one `ObjectOutput` per object, are `objects`.
     """
 
     object_ids: np.ndarray
@@ -51,6 +90,25 @@ class FrameOutputs:
     def class_names(self) -> Tuple[str, ...]:
         """The N class labels, in object order ("" where none is known)."""
         return self.classes or ("",) * len(self.object_ids)
+
+    @cached_property
+    def objects(self) -> Tuple[ObjectOutput, ...]:
+        """The N per-object records, in object order; built once per FrameOutputs, shared by every output."""
+        return tuple(
+            ObjectOutput(
+                object_id=int(obj_id),
+                state=ObjectState(int(state)),
+                label=label,
+                score=float(score),
+                presence=float(presence),
+                box=tuple(float(v) for v in box),
+                roi=box_to_roi(box),
+                mask_area=int(area),
+            )
+            for obj_id, state, label, score, presence, box, area in zip(
+                self.object_ids, self.states, self.class_names(), self.scores, self.presence, self.boxes, self.areas
+            )
+        )
 
     @classmethod
     def from_result(cls, result: TrackResult) -> "FrameOutputs":

@@ -243,6 +243,16 @@ def check_label_map(labels: np.ndarray) -> np.ndarray:
     return labels.astype(np.uint16, copy=False)
 
 
+def encode_label_map(labels: np.ndarray) -> ImageFields:
+    """The fields of the ``mono16`` ``sensor_msgs/Image`` of a label map (`check_label_map`): pixel = object
+    id, 0 = background; the node's and the rosbag2 recording's ``masks``.
+
+    Raises:
+      ImageConversionError: as `check_label_map`, or a label map of zero size.
+    """
+    return encode_image(check_label_map(labels), "mono16")
+
+
 def _byte_view(data: Any) -> memoryview:
     """The bytes of a message's ``data`` field (bytes, array.array, list of ints or a numpy array)."""
     if isinstance(data, list):

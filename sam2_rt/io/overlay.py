@@ -15,7 +15,6 @@ import cv2
 import numpy as np
 
 from sam2_rt.io.frame_outputs import FrameOutputs
-from sam2_rt.tracking.state import ObjectState
 
 Colour = Tuple[int, int, int]
 
@@ -132,13 +131,13 @@ def _draw_masks(bgr: np.ndarray, outputs: FrameOutputs, alpha: float, style: _Te
 
 def _draw_boxes(bgr: np.ndarray, outputs: FrameOutputs, style: _TextStyle) -> None:
     """Box and "id score" tag of every object with a non-empty mask (in place)."""
-    for obj_id, box, score, area in zip(outputs.object_ids, outputs.boxes, outputs.scores, outputs.areas):
-        if area == 0:
+    for obj in outputs.objects:
+        if obj.mask_area == 0:
             continue
-        colour = object_colour(int(obj_id))
-        x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+        colour = object_colour(obj.object_id)
+        x0, y0, x1, y1 = (int(round(v)) for v in obj.box)
         cv2.rectangle(bgr, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), colour, style.thickness)
-        text = f"{int(obj_id)} {float(score):.2f}"
+        text = f"{obj.object_id} {obj.score:.2f}"
         text_w, text_h, baseline = style.size(text)
         tag_h = text_h + baseline + 2 * style.pad
         top = y0 - tag_h if y0 >= tag_h else y0  # above the box, or inside it at the top edge
@@ -149,8 +148,7 @@ def _draw_boxes(bgr: np.ndarray, outputs: FrameOutputs, style: _TextStyle) -> No
 def _draw_legend(bgr: np.ndarray, outputs: FrameOutputs, style: _TextStyle) -> None:
     """A dark panel in the top-left corner with one line per object: colour swatch, id, state, presence."""
     lines: List[Tuple[int, str]] = [
-        (int(obj_id), f"{int(obj_id)} {ObjectState(int(state)).name.lower()} {float(presence):.2f}")
-        for obj_id, state, presence in zip(outputs.object_ids, outputs.states, outputs.presence)
+        (obj.object_id, f"{obj.object_id} {obj.state.name.lower()} {obj.presence:.2f}") for obj in outputs.objects
     ]
     _, text_h, baseline = style.size("0")
     line_h = text_h + baseline + style.pad

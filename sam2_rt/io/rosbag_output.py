@@ -18,8 +18,8 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
-from sam2_rt.io.frame_outputs import FrameOutputs, box_to_roi
-from sam2_rt.io.image_messages import ImageFields, check_label_map, encode_image
+from sam2_rt.io.frame_outputs import FrameOutputs
+from sam2_rt.io.image_messages import ImageFields, encode_image, encode_label_map
 from sam2_rt.io.video import IMAGE_MSGTYPE, VideoFrame, ros_typestore
 
 INPUT_TOPIC = "/image"
@@ -117,23 +117,14 @@ class BagOutput:
         else:
             log_time_ns = frame.stamp_ns
             self._write(INPUT_TOPIC, IMAGE_MSGTYPE, log_time_ns, self._image(header, encode_image(frame.rgb, "rgb8")))
-        labels = encode_image(check_label_map(outputs.labels), "mono16")
-        self._write(MASKS_TOPIC, IMAGE_MSGTYPE, log_time_ns, self._image(header, labels))
+        self._write(MASKS_TOPIC, IMAGE_MSGTYPE, log_time_ns, self._image(header, encode_label_map(outputs.labels)))
         self._write(OBJECTS_TOPIC, OBJECTS_MSGTYPE, log_time_ns, self._objects(header, outputs, latency_ns))
         self.frames += 1
 
     def _objects(self, header: Any, outputs: FrameOutputs, latency_ns: int) -> Any:
         types = self._types
         roi_type, object_type = types["sensor_msgs/msg/RegionOfInterest"], types["sam2_ros/msg/TrackedObject"]
-        objects = []
-        for obj_id, state, label, score, presence, box, area in zip(
-            outputs.object_ids, outputs.states, outputs.class_names(), outputs.scores, outputs.presence,
-            outputs.boxes, outputs.areas,
-        ):
-            x_offset, y_offset, width, height = box_to_roi(box)
-            roi = roi_type(x_offset=x_offset, y_offset=y_offset, height=height, width=width, do_rectify=False)
-            objects.append(object_type(object_id=int(obj_id), state=int(state), label=label, score=float(score),
-                                       presence=float(presence), bbox=roi, mask_area=int(area)))
+        objects = [object_type(bbox=roi_type(**obj.roi_fields()), **obj.message_fields()) for obj in outputs.objects]
         latency_ns = max(0, int(latency_ns))
         latency = types["builtin_interfaces/msg/Duration"](sec=latency_ns // 10**9, nanosec=latency_ns % 10**9)
         return types[OBJECTS_MSGTYPE](header=header, objects=objects, latency=latency, dropped_frames=0)

@@ -18,7 +18,6 @@ import numpy as np
 
 from sam2_rt.io.frame_outputs import FrameOutputs
 from sam2_rt.io.overlay import draw_overlay
-from sam2_rt.tracking.state import ObjectState
 from sam2_rt.io.video import VideoFrame
 
 logger = logging.getLogger(__name__)
@@ -32,10 +31,11 @@ def frame_record(frame: VideoFrame, outputs: FrameOutputs, seconds: float) -> Di
     """One frame as a JSON-able record (a line of `--json`).
 
     Keys: frame (index), time (seconds since the first frame), stamp_ns and frame_id (the input's header
-    for rosbag2 inputs), seconds (tracker time for the frame), objects: per object, ascending ids, id,
-    state ("tracking" / "occluded" / "lost"), label (the detector class it was started with, "" = none), iou
-    (predicted), presence, box [x0, y0, x1, y1] (pixels, x1 / y1 exclusive; zeros for an empty mask), area
-    (mask pixels).
+    for rosbag2 inputs), seconds (tracker time for the frame), objects: per object (`FrameOutputs.objects`,
+    the record the rosbag2 and ROS TrackedObject messages hold too), ascending ids, id, state ("tracking" /
+    "occluded" / "lost"), label (the detector class it was started with, "" = none), iou (predicted IoU,
+    TrackedObject.score), presence, box [x0, y0, x1, y1] (pixels, x1 / y1 exclusive; zeros for an empty
+    mask), area (mask pixels).
     """
     return {
         "frame": frame.index,
@@ -45,18 +45,15 @@ def frame_record(frame: VideoFrame, outputs: FrameOutputs, seconds: float) -> Di
         "seconds": round(seconds, 5),
         "objects": [
             {
-                "id": int(obj_id),
-                "state": ObjectState(int(state)).name.lower(),
-                "label": label,
-                "iou": round(float(iou), 4),
-                "presence": round(float(presence), 4),
-                "box": [round(float(v), 1) for v in box],
-                "area": int(area),
+                "id": obj.object_id,
+                "state": obj.state.name.lower(),
+                "label": obj.label,
+                "iou": round(obj.score, 4),
+                "presence": round(obj.presence, 4),
+                "box": [round(v, 1) for v in obj.box],
+                "area": obj.mask_area,
             }
-            for obj_id, state, label, iou, presence, box, area in zip(
-                outputs.object_ids, outputs.states, outputs.class_names(), outputs.scores, outputs.presence,
-                outputs.boxes, outputs.areas,
-            )
+            for obj in outputs.objects
         ],
     }
 
