@@ -11,10 +11,11 @@ memory encoder 7.8e-7, memory attention 6.5e-7, decoder 1.2e-6.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, NamedTuple
+from typing import Callable, Dict, NamedTuple
 
 import pytest
 import torch
@@ -55,15 +56,31 @@ def run_reference(size: int, out: Path) -> Path:
     return out / f"edgetam_{size}.pt"
 
 
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int], Pair]:
+    """Meta's EdgeTAM and ours with its weights at a size, built once per size for the whole module."""
+
+    @functools.lru_cache(maxsize=None)
+    def build(size: int) -> Pair:
+        path = run_reference(size, tmp_path_factory.mktemp(f"edgetam_reference_{size}"))
+        content = torch.load(path, map_location="cpu", weights_only=True)
+        reference = Reference(content["state_dict"], content["inputs"], content["outputs"])
+        ours = EdgeTAMModel(get_config("edgetam", size))
+        ours.load_state_dict(reference.state_dict, strict=True)
+        return Pair(reference, ours.eval(), size)
+
+    return build
+
+
 @pytest.fixture(scope="module", params=SIZES, ids=lambda size: f"{size}px")
-def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Pair:
-    size = request.param
-    path = run_reference(size, tmp_path_factory.mktemp(f"edgetam_reference_{size}"))
-    content = torch.load(path, map_location="cpu", weights_only=True)
-    reference = Reference(content["state_dict"], content["inputs"], content["outputs"])
-    ours = EdgeTAMModel(get_config("edgetam", size))
-    ours.load_state_dict(reference.state_dict, strict=True)
-    return Pair(reference, ours.eval(), size)
+def pair(request: pytest.FixtureRequest, pairs: Callable[[int], Pair]) -> Pair:
+    return pairs(request.param)
+
+
+@pytest.fixture(scope="module")
+def reference_512(pairs: Callable[[int], Pair]) -> Reference:
+    """The 512 px reference, for the checkpoint tests (the weights do not depend on the image size)."""
+    return pairs(512).reference
 
 
 def test_trunk_and_neck_equal_meta(pair: Pair) -> None:
@@ -146,30 +163,26 @@ def test_decoder_equals_meta(pair: Pair, multimask: bool) -> None:
 # --------------------------------------------------------------------------- checkpoint path
 
 
-def test_reference_file_loads_strictly_through_the_checkpoint_path(pair: Pair, tmp_path: Path) -> None:
-    if pair.image_size != 512:
-        pytest.skip("the weights do not depend on the image size: one file suffices")
+def test_reference_file_loads_strictly_through_the_checkpoint_path(reference_512: Reference, tmp_path: Path) -> None:
     path = tmp_path / "edgetam.pt"
-    torch.save({"model": pair.reference.state_dict}, path)
+    torch.save({"model": reference_512.state_dict}, path)
     model = load_model("edgetam", path, image_size=512, manifest_path=tmp_path / "manifest.json")
     assert isinstance(model, EdgeTAMModel)
     for key, value in model.state_dict().items():
-        assert torch.equal(value, pair.reference.state_dict[key]), key
+        assert torch.equal(value, reference_512.state_dict[key]), key
     with torch.inference_mode():
-        feat = model.forward_image(pair.reference.inputs["image"])[2]
-    assert_matches(feat, pair.reference.outputs["image.feat"], "feat after load_model")
+        feat = model.forward_image(reference_512.inputs["image"])[2]
+    assert_matches(feat, reference_512.outputs["image.feat"], "feat after load_model")
 
 
-def test_a_wrong_key_or_shape_is_refused_with_the_key_named(pair: Pair, tmp_path: Path) -> None:
-    if pair.image_size != 512:
-        pytest.skip("the weights do not depend on the image size: one file suffices")
-    state = dict(pair.reference.state_dict)
+def test_a_wrong_key_or_shape_is_refused_with_the_key_named(reference_512: Reference, tmp_path: Path) -> None:
+    state = dict(reference_512.state_dict)
     state["spatial_perceiver.latents_extra"] = state.pop("spatial_perceiver.latents")
     with pytest.raises(CheckpointError) as error:
         verify_state_dict(state, "edgetam")
     assert "spatial_perceiver.latents" in str(error.value) and "spatial_perceiver.latents_extra" in str(error.value)
 
-    state = dict(pair.reference.state_dict)
+    state = dict(reference_512.state_dict)
     state["spatial_perceiver.latents_2d"] = torch.zeros(128, 64)
     path = tmp_path / "edgetam.pt"
     torch.save({"model": state}, path)
@@ -177,11 +190,9 @@ def test_a_wrong_key_or_shape_is_refused_with_the_key_named(pair: Pair, tmp_path
         load_model("edgetam", path, manifest_path=tmp_path / "manifest.json")
 
 
-def test_an_edgetam_file_loaded_as_sam2_is_named_for_what_it_is(pair: Pair, tmp_path: Path) -> None:
-    if pair.image_size != 512:
-        pytest.skip("the weights do not depend on the image size: one file suffices")
+def test_an_edgetam_file_loaded_as_sam2_is_named_for_what_it_is(reference_512: Reference, tmp_path: Path) -> None:
     path = tmp_path / "edgetam.pt"
-    torch.save({"model": pair.reference.state_dict}, path)
+    torch.save({"model": reference_512.state_dict}, path)
     with pytest.raises(CheckpointError, match="The file is a edgetam checkpoint"):
         load_model("sam2_hiera_tiny", path, manifest_path=tmp_path / "manifest.json")
 

@@ -13,6 +13,7 @@ strictly.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Tuple
 
@@ -24,6 +25,10 @@ from sam2_rt.modeling.latent_attention import LatentRoPEAttention
 from sam2_rt.modeling.perceiver import PerceiverResampler
 from sam2_rt.modeling.repvit import TimmTrunk
 from sam2_rt.modeling.sam2 import SAM2Model
+
+# SAM2Model.encode_memory without its @torch.inference_mode(): a traced graph (sam2_rt.runtime.export.traceable
+# unwraps the entry point it traces) must not switch inference mode on inside.
+_encode_memory_map = inspect.unwrap(SAM2Model.encode_memory)
 
 
 class EdgeTAMModel(SAM2Model):
@@ -89,5 +94,5 @@ class EdgeTAMModel(SAM2Model):
         Returns:
           mem_feat (B, T, D) and mem_pos (B, T, D), T = config.memory_tokens (see PerceiverResampler).
         """
-        mem_map, mem_map_pos = super().encode_memory(feat, high_res_masks, object_score_logits, is_mask_from_pts)
+        mem_map, mem_map_pos = _encode_memory_map(self, feat, high_res_masks, object_score_logits, is_mask_from_pts)
         return self.spatial_perceiver(mem_map, mem_map_pos)
