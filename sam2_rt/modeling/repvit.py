@@ -3,6 +3,9 @@
 timm is the field's implementation of RepViT; we build it without pretrained weights (the checkpoint
 brings them) as a multi-level feature extractor, which returns the levels finest first, as the neck
 expects. timm is imported when such a trunk is built, so SAM 2 models never import it.
+
+Pinned timm 1.0.29; EdgeTAM's own pin is 1.0.15. Checked (2026-12-04): both build repvit_m1 with the same
+676 state_dict keys and shapes, and give bit-equal features from the same weights.
 """
 
 from __future__ import annotations
