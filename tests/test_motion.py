@@ -127,10 +127,12 @@ def test_the_filter_learns_then_scores_candidates_by_motion_and_resets_on_a_poor
     poor = step(8, [0.1, 0.05], (50, 50, 59, 59))  # the chosen mask's IoU below the threshold: reset
     assert state.stable[1] == 0 and poor.best.tolist() == [0]
     assert state.stable[0] == 0, "another row's filter is untouched"
-    worthy = memory_worthy(stable, torch.tensor([[1.0]]), SamuraiConfig(memory_bank_iou_threshold=0.5))
-    assert worthy.tolist() == [True]
-    assert memory_worthy(stable, torch.tensor([[-1.0]]), SamuraiConfig()).tolist() == [False]
-    assert memory_worthy(poor, torch.tensor([[1.0]]), SamuraiConfig()).tolist() == [False]
+    def worthy(choice: "object", score: float, config: SamuraiConfig = SamuraiConfig()) -> list:
+        return memory_worthy(choice.best_iou, torch.tensor([[score]]), choice.motion_score, config).tolist()
+
+    assert worthy(stable, 1.0) == [True] and worthy(stable, -1.0) == [False] and worthy(poor, 1.0) == [False]
+    assert worthy(stable, 1.0, SamuraiConfig(memory_bank_kf_score_threshold=0.99)) == [False]
+    assert worthy(first, 1.0, SamuraiConfig(memory_bank_kf_score_threshold=0.99)) == [True], "no motion score"
 
 
 def test_objects_are_independent_and_rows_compact_on_removal() -> None:

@@ -9,6 +9,7 @@ import torch
 
 from sam2_rt.modeling.config import PRECISION_NAMES
 from sam2_rt.runtime.backends import BACKENDS, CompileEvent
+from sam2_rt.tracking.motion import MOTION_NAMES, SamuraiConfig
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,12 @@ class TrackerConfig:
     # Where backend="compile" with inductor keeps its compiled artifacts between processes, so that a warm-up
     # after a reboot loads instead of compiling (None: sam2_rt.runtime.compile_cache.default_compile_cache_dir()).
     compile_cache_dir: Optional[str] = None
+    # Motion-aware tracking: "none" (SAM 2's choice: the candidate mask of highest predicted IoU, every tracked
+    # frame into memory) or "samurai" (SAMURAI: a Kalman filter per object scores the candidates by motion,
+    # and only frames that pass `samurai`'s thresholds stay in memory; see sam2_rt.tracking.motion).
+    motion: str = "none"
+    # SAMURAI's parameters (motion="samurai").
+    samurai: SamuraiConfig = SamuraiConfig()
 
     def __post_init__(self) -> None:
         if self.max_objects < 1:
@@ -71,6 +78,8 @@ class TrackerConfig:
                              f"({self.max_conditioning_frames}), got {bad}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+        if self.motion not in MOTION_NAMES:
+            raise ValueError(f"motion must be one of {list(MOTION_NAMES)}, got {self.motion!r}")
 
 
 def cpu_has_native(precision: str) -> bool:

@@ -22,11 +22,18 @@ y, aspect w / h, height h) and their velocities; noise grows with the height, as
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from sam2_rt.runtime.transfer import to_device
+
+if TYPE_CHECKING:
+    from sam2_rt.modeling.sam2 import DecodeOutput, SAM2Model
+
+# TrackerConfig.motion: SAM 2's own choice, or SAMURAI's.
+MOTION_NAMES = ("none", "samurai")
 
 # Noise weights of the filter, relative to the box height (the reference's, from DeepSORT).
 STD_WEIGHT_POSITION = 1.0 / 20
@@ -91,7 +98,8 @@ def box_iou(box: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
     area_c = (candidates[..., 2] - candidates[..., 0]) * (candidates[..., 3] - candidates[..., 1])
     union = area_a + area_c - inter
-    iou = torch.where(union != 0, inter / torch.where(union != 0, union, torch.ones_like(union)), torch.zeros_like(inter))
+    safe_union = torch.where(union != 0, union, torch.ones_like(union))
+    iou = torch.where(union != 0, inter / safe_union, torch.zeros_like(inter))
     return torch.where((candidates == 0).all(dim=-1), torch.zeros_like(iou), iou)
 
 
@@ -257,16 +265,64 @@ class MotionState:
             tensor.index_copy_(0, index, values)
 
 
-def memory_worthy(choice: MotionChoice, object_score_logits: torch.Tensor, config: SamuraiConfig) -> torch.Tensor:
-    """(N,) bool: whether each object's tracked frame may enter its memory (SAMURAI's memory selection)."""
-    ok = (choice.best_iou > config.memory_bank_iou_threshold) & \
+def memory_worthy(best_iou: torch.Tensor, object_score_logits: torch.Tensor, motion_score: torch.Tensor,
+                  config: SamuraiConfig) -> torch.Tensor:
+    """(N,) bool: whether each object's tracked frame may enter its memory (SAMURAI's memory selection), from
+    its chosen candidate's predicted IoU, its object score logit and its motion score (NaN: none)."""
+    ok = (best_iou.float() > config.memory_bank_iou_threshold) & \
         (object_score_logits.reshape(-1).float() > config.memory_bank_obj_score_threshold)
     if config.memory_bank_kf_score_threshold is not None:
-        score = choice.motion_score
-        ok &= torch.isnan(score) | (score > config.memory_bank_kf_score_threshold)
+        ok &= torch.isnan(motion_score) | (motion_score > config.memory_bank_kf_score_threshold)
     return ok
 
 
 def _pick(boxes: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
     """(N, 4) the chosen candidate's box of (N, C, 4)."""
     return boxes.gather(1, best[:, None, None].expand(-1, 1, 4))[:, 0]
+
+
+class MotionGroup(NamedTuple):
+    """Objects of one stream in a decoder batch: their filters, their rows in the stream, their places in the batch."""
+
+    state: MotionState
+    rows: List[int]
+    positions: List[int]
+
+
+def decode_with_motion(model: "SAM2Model", groups: Sequence[MotionGroup], features: torch.Tensor,
+                       feat_s0: torch.Tensor, feat_s1: torch.Tensor, point_coords: Optional[torch.Tensor],
+                       point_labels: Optional[torch.Tensor], mask_logits: Optional[torch.Tensor], multimask: bool,
+                       config: SamuraiConfig) -> Tuple["DecodeOutput", List[MotionChoice]]:
+    """Decode B objects (arguments of `SAM2Model.decode`, feat_s0 / feat_s1 batch 1 or B) taking the candidate
+    each object's filter chooses; the output's `ious` is then the chosen candidate's (B, 1). Without multimask
+    output there is nothing to choose (no filter runs, as in the reference). Returns the output and each
+    group's choice (not yet applied to its filters)."""
+    batch = features.shape[0]
+    candidates = model.decode_candidates(features, feat_s0.expand(batch, *feat_s0.shape[1:]),
+                                         feat_s1.expand(batch, *feat_s1.shape[1:]), point_coords, point_labels,
+                                         mask_logits, multimask)
+    if not multimask:
+        return model.choose_candidate(candidates, None), []
+    size = model.config.image_size
+    # The candidates at the model's input resolution, whose boxes the filters measure (as the reference).
+    high_res = F.interpolate(candidates.multimasks.float(), size=(size, size), mode="bilinear", align_corners=False)
+    best = torch.zeros(batch, dtype=torch.int64, device=features.device)
+    best_iou = torch.zeros(batch, dtype=torch.float32, device=features.device)
+    choices = []
+    for group in groups:
+        where = to_device(group.positions, features.device)
+        choice = group.state.choose(group.rows, candidates.ious.index_select(0, where),
+                                    high_res.index_select(0, where), config)
+        best.index_copy_(0, where, choice.best)
+        best_iou.index_copy_(0, where, choice.best_iou)
+        choices.append(choice)
+    return model.choose_candidate(candidates, best)._replace(ious=best_iou[:, None]), choices
+
+
+def memory_flags(first_frames: Sequence[int], frame_index: int, best_iou: torch.Tensor,
+                 object_score_logits: torch.Tensor, motion_score: torch.Tensor, config: SamuraiConfig) -> List[bool]:
+    """Whether each tracked object's memory of frame `frame_index` is accepted into its ring: it passes
+    `memory_worthy` and lies at least two frames after the object's first prompted frame (the reference
+    considers frames from index 2 of a video prompted on frame 0). Reads the scores on the host."""
+    worthy = memory_worthy(best_iou, object_score_logits, motion_score, config).tolist()
+    return [ok and first >= 0 and frame_index >= first + 2 for ok, first in zip(worthy, first_frames)]

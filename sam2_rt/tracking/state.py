@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from sam2_rt.tracking.memory import EMPTY, MemoryBank
+from sam2_rt.tracking.motion import MotionState
 from sam2_rt.tracking.transforms import label_image
 
 # Largest object id (the label image is int32; 0 is background).
@@ -126,6 +127,8 @@ class StreamState:
     _absent_frames: List[int] = field(default_factory=list)
     # prompts to apply on the next frame, by object id (new objects in the order they were added)
     _pending: Dict[int, PreparedPrompt] = field(default_factory=dict)
+    # motion="samurai": each object's Kalman filter, rows like the bank's
+    _motion: Optional[MotionState] = None
 
     # ------------------------------------------------------------------ reading
 
@@ -138,6 +141,17 @@ class StreamState:
     def memory(self) -> MemoryBank:
         """The stream's memory bank (rows in the order of the tracked objects)."""
         return self._bank
+
+    @property
+    def motion(self) -> Optional[MotionState]:
+        """The objects' Kalman filters (motion="samurai"), rows like the memory bank's; None otherwise."""
+        return self._motion
+
+    def first_frames(self, count: int) -> List[int]:
+        """The first prompted frame of each of the first `count` rows (-1 for a row never prompted)."""
+        frames = self._bank.cond_frames[:count]
+        first = torch.where(frames == EMPTY, torch.iinfo(torch.int64).max, frames).amin(dim=1)
+        return torch.where(first == torch.iinfo(torch.int64).max, EMPTY, first).tolist()
 
     @property
     def absent_frames(self) -> Tuple[int, ...]:
@@ -161,7 +175,10 @@ class StreamState:
         """Bytes of all tensors the stream holds (memory bank and pending prompts)."""
         pending = sum(t.numel() * t.element_size() for prompt in self._pending.values()
                       for t in prompt.tensors() if t is not None)
-        return self._bank.nbytes() + pending
+        return self._bank.nbytes() + pending + (self._motion.nbytes() if self._motion is not None else 0)
+
+    def _tensors(self) -> Tuple[torch.Tensor, ...]:
+        return tuple(self._bank.tensors()) + (self._motion.tensors() if self._motion is not None else ())
 
     def snapshot(self) -> StreamSnapshot:
         """A copy of everything the stream holds, to compare with a later one."""
@@ -171,7 +188,7 @@ class StreamState:
             object_ids=tuple(self.object_ids),
             absent_frames=tuple(self._absent_frames),
             pending={k: tuple(None if t is None else t.clone() for t in p.tensors()) for k, p in self._pending.items()},
-            bank=tuple(t.clone() for t in self._bank.tensors()),
+            bank=tuple(t.clone() for t in self._tensors()),
             nbytes=self.state_nbytes(),
         )
 
@@ -184,6 +201,8 @@ class StreamState:
     def clear(self) -> None:
         """Forget every object and prompt; the next frame is frame 0 (memory stays allocated)."""
         self._bank.clear()
+        if self._motion is not None:
+            self._motion.clear()
         self._ids.clear()
         self._absent_frames.clear()
         self._pending.clear()
@@ -206,6 +225,8 @@ class StreamState:
         keep = [row for row, obj_id in enumerate(self._ids) if obj_id not in removed]
         if len(keep) < len(self._ids):
             self._bank.keep_rows(keep, len(self._ids))
+            if self._motion is not None:
+                self._motion.keep_rows(keep, len(self._ids))
             self._ids[:] = [self._ids[row] for row in keep]
             self._absent_frames[:] = [self._absent_frames[row] for row in keep]
 

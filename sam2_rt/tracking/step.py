@@ -4,14 +4,15 @@ model calls. Internal to `sam2_rt.tracking`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
-from sam2_rt.modeling.sam2 import DecodeOutput
+from sam2_rt.modeling.sam2 import DecodeOutput, SAM2Model
 from sam2_rt.runtime.readout import MemoryReadout
 from sam2_rt.runtime.transfer import to_device
+from sam2_rt.tracking.motion import MotionChoice, MotionGroup, SamuraiConfig, decode_with_motion, memory_flags
 from sam2_rt.tracking.state import PreparedPrompt, StreamState, TrackResult
 from sam2_rt.tracking.transforms import Frame, boxes_from_masks, upsample_logits
 
@@ -48,6 +49,8 @@ class StreamStep:
     first_row: int = 0  # its first row among the rows of all streams of its model calls
     outputs: Optional[StepOutputs] = None
     memory: Optional[NewMemory] = None
+    # motion="samurai": what the objects' filters decided, (its rows in the stream, the choice), in decode order
+    motion: List[Tuple[List[int], MotionChoice]] = field(default_factory=list)
 
     @classmethod
     def start(cls, state: StreamState, frame: Frame, frame_size: Tuple[int, int]) -> "StreamStep":
@@ -184,3 +187,61 @@ def empty_result(frame_index: int, frame_size: Tuple[int, int], image_size: int,
         states=[],
         boxes=torch.zeros(0, 4, device=device),
     )
+
+
+def decode_chosen(model: SAM2Model, groups: List[Tuple[StreamStep, List[int], List[int]]], features: torch.Tensor,
+                  feat_s0: torch.Tensor, feat_s1: torch.Tensor, coords: Optional[torch.Tensor],
+                  labels: Optional[torch.Tensor], mask_logits: Optional[torch.Tensor], multimask: bool,
+                  config: SamuraiConfig) -> DecodeOutput:
+    """motion="samurai": decode (eager) and let each object's filter choose its candidate. Groups are (stream
+    step, its rows, their places in the batch); the choices wait in the steps until `write_memory`."""
+    motion_groups = [MotionGroup(step.state.motion, rows, positions) for step, rows, positions in groups
+                     if step.state.motion is not None]
+    out, choices = decode_with_motion(model, motion_groups, features, feat_s0, feat_s1, coords, labels, mask_logits,
+                                      multimask, config)
+    for (step, rows, _), choice in zip(groups, choices):
+        step.motion.append((rows, choice))
+    return out
+
+
+def write_memory(step: StreamStep, samurai: Optional[SamuraiConfig]) -> None:
+    """Store the frame's memory of every object of the stream (prompted ones as conditioning memory); with
+    motion="samurai" apply the filters' choices first, and keep in the ring only the memories SAMURAI accepts."""
+    memory = step.memory
+    assert memory is not None, "_track_frames sets the memory of every stream with objects"
+    bank = step.state.memory
+    bank.mem_pos.copy_(memory.mem_pos)
+    num_objects = memory.mem_feat.shape[0]
+    prompted = set(memory.prompted_rows)
+    tracked_rows = [r for r in range(num_objects) if r not in prompted]
+    accepted = _accepted(step, tracked_rows, samurai) if samurai is not None else None
+    for rows in (tracked_rows, memory.prompted_rows):
+        if not rows:
+            continue
+        if len(rows) == num_objects:
+            feats, ptrs = memory.mem_feat, memory.obj_ptr
+        else:
+            index = to_device(rows, memory.mem_feat.device)
+            feats, ptrs = memory.mem_feat.index_select(0, index), memory.obj_ptr.index_select(0, index)
+        if rows is tracked_rows:
+            bank.write_recent(rows, step.frame_index, feats, ptrs, accepted)
+        else:
+            bank.write_conditioning(rows, step.frame_index, feats, ptrs)
+
+
+def _accepted(step: StreamStep, rows: List[int], samurai: SamuraiConfig) -> List[bool]:
+    """Apply the step's filter choices; whether each tracked row's memory is accepted (`memory_flags`)."""
+    motion = step.state.motion
+    assert step.outputs is not None and motion is not None
+    device = step.outputs.ious.device
+    motion_score = torch.full((len(step.object_ids),), float("nan"), device=device)
+    for chosen_rows, choice in step.motion:
+        motion.apply(chosen_rows, choice)
+        motion_score[chosen_rows] = choice.motion_score
+    if not rows:
+        return []
+    index = to_device(rows, device)
+    first = step.state.first_frames(len(step.object_ids))
+    return memory_flags([first[r] for r in rows], step.frame_index, step.outputs.ious.index_select(0, index),
+                        step.outputs.object_score_logits.index_select(0, index), motion_score.index_select(0, index),
+                        samurai)

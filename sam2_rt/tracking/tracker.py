@@ -58,17 +58,20 @@ from sam2_rt.runtime.readout import MemoryReadout
 from sam2_rt.runtime.transfer import to_device
 from sam2_rt.tracking.config import TrackerConfig, WarmupReport, cpu_has_native
 from sam2_rt.tracking.memory import MemoryBank
-from sam2_rt.tracking.state import PreparedPrompt, StreamState, TrackerInputError, TrackResult
+from sam2_rt.tracking.motion import MotionState, SamuraiConfig
+from sam2_rt.tracking.state import PreparedPrompt, StreamState, TrackResult
 from sam2_rt.tracking.step import (
     NewMemory,
     StepOutputs,
     StreamStep,
     concat_readouts,
+    decode_chosen,
     frame_result,
     frame_rows,
     gather_rows,
     group_by_num_points,
     is_mask,
+    write_memory,
 )
 from sam2_rt.tracking.transforms import Frame, preprocess
 from sam2_rt.tracking.validation import ArrayLike, check_frame, check_object_id, checked_frame_size, prepare_prompt
@@ -142,6 +145,8 @@ class Tracker:
         )
         if self.runner.fixed_shapes:
             self._step_lock = threading.Lock()
+        # motion="samurai": SAMURAI's parameters (its decodes choose among the candidates eagerly).
+        self._samurai: Optional[SamuraiConfig] = config.samurai if config.motion == "samurai" else None
 
     @property
     def compilations(self) -> Dict[str, int]:
@@ -192,8 +197,10 @@ class Tracker:
             hidden_dim=cfg.hidden_dim,
             feat_size=cfg.feat_size,
             device=self.device,
+            selective=self._samurai is not None,
         )
-        return StreamState(frame_index=0, frame_size=None, _bank=bank)
+        motion = MotionState(self.config.max_objects, self.device) if self._samurai is not None else None
+        return StreamState(frame_index=0, frame_size=None, _bank=bank, _motion=motion)
 
     @torch.inference_mode()
     def reset(self, state: StreamState) -> None:
@@ -323,7 +330,7 @@ class Tracker:
             raise ValueError(f"step_many needs one frame per stream: {len(states)} streams, {len(frames)} frames")
         if len({id(state) for state in states}) != len(states):
             raise ValueError("step_many got the same stream twice")
-        steps = [StreamStep.start(state, frame, self._checked_frame_size(frame, index, len(frames)))
+        steps = [StreamStep.start(state, frame, check_frame(frame, index, len(frames)))
                  for index, (state, frame) in enumerate(zip(states, frames))]
         for step in steps:
             if step.state.frame_size is not None and step.frame_size != step.state.frame_size:
@@ -344,7 +351,7 @@ class Tracker:
         # Every stream changes only now that all frames went through: a failure above leaves their objects,
         # memories and pending prompts as they were.
         for step in active:
-            self._write_memory(step)
+            write_memory(step, self._samurai)
         return [self._commit(step, *result) for step, result in zip(steps, results)]
 
     @contextlib.contextmanager
@@ -374,15 +381,6 @@ class Tracker:
             yield
         finally:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-    def _checked_frame_size(self, frame: Frame, index: int, count: int) -> Tuple[int, int]:
-        """The (H, W) of a valid frame; TrackerInputError naming the frame's position among several."""
-        try:
-            return check_frame(frame)
-        except TrackerInputError as err:
-            if count == 1:
-                raise
-            raise TrackerInputError(f"stream {index} of {count}: {err}") from None
 
     def _track_frames(self, steps: List[StreamStep]) -> None:
         """Run the model for every object of `steps` on their frames and set each step's outputs and the
@@ -420,10 +418,17 @@ class Tracker:
             read_rows = tracked_rows + tracked_rows[-1:] * (runner.batch_for(batch) - batch)
             feat_mem = self._attend_memory(steps, read_rows, feat, pos)
             read_frames = [row_frame[r] for r in read_rows]
-            decoded_rows = runner.decode_tracked(
-                feat_mem, frame_rows(feat_s0, read_frames), frame_rows(feat_s1, read_frames)
-            )
-            tracked = DecodeOutput(*(values[:batch] for values in decoded_rows))
+            if self._samurai is None:
+                s0_rows, s1_rows = frame_rows(feat_s0, read_frames), frame_rows(feat_s1, read_frames)
+                decoded_rows = runner.decode_tracked(feat_mem, s0_rows, s1_rows)
+                tracked = DecodeOutput(*(values[:batch] for values in decoded_rows))
+            else:  # the filters choose among the candidates (eager decoder, without the padding rows)
+                feat_mem, frames = feat_mem[:batch], read_frames[:batch]
+                groups = [(s, [r - s.first_row for r in tracked_rows if r in s.rows],
+                           [i for i, r in enumerate(tracked_rows) if r in s.rows]) for s in steps]
+                tracked = decode_chosen(model, [g for g in groups if g[1]], feat_mem, frame_rows(feat_s0, frames),
+                                        frame_rows(feat_s1, frames), None, None, None, model.use_multimask(False, 0),
+                                        self._samurai)
             for i, row in enumerate(tracked_rows):
                 decoded[row] = (tracked, i)
         position = {row: i for i, row in enumerate(tracked_rows)}  # row -> its place in the tracked batch
@@ -443,6 +448,7 @@ class Tracker:
                     [prompt_of_row[r] for r in group],
                     prev_logits.clamp(-PREV_MASK_LOGIT_LIMIT, PREV_MASK_LOGIT_LIMIT),
                     is_init_cond_frame=False,
+                    motion=(step, [r - step.first_row for r in group]),
                 )
                 for i, row in enumerate(group):
                     decoded[row] = (out, i)
@@ -458,6 +464,7 @@ class Tracker:
                         [prompt_of_row[r] for r in group],
                         None,
                         is_init_cond_frame=True,
+                        motion=(step, [r - step.first_row for r in group]),
                     )
                     for i, row in enumerate(group):
                         decoded[row] = (out, i)
@@ -516,7 +523,8 @@ class Tracker:
         parts: List[Tuple[int, MemoryReadout]] = []  # (frame, readout) of each stream with rows to read
         groups: Dict[Tuple[int, ...], List[int]] = {}  # readout shape (and frame) -> positions in parts
         for frame, step, local in local_rows:
-            readout = step.state.memory.read(local, step.frame_index, self.model_config.num_maskmem, feat.dtype, compact)
+            readout = step.state.memory.read(local, step.frame_index, self.model_config.num_maskmem, feat.dtype,
+                                             compact)
             key = (readout.mem_feats.shape[1], readout.ptrs.shape[1]) + ((frame,) if one_row_at_a_time else ())
             groups.setdefault(key, []).append(len(parts))
             parts.append((frame, readout))
@@ -538,11 +546,18 @@ class Tracker:
         prompts: List[PreparedPrompt],
         mask_logits: Optional[torch.Tensor],
         is_init_cond_frame: bool,
+        motion: Optional[Tuple[StreamStep, List[int]]] = None,
     ) -> DecodeOutput:
-        """Decode B objects of one frame that all have P prompt points (features (B, 256, h, w))."""
+        """Decode B objects of one frame that all have P prompt points (features (B, 256, h, w)); with
+        motion="samurai", `motion` (the stream's step, the objects' rows in it) lets their filters choose."""
         batch = features.shape[0]
         coords = torch.stack([p.points for p in prompts]).to(self.device)  # type: ignore[misc]
         labels = torch.stack([p.labels for p in prompts]).to(self.device)  # type: ignore[misc]
+        multimask = self.model.use_multimask(is_init_cond_frame, coords.shape[1])
+        if self._samurai is not None and motion is not None:
+            step, rows = motion
+            return decode_chosen(self.model, [(step, rows, list(range(batch)))], features, feat_s0, feat_s1, coords,
+                                 labels, mask_logits, multimask, self._samurai)
         return self.model.decode(
             features,
             feat_s0.expand(batch, *feat_s0.shape[1:]),
@@ -550,7 +565,7 @@ class Tracker:
             coords,
             labels,
             mask_logits,
-            self.model.use_multimask(is_init_cond_frame, coords.shape[1]),
+            multimask,
         )
 
     def _encode_memory(
@@ -570,24 +585,6 @@ class Tracker:
             hard = torch.where(high_res > 0, math.inf, -math.inf)
             high_res = torch.where(is_prompted, hard, high_res)
         return self.runner.encode_memory(feat, high_res, outputs.object_score_logits)
-
-    def _write_memory(self, step: StreamStep) -> None:
-        """Store the frame's memory of every object of the stream (prompted ones as conditioning memory)."""
-        memory = step.memory
-        assert memory is not None, "_track_frames sets the memory of every stream with objects"
-        bank = step.state.memory
-        bank.mem_pos.copy_(memory.mem_pos)
-        num_objects = memory.mem_feat.shape[0]
-        prompted = set(memory.prompted_rows)
-        tracked_rows = [r for r in range(num_objects) if r not in prompted]
-        if len(tracked_rows) == num_objects:
-            bank.write_recent(tracked_rows, step.frame_index, memory.mem_feat, memory.obj_ptr)
-            return
-        for rows, write in ((tracked_rows, bank.write_recent), (memory.prompted_rows, bank.write_conditioning)):
-            if rows:
-                index = to_device(rows, self.device)
-                write(rows, step.frame_index, memory.mem_feat.index_select(0, index),
-                      memory.obj_ptr.index_select(0, index))
 
     def _commit(self, step: StreamStep, result: TrackResult, absent: List[bool]) -> TrackResult:
         """Move the stream past the frame: its objects, cleared prompts, frame index and size, and the objects'

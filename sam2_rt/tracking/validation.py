@@ -15,12 +15,23 @@ from sam2_rt.tracking.transforms import Frame, resize_mask_prompt
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[float], Sequence[Sequence[float]]]
 
 
-def check_frame(frame: Frame) -> Tuple[int, int]:
-    """The (H, W) of a frame `Tracker.step` accepts (see its `frame` argument).
+def check_frame(frame: Frame, index: int = 0, count: int = 1) -> Tuple[int, int]:
+    """The (H, W) of a frame `Tracker.step` accepts (see its `frame` argument), frame `index` of `count` given
+    to `Tracker.step_many`.
 
     Raises:
-      TrackerInputError: not a numpy array or tensor, wrong shape or dtype, or empty.
+      TrackerInputError: not a numpy array or tensor, wrong shape or dtype, or empty; with several frames the
+        message names the frame's position ("stream 1 of 3").
     """
+    try:
+        return _frame_size(frame)
+    except TrackerInputError as err:
+        if count == 1:
+            raise
+        raise TrackerInputError(f"stream {index} of {count}: {err}") from None
+
+
+def _frame_size(frame: Frame) -> Tuple[int, int]:
     if isinstance(frame, np.ndarray):
         if frame.ndim != 3 or frame.shape[2] != 3:
             raise TrackerInputError(f"a numpy frame must be (H, W, 3) RGB, got shape {frame.shape}")
