@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
 from sam2_rt.modeling.config import BACKEND_NAMES, DEVICE_NAMES, IMAGE_SIZE_MULTIPLE, MODEL_NAMES, PRECISION_NAMES
+from sam2_rt.tracking.motion import MOTION_NAMES
 
 NODE_NAME = "sam2_tracker"
 # Object ids travel as uint16 (Prompt, TrackedObject) and as the pixels of the mono16 label image.
@@ -123,6 +124,10 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
     ),
     ParameterSpec("max_objects", 16, "Most objects tracked at once per camera (memory is preallocated for all).",
                   value_range=(1, MAX_OBJECTS_LIMIT, 1)),
+    ParameterSpec("motion", "none",
+                  "Motion-aware tracking: none = SAM 2's own mask choice; samurai = a Kalman filter per object "
+                  "scores the candidate masks by motion and keeps poor frames out of memory (fast motion, "
+                  "look-alikes, occlusion).", choices=MOTION_NAMES),
     ParameterSpec("max_conditioning_frames", 4, "Prompted frames kept per object (the first and the most recent).",
                   value_range=(1, 64, 1)),
     ParameterSpec("lost_after_frames", 30, "An object absent for more than this many frames is reported LOST.",
@@ -211,6 +216,7 @@ class NodeSettings:
     cpu_threads: int
     worker_threads: int
     max_objects: int
+    motion: str
     max_conditioning_frames: int
     lost_after_frames: int
     detection_min_score: float
@@ -229,7 +235,7 @@ class NodeSettings:
 # passed to the node only when given: left empty, the params file's value (or the node's default) applies.
 LAUNCH_ARGUMENTS: Tuple[str, ...] = (
     "model", "checkpoint", "allow_random_weights", "device", "backend", "precision", "warmup", "image_size",
-    "max_objects", "cpu_threads", "worker_threads", "use_compressed", "cameras",
+    "max_objects", "cpu_threads", "worker_threads", "use_compressed", "cameras", "motion",
 )
 
 

@@ -82,6 +82,7 @@ def create_session(settings: NodeSettings, cameras: int, frame_worker: Callable[
             lost_after_frames=settings.lost_after_frames,
             precision=settings.precision,
             backend=settings.backend,
+            motion=settings.motion,
         ),
     )
     backend = tracker.backend

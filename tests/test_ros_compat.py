@@ -385,8 +385,9 @@ ROSDEP_KEYS = {
     "launch": "launch", "launch_ros": "launch_ros", "numpy": "python3-numpy", "cv2": "python3-opencv",
     "yaml": "python3-yaml", "tqdm": "python3-tqdm",
 }
-# rosbags (the CLI's rosbag2 reader/writer, pure Python) has no rosdep key either.
-PIP_ONLY = {"torch", "torch_tensorrt", "tensorrt", "rosbags"}
+# rosbags (the CLI's rosbag2 reader/writer, pure Python) has no rosdep key either, nor timm (EdgeTAM's RepViT
+# trunk; built on torch, installed with it by pip).
+PIP_ONLY = {"torch", "torch_tensorrt", "tensorrt", "rosbags", "timm"}
 OWN = {"sam2_ros", "sam2_rt"}
 
 

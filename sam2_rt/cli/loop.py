@@ -33,7 +33,8 @@ def make_tracker(args: argparse.Namespace) -> Tuple[Tracker, str]:
     except MissingCheckpointError as error:
         raise CliError(f"{error}; or pass --checkpoint FILE, or --random-weights to try the pipeline with "
                        "meaningless masks") from None
-    config = TrackerConfig(max_objects=args.max_objects, precision=args.precision, backend=args.backend)
+    config = TrackerConfig(max_objects=args.max_objects, precision=args.precision, backend=args.backend,
+                           motion=args.motion)
     tracker = Tracker(model, config)
     # Compiled backends build (or load) every shape now, never in the middle of a video.
     report = tracker.warmup()

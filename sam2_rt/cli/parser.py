@@ -8,6 +8,7 @@ from typing import Any, Callable, NoReturn
 from sam2_rt.cli.errors import UsageError
 from sam2_rt.io.prompts import USER_GUIDE, PromptError, parse_box, parse_point
 from sam2_rt.modeling.config import BACKEND_NAMES, DEVICE_NAMES, IMAGE_SIZE_MULTIPLE, MODEL_NAMES, PRECISION_NAMES
+from sam2_rt.tracking.motion import MOTION_NAMES
 
 # The top-level help of `sam2-rt`.
 USAGE = """`sam2-rt`: track objects through videos, cameras and rosbag2 recordings; download checkpoints; time the
@@ -133,6 +134,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                        help="default auto: bf16 on a CUDA GPU that has it, fp32 elsewhere")
     group.add_argument("--backend", choices=BACKEND_NAMES, default="eager",
                        help="default eager; an unavailable backend falls back with a warning")
+    group.add_argument("--motion", choices=MOTION_NAMES, default="none",
+                       help="samurai: a Kalman filter per object scores the candidate masks by motion and keeps poor "
+                            "frames out of memory (SAMURAI); default none: SAM 2's own choice")
     group.add_argument("--max-objects", type=_argument_type(_positive_int), default=16,
                        help="most objects tracked at once (memory is preallocated; default 16)")
 
