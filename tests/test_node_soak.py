@@ -7,17 +7,15 @@ counts and memory bounds, never durations. bench/soak.py runs the same code at f
 """
 from __future__ import annotations
 
-import sys
 from typing import Any, Dict, List
 
 import pytest
 
-from conftest import FASTDDS_PROFILE, REPO, open_rclpy_context, ros_env
+from conftest import FASTDDS_PROFILE, open_rclpy_context, ros_env
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 wheels (make setup)")
-sys.path.insert(0, str(REPO))
 
 from bench.soak import RSS_GROWTH_GOAL_MIB, run_lifecycle_cycles, run_soak, soak_setup  # noqa: E402
 

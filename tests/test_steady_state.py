@@ -9,17 +9,13 @@ without code generation) so that a 60-frame stream stays cheap on a 2-core CPU.
 
 from __future__ import annotations
 
-import sys
 import threading
-from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from oracle import assert_same_tracking, present_objects_model  # noqa: E402
 from sam2_rt.runtime import backends  # noqa: E402

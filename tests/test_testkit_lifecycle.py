@@ -1,12 +1,8 @@
 """The shared lifecycle helper tells a lost answer from a failed transition (fake service clients, no DDS)."""
 
-import sys
-from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from testkit.lifecycle import change_state  # noqa: E402
 
