@@ -25,8 +25,10 @@ from typing import Callable, Dict, Iterator, List, Tuple
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from oracle import build_meta, build_ours_from_meta  # noqa: E402  (test oracle, not a package)
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: the repository root, for testkit
+    sys.path.insert(0, str(REPO))
+from testkit.oracle import build_meta, build_ours_from_meta  # noqa: E402
 
 from sam2_rt.modeling.config import MODEL_NAMES  # noqa: E402
 

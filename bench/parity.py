@@ -2,7 +2,7 @@
 
 Both models get the same seeded random weights (Meta's state_dict copied into ours, strict), fp32 on CPU,
 and identical random inputs. The object-score bias is set so objects are present (otherwise every mask
-logit is -1024 and hides differences; see tests/oracle.py). One JSON line per component:
+logit is -1024 and hides differences; see testkit/oracle.py). One JSON line per component:
 
     {"component": ..., "image_size": ..., "max_abs_diff": ..., "ref_max_abs": ...}
 
@@ -29,8 +29,10 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from oracle import (  # noqa: E402  (test oracle, not a package)
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: the repository root, for testkit
+    sys.path.insert(0, str(REPO))
+from testkit.oracle import (  # noqa: E402
     build_meta,
     build_ours_from_meta,
     memory_scene,

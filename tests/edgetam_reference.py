@@ -6,7 +6,7 @@ script, with that directory first on sys.path:
 
     python tests/edgetam_reference.py OUT_DIR --sizes 512 1024 --seed 0
 
-For each size it builds Meta's EdgeTAM video model with seeded random weights (tests/oracle.py's
+For each size it builds Meta's EdgeTAM video model with seeded random weights (testkit/oracle.py's
 randomize_parameters, plus random BatchNorm statistics for the RepViT trunk), feeds every component fixed
 random inputs and saves ``OUT_DIR/edgetam_<size>.pt``: {"state_dict", "inputs", "outputs"} (tensors only, so
 the test process reads it with torch.load(weights_only=True)). tests/test_edgetam_parity.py loads that
@@ -23,8 +23,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
-TESTS = Path(__file__).resolve().parent
-REFERENCE_DIR = TESTS.parent / "build" / "refs" / "edgetam"
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE_DIR = REPO / "build" / "refs" / "edgetam"
 # Object-score head bias that makes the decoder predict "present" (see oracle.set_object_score_bias).
 PRESENT_BIAS = 8.0
 # Memory-attention scenes: slots filled (3 of 7: empty slots masked; 7: the full memory of a steady stream).
@@ -44,7 +44,7 @@ def build_reference(image_size: int, seed: int):
     import sam2.modeling.backbones.timm as timm_backbone
     from sam2.build_sam import build_sam2_video_predictor
 
-    from oracle import randomize_parameters, set_object_score_bias
+    from testkit.oracle import randomize_parameters, set_object_score_bias
 
     def create_model_offline(*args, **kwargs):
         kwargs["pretrained"] = False
@@ -76,7 +76,7 @@ def reference_outputs(model, image_size: int, seed: int) -> Dict[str, object]:
     """Inputs and Meta's outputs of every component (see the module doc)."""
     import torch
 
-    from oracle import memory_scene, meta_memory_attention
+    from testkit.oracle import memory_scene, meta_memory_attention
 
     side = image_size // 16
     generator = torch.Generator().manual_seed(seed + 2)
@@ -158,8 +158,8 @@ def main() -> None:
     args = parser.parse_args()
     if not (REFERENCE_DIR / "sam2" / "__init__.py").is_file():
         sys.exit(f"EdgeTAM reference not installed in {REFERENCE_DIR}: run `make setup`")
-    # Meta's EdgeTAM first, then this folder (oracle.py); never sam2==1.1.0 from site-packages.
-    sys.path[:0] = [str(REFERENCE_DIR), str(TESTS)]
+    # Meta's EdgeTAM first, then the repository (testkit.oracle); never sam2==1.1.0 from site-packages.
+    sys.path[:0] = [str(REFERENCE_DIR), str(REPO)]
     import torch
     import sam2
 

@@ -13,7 +13,7 @@ from typing import Iterator, List, NamedTuple, Optional, Tuple
 import pytest
 import torch
 
-from oracle import build_meta
+from testkit.oracle import build_meta
 from sam2_rt.weights.checkpoint import (
     CHECKPOINTS,
     CheckpointError,

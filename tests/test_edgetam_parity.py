@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from edgetam_reference import PRESENT_BIAS, REFERENCE_DIR, SCENE_FILLS
-from oracle import assert_matches, memory_scene
+from testkit.oracle import assert_matches, memory_scene
 from sam2_rt.modeling.config import MODEL_NAMES, get_config
 from sam2_rt.modeling.edgetam import EdgeTAMModel
 from sam2_rt.weights.checkpoint import CheckpointError, load_model, random_model, verify_state_dict

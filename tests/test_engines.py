@@ -15,7 +15,7 @@ from typing import Dict, List, Tuple
 import pytest
 import torch
 
-from oracle import seeded_model
+from testkit.oracle import seeded_model
 from sam2_rt.runtime import engines
 from sam2_rt.runtime.export import COMPONENTS, MaskAsOutputExport, mask_as_output_inputs
 from sam2_rt.modeling.sam2 import SAM2Model

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from oracle import seeded_model
+from testkit.oracle import seeded_model
 from sam2_rt.runtime.export import (
     ImageEncoderExport,
     MemoryAttentionExport,

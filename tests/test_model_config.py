@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from oracle import META_YAML, meta_overrides
+from testkit.oracle import META_YAML, meta_overrides
 from sam2_rt.modeling.config import MODEL_NAMES, get_config
 from sam2_rt.modeling.sam2 import SAM2Model
 from sam2_rt.modeling.transformer import RoPEAttention

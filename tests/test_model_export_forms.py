@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from oracle import seeded_model
+from testkit.oracle import seeded_model
 from sam2_rt.modeling.config import get_config
 from sam2_rt.runtime.export import MaskAsOutputExport, MemoryAttentionExport, mask_as_output_inputs, memory_attention_inputs
 from sam2_rt.modeling.common import downsample_antialiased

@@ -10,7 +10,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 import torch
-from oracle import assert_matches, randomize_parameters
+from testkit.oracle import assert_matches, randomize_parameters
 from sam2.modeling.memory_attention import MemoryAttention as MetaMemoryAttention
 from sam2.modeling.memory_attention import MemoryAttentionLayer as MetaMemoryAttentionLayer
 from sam2.modeling.memory_encoder import CXBlock as MetaCXBlock

@@ -1,7 +1,7 @@
 """Our SAM2Model equals Meta's SAM2Base (sam2==1.1.0) component by component, fp32, seeded random weights.
 
 Tolerance: max |ours - Meta| <= 1e-4 * max(1, max |Meta|). Tiny at 512 px; one image-encoder check at 1024.
-Meta's model is the oracle (tests/oracle.py); every input is fed identically to both.
+Meta's model is the oracle (testkit/oracle.py); every input is fed identically to both.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 import pytest
 import torch
 
-from oracle import (
+from testkit.oracle import (
     assert_matches,
     MemoryScene,
     build_meta,

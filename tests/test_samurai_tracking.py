@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from oracle import assert_same_tracking, present_objects_model
+from testkit.oracle import assert_same_tracking, present_objects_model
 from sam2_rt import StreamState, Tracker, TrackerConfig, TrackResult
 from sam2_rt.io.synthetic import SyntheticClip
 from sam2_rt.modeling.sam2 import SAM2Model

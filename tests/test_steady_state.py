@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from oracle import assert_same_tracking, present_objects_model  # noqa: E402
+from testkit.oracle import assert_same_tracking, present_objects_model  # noqa: E402
 from sam2_rt.runtime import backends  # noqa: E402
 from sam2_rt.runtime.export import component_inputs, component_module  # noqa: E402
 from sam2_rt.tracking.memory import MemoryBank  # noqa: E402
@@ -138,7 +138,7 @@ def test_compiled_stream_with_steady_programs_equals_eager(model: SAM2Model, com
     for index, (want, got) in enumerate(zip(eager, results)):
         # The steady graph computes what eager computes on a full memory (the same slots, no mask); the masked
         # graph reads every slot with a mask where eager reads only the filled ones: same math, other sums.
-        # The bounds are those of every recurrent comparison, from the measured noise floor (tests/oracle.py).
+        # The bounds are those of every recurrent comparison, from the measured noise floor (testkit/oracle.py).
         assert_same_tracking(got, want, f"frame {index}")
 
 
