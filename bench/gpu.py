@@ -18,10 +18,10 @@ per-component milliseconds per frame (CUDA events around each per-frame componen
 the stream, and the IoU of its masks against ours in fp32 eager (mean and min over frames and objects).
 
 Weights: seeded random (no checkpoint on the GPU machine), with the object-score head shifted so that
-objects are present; Meta gets exactly our state_dict. Frames: a synthetic clip of moving discs at the
-model's resolution (no resize on either side), written as JPEG (quality 100) for Meta's loader and read
-back, so both see the same pixels. Meta preloads and normalises its frames in init_state (not timed);
-our timing includes preprocessing from the uint8 frame.
+objects are present; Meta gets exactly our state_dict. Frames: a synthetic clip of moving shapes
+(`sam2_rt.io.synthetic`, numpy only) at the model's resolution (no resize on either side), one click on each,
+written as JPEG (quality 100) for Meta's loader and read back, so both see the same pixels. Meta preloads and
+normalises its frames in init_state (not timed); our timing includes preprocessing from the uint8 frame.
 
 Writes a JSON file; prints one JSON line per run as it goes and a table last.
 
@@ -38,7 +38,6 @@ import argparse
 import datetime
 import json
 import logging
-import math
 import os
 import platform
 import subprocess
@@ -58,6 +57,7 @@ if str(REPO) not in sys.path:
 
 from sam2_rt.weights.checkpoint import random_model  # noqa: E402
 from sam2_rt import Tracker, TrackerConfig  # noqa: E402
+from sam2_rt.io.synthetic import SyntheticClip  # noqa: E402
 from sam2_rt.tracking.transforms import preprocess  # noqa: E402
 
 LOG = logging.getLogger("bench.gpu")
@@ -130,34 +130,6 @@ class Run:
 
 
 # --------------------------------------------------------------------------- frames and prompts
-
-
-def synthetic_frames(num_frames: int, size: int, num_shapes: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
-    """Discs of distinct colours bouncing over a striped gradient (numpy only: the GPU machine may lack OpenCV).
-
-    Returns: frames (T, size, size, 3) uint8 RGB, and the first frame's disc centres (K, 2) float x, y.
-    """
-    rng = np.random.default_rng(seed)
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-    channels = (80 + 60 * np.sin(xs / 23.0), 90 + 50 * np.cos(ys / 31.0), 100 + 40 * np.sin((xs + ys) / 17.0))
-    background = np.stack(channels, axis=-1)
-    side = math.ceil(math.sqrt(num_shapes))
-    grid = (np.arange(num_shapes)[:, None] // side, np.arange(num_shapes)[:, None] % side)
-    centres = (np.concatenate([grid[1], grid[0]], axis=1) + 0.5) * size / side
-    velocity = rng.uniform(-1.0, 1.0, size=(num_shapes, 2)) * size / 200.0
-    radius = 0.3 * size / side
-    colours = rng.uniform(0, 255, size=(num_shapes, 3))
-    first = centres.copy()
-    frames = np.empty((num_frames, size, size, 3), dtype=np.uint8)
-    for t in range(num_frames):
-        frame = background.copy()
-        for (cx, cy), colour in zip(centres, colours):
-            frame[(xs - cx) ** 2 + (ys - cy) ** 2 <= radius**2] = colour
-        frames[t] = np.clip(frame, 0, 255).astype(np.uint8)
-        centres = centres + velocity
-        out = (centres < radius) | (centres > size - radius)
-        velocity[out] *= -1
-    return frames, first
 
 
 def jpeg_roundtrip(frames: np.ndarray, folder: Path) -> np.ndarray:
@@ -755,7 +727,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     model = random_model(args.model, args.image_size, device)
     with torch.no_grad():
         model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += OBJECT_SCORE_SHIFT
-    frames, clicks = synthetic_frames(args.frames, args.image_size, max(args.objects))
+    clip = SyntheticClip(args.image_size, args.image_size, num_shapes=max(args.objects))
+    frames, clicks = clip.frames(args.frames), clip.centers(0)  # a click on each shape
     if args.cameras:
         main_cameras(args, env, model, frames, clicks, device, started)
         return

@@ -496,21 +496,21 @@ def run_soak(node: NodeProcess, client: SoakClient, frames: int, warmup_frames: 
     Returns:
       The summary (see the module docstring).
     """
-    from bench.track import synthetic_video
+    from sam2_rt.io.synthetic import SyntheticClip
 
     width, height = frame_size
-    clip = synthetic_video(CLIP_FRAMES, height=height, width=width)
+    clip = SyntheticClip(height, width)
     requests = Requests(client, expected=[])
     objects_lost = 0
     started = time.monotonic()
-    client.step(0, clip.frames[0])  # the node learns the image size: prompts refer to it
+    client.step(0, clip.frame(0))  # the node learns the image size: prompts refer to it
     index = 0
 
     def next_frame() -> List[int]:
         nonlocal index, objects_lost
         index += 1
-        send_scheduled_requests(requests, index, clip.boxes[(index - 1) % CLIP_FRAMES])
-        ids = client.step(index, clip.frames[index % CLIP_FRAMES])
+        send_scheduled_requests(requests, index, clip.boxes((index - 1) % CLIP_FRAMES))
+        ids = client.step(index, clip.frame(index % CLIP_FRAMES))
         objects_lost += int(ids != requests.expected)
         return ids
 
@@ -618,11 +618,11 @@ def run_cycle(node: NodeProcess, client: SoakClient, cycle: int, frames: int,
     """
     from lifecycle_msgs.msg import Transition
 
-    from bench.track import synthetic_video
+    from sam2_rt.io.synthetic import SyntheticClip
     from sam2_ros.msg import Prompt
 
     width, height = frame_size
-    clip = synthetic_video(frames, height=height, width=width)
+    clip = SyntheticClip(height, width)
     problems: List[str] = []
     for transition, label, configured, active in (
         (Transition.TRANSITION_CONFIGURE, "configure", True, False),
@@ -632,11 +632,11 @@ def run_cycle(node: NodeProcess, client: SoakClient, cycle: int, frames: int,
             raise RuntimeError(f"cycle {cycle}: {label} failed:\n" + "\n".join(node.lines[-20:]))
         problems += _graph_problems(client, _endpoints(configured, active), f"cycle {cycle} after {label}")
     base = 1_000 * cycle  # unique frame stamps across cycles
-    client.step(base, clip.frames[0])
+    client.step(base, clip.frame(0))
     requests = Requests(client, expected=[])
-    requests.prompt(1, Prompt.MODE_ADD, points=[tuple(clip.centers[0, 0])], labels=[1])
-    requests.prompt(2, Prompt.MODE_ADD, box=clip.boxes[0, 1])
-    objects_lost = sum(client.step(base + k, clip.frames[k]) != requests.expected for k in range(1, frames))
+    requests.prompt(1, Prompt.MODE_ADD, points=[tuple(clip.centers(0)[0])], labels=[1])
+    requests.prompt(2, Prompt.MODE_ADD, box=clip.boxes(0)[1])
+    objects_lost = sum(client.step(base + k, clip.frame(k)) != requests.expected for k in range(1, frames))
     objects_lost += int(requests.expected != [1, 2])
     rss_active = node.figures().rss_mib
     for transition, label, configured in ((Transition.TRANSITION_DEACTIVATE, "deactivate", True),

@@ -8,7 +8,7 @@ applied, or Meta's checkpoint with `--checkpoint`. Both get the same preprocesse
 created by its own `init_state` on a one-image folder, then its preloaded images, frame count and video
 size are replaced with ours (see `meta_stream`). Meta is driven like a stream: frames are propagated up to
 the one that carries a prompt, the prompt is added, and propagation goes on. `--video synthetic` is a
-480x640 clip of moving shapes (`synthetic_video`); K clicks are spread over the first frame (`click_grid`).
+480x640 clip of moving shapes (`sam2_rt.io.synthetic`); K clicks are spread over the first frame (`click_grid`).
 
 Prints one JSON line per frame, then a summary line with the keys of issue 4. Times are wall seconds per
 frame (ours: `Tracker.step` from the raw frame, preprocessing included; Meta: its prompt calls of that frame
@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 import torch
 
@@ -41,74 +40,8 @@ if str(REPO) not in sys.path:
 
 from sam2_rt import Tracker, TrackerConfig  # noqa: E402
 from sam2_rt.tracking.transforms import preprocess  # noqa: E402
+from sam2_rt.io.synthetic import SyntheticClip  # noqa: E402
 from sam2_rt.io.video import open_source  # noqa: E402
-
-
-# --------------------------------------------------------------------------- synthetic video
-
-
-@dataclass
-class SyntheticVideo:
-    """A generated clip: coloured shapes moving over a textured background.
-
-    Attributes:
-      frames: T frames, each (H, W, 3) uint8 RGB.
-      centers: (T, K, 2) float x, y of each shape's centre on each frame (pixels).
-      boxes: (T, K, 4) float x0, y0, x1, y1 of each shape on each frame (pixels).
-    """
-
-    frames: List[np.ndarray]
-    centers: np.ndarray
-    boxes: np.ndarray
-
-
-def synthetic_video(num_frames: int, height: int = 240, width: int = 320, seed: int = 0) -> SyntheticVideo:
-    """Four shapes (disc, square, ellipse, triangle) bouncing over a smooth random texture with stripes.
-
-    The shapes overlap at times and move by a few pixels per frame, so tracking has something to do.
-    """
-    rng = np.random.default_rng(seed)
-    coarse = rng.uniform(0, 255, size=(height // 16 + 1, width // 16 + 1, 3)).astype(np.float32)
-    texture = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
-    ys, xs = np.mgrid[0:height, 0:width]
-    stripes = 30.0 * np.sin((xs + 0.5 * ys) / 7.0)[..., None]
-    background = np.clip(0.6 * texture + 60 + stripes, 0, 255).astype(np.uint8)
-
-    scale = min(height, width)
-    radii = np.array([0.12, 0.10, 0.14, 0.11]) * scale
-    colours = [(230, 40, 40), (40, 200, 60), (50, 80, 230), (240, 220, 30)]
-    position = rng.uniform([0.25 * width, 0.25 * height], [0.75 * width, 0.75 * height], size=(4, 2))
-    velocity = rng.uniform(-1.0, 1.0, size=(4, 2)) * scale / 60.0
-    frames, centers, boxes = [], np.zeros((num_frames, 4, 2)), np.zeros((num_frames, 4, 4))
-    for t in range(num_frames):
-        frame = background.copy()
-        for k in range(4):
-            cx, cy = position[k]
-            r = radii[k]
-            if k == 0:
-                cv2.circle(frame, (int(cx), int(cy)), int(r), colours[k], -1)
-                half = np.array([r, r])
-            elif k == 1:
-                cv2.rectangle(frame, (int(cx - r), int(cy - r)), (int(cx + r), int(cy + r)), colours[k], -1)
-                half = np.array([r, r])
-            elif k == 2:
-                cv2.ellipse(frame, (int(cx), int(cy)), (int(r), int(0.6 * r)), 0, 0, 360, colours[k], -1)
-                half = np.array([r, 0.6 * r])
-            else:
-                tri = np.array([[cx, cy - r], [cx - r, cy + r], [cx + r, cy + r]], dtype=np.int32)
-                cv2.fillPoly(frame, [tri], colours[k])
-                half = np.array([r, r])
-            centers[t, k] = (cx, cy)
-            boxes[t, k] = (max(cx - half[0], 0), max(cy - half[1], 0),
-                           min(cx + half[0], width - 1), min(cy + half[1], height - 1))
-        frames.append(frame)
-        position += velocity
-        # bounce off the borders (keep the centre inside the frame)
-        for axis, limit in ((0, width), (1, height)):
-            out = (position[:, axis] < 0) | (position[:, axis] > limit - 1)
-            velocity[out, axis] *= -1
-            position[:, axis] = np.clip(position[:, axis], 0, limit - 1)
-    return SyntheticVideo(frames=frames, centers=centers, boxes=boxes)
 
 
 # With tests/oracle.py's random weights every object scores about -0.5 on every frame ("absent"), so all
@@ -316,11 +249,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     args = parser.parse_args(argv)
 
-    from tests.oracle import build_meta, build_ours_from_meta
+    from testkit.oracle import build_meta, build_ours_from_meta
 
     rss_start = rss_mib()
     if args.video == "synthetic":
-        frames = synthetic_video(args.frames, height=480, width=640, seed=args.seed).frames
+        frames = list(SyntheticClip(480, 640, seed=args.seed).frames(args.frames))
     else:
         with open_source(args.video) as source:
             frames = [frame.rgb for frame in itertools.islice(source, args.frames)]

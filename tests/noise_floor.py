@@ -66,7 +66,7 @@ def compare(a: List, b: List) -> Dict[str, object]:
 def scenarios(only: Sequence[str]) -> Dict[str, Run]:
     """The runs of each scenario whose name starts with one of `only` (every scenario but the parity run's if
     `only` is empty), built lazily: the parity run builds Meta's model."""
-    from oracle import present_objects_model
+    from testkit.oracle import present_objects_model
     from sam2_rt import Tracker, TrackerConfig
 
     import test_fixed_shapes as fixed
@@ -89,20 +89,22 @@ def scenarios(only: Sequence[str]) -> Dict[str, Run]:
             max_objects=4, memory_attention_batch=8, compact_memory=False)))
     if wanted("tracker_parity"):
         import test_tracker_parity as parity_test
-        from bench.track import meta_stream, ours_stream, synthetic_video
+        from bench.track import meta_stream, ours_stream
+        from sam2_rt.io.synthetic import SyntheticClip
         from sam2_rt.tracking.transforms import preprocess
 
         meta, ours = parity_test.build_models()
-        video = synthetic_video(parity_test.NUM_FRAMES, *parity_test.FRAME_SIZE, seed=1)
-        schedule = parity_test.scenario_schedule(video)
+        clip = SyntheticClip(*parity_test.FRAME_SIZE, seed=1)
+        frames = list(clip.frames(parity_test.NUM_FRAMES))
+        schedule = parity_test.scenario_schedule(clip)
 
         def ours_run() -> List:
             tracker = Tracker(ours, TrackerConfig())
-            return [result for _, result, _, _ in ours_stream(tracker, video.frames, schedule)]
+            return [result for _, result, _, _ in ours_stream(tracker, frames, schedule)]
 
         def meta_run() -> List:
             with torch.inference_mode():
-                images = torch.cat([preprocess(f, parity_test.IMAGE_SIZE, torch.device("cpu")) for f in video.frames])
+                images = torch.cat([preprocess(f, parity_test.IMAGE_SIZE, torch.device("cpu")) for f in frames])
             return [_MetaResult(frame) for frame in meta_stream(meta, images, parity_test.FRAME_SIZE, schedule)]
 
         runs["tracker_parity.ours"] = ours_run
@@ -112,7 +114,7 @@ def scenarios(only: Sequence[str]) -> Dict[str, Run]:
 
 def comparisons(only: Sequence[str]) -> Dict[str, Tuple[Run, Run]]:
     """What the tests compare (got, want), to set beside the floor: run at each thread count, compared."""
-    from oracle import present_objects_model
+    from testkit.oracle import present_objects_model
     from sam2_rt import Tracker, TrackerConfig
 
     import test_fixed_shapes as fixed

@@ -5,6 +5,7 @@ console script) on the private domain conftest.py sets up.
 """
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Set
 
-import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point32
@@ -27,6 +27,7 @@ from std_msgs.msg import Header
 
 from conftest import FASTDDS_PROFILE, ros_env
 from sam2_ros.conversions import numpy_to_image
+from sam2_rt.io.synthetic import SyntheticClip
 from sam2_ros.msg import Prompt, TrackedObjectArray
 from sam2_ros.node import camera_topic
 from sam2_ros.srv import AddPrompt, RemoveObjects, Reset
@@ -96,12 +97,10 @@ def wait_until_stable(read: Callable[[], int], period: float, timeout: float) ->
     return last
 
 
-def synthetic_frame(index: int, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
-    """(H, W, 3) uint8 RGB: dark background, a bright square moving right by 4 px a frame."""
-    frame = np.full((height, width, 3), 30, dtype=np.uint8)
-    x0 = (width // 4 + 4 * index) % (width - height // 4)
-    frame[height // 3: height // 3 + height // 4, x0: x0 + height // 4] = (230, 200, 40)
-    return frame
+@functools.lru_cache(maxsize=8)
+def camera_clip(width: int = WIDTH, height: int = HEIGHT) -> SyntheticClip:
+    """What the test camera shows at a W x H size: `camera_clip().frame(index)`, any index (endless streams)."""
+    return SyntheticClip(height, width)
 
 
 def stamp_of(index: int) -> Time:
@@ -185,7 +184,7 @@ class Client:
     # ------------------------------------------------------------------ camera
 
     def image(self, index: int, width: int = WIDTH, height: int = HEIGHT) -> Image:
-        return numpy_to_image(synthetic_frame(index, width, height), "rgb8",
+        return numpy_to_image(camera_clip(width, height).frame(index), "rgb8",
                               Header(stamp=stamp_of(index), frame_id=self.frame_id))
 
     def step(self, index: int, width: int = WIDTH, height: int = HEIGHT) -> TrackedObjectArray:

@@ -38,6 +38,7 @@ from sam2_rt.cli import bench, commands as cli
 from sam2_rt.cli.loop import make_tracker, track_frames
 from sam2_rt.cli.parser import build_parser
 from sam2_rt.io.prompts import command_line_schedule
+from sam2_rt.io.synthetic import SyntheticClip
 from sam2_rt.io.track_outputs import JsonLines
 from sam2_rt.weights import loading as runtime
 from sam2_rt.weights.checkpoint import CHECKPOINTS, Manifest, sha256_file
@@ -184,7 +185,7 @@ def test_max_frames_stops_early(tmp_path: Path) -> None:
 def test_ctrl_c_ends_a_run_with_every_finished_frame_written(tmp_path: Path) -> None:
     """What stops a camera run: the frames tracked so far are all written and the run says it was interrupted."""
     def camera():
-        yield from bench.synthetic_frames(HEIGHT, WIDTH, 3)
+        yield from bench.clip_frames(SyntheticClip(HEIGHT, WIDTH), 3)
         raise KeyboardInterrupt
 
     tracker, _ = make_tracker(build_parser().parse_args(["track", "0", *MODEL_ARGS]))

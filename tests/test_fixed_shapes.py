@@ -19,8 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.gpu import synthetic_frames  # noqa: E402  (numpy only: these tests also run on the GPU machine)
-from oracle import assert_same_tracking, present_objects_model  # noqa: E402
+from testkit.oracle import assert_same_tracking, present_objects_model  # noqa: E402
+from sam2_rt.io.synthetic import SyntheticClip  # noqa: E402  (numpy only: these tests also run on the GPU machine)
 from sam2_rt.runtime import backends  # noqa: E402
 from sam2_rt.modeling.sam2 import SAM2Model  # noqa: E402
 from sam2_rt import ObjectState, Tracker, TrackerConfig, TrackResult  # noqa: E402
@@ -39,9 +39,9 @@ def model() -> SAM2Model:
 
 
 def video(num_frames: int) -> Tuple[np.ndarray, np.ndarray]:
-    """(T, 96, 128, 3) frames of four moving discs and the discs' first centres (4, 2) x, y."""
-    frames, centres = synthetic_frames(num_frames, 128, num_shapes=4, seed=1)
-    return frames[:, 16:112], centres - np.array([0.0, 16.0])
+    """(T, 96, 128, 3) frames of four moving shapes and the shapes' first centres (4, 2) x, y."""
+    clip = SyntheticClip(128, 128, num_shapes=4, seed=1)
+    return clip.frames(num_frames)[:, 16:112], clip.centers(0) - np.array([0.0, 16.0])
 
 
 def objects_1_3_2_5() -> Events:

@@ -28,6 +28,7 @@ from ros_client import (  # noqa: E402
     OutputReader,
     RunningNode,
     assert_latest_frame_kept,
+    camera_clip,
     ids,
     increase,
     index_of,
@@ -36,7 +37,6 @@ from ros_client import (  # noqa: E402
     node_env,
     publish_burst,
     stamp_of,
-    synthetic_frame,
     wait_until,
 )
 from sensor_msgs.msg import Image  # noqa: E402
@@ -293,7 +293,7 @@ def test_without_checkpoint_the_node_refuses_to_activate_until_random_weights_ar
         assert client.lifecycle_state() == "active"
         assert output.wait_for("RANDOM WEIGHTS", timeout=10.0)
 
-        frame = rgb_to_compressed(synthetic_frame(0, 320, 240), "jpeg", Header(stamp=stamp_of(0), frame_id="jpeg"))
+        frame = rgb_to_compressed(camera_clip(320, 240).frame(0), "jpeg", Header(stamp=stamp_of(0), frame_id="jpeg"))
         deadline = time.monotonic() + STEP_TIMEOUT
         while 0 not in client.objects and time.monotonic() < deadline:
             client.compressed_camera.publish(frame)

@@ -30,12 +30,12 @@ from ros_client import (  # noqa: E402
     Client,
     OutputReader,
     RunningNode,
+    camera_clip,
     ids,
     make_prompt,
     node_command,
     node_env,
     stamp_of,
-    synthetic_frame,
     wait_until,
 )
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
@@ -234,7 +234,7 @@ def good_frame(client: Client, compressed: bool) -> Tuple[List[int], Tuple[int, 
     """Step a good frame (jpeg when `compressed`): the ids of its objects and the shape of its label image."""
     index = next(FRAMES)
     header = Header(stamp=stamp_of(index), frame_id="test_camera")
-    frame = synthetic_frame(index)
+    frame = camera_clip().frame(index)
     msg = rgb_to_compressed(frame, "jpeg", header) if compressed else numpy_to_image(frame, "rgb8", header)
     objects = client.step_message(msg)
     assert wait_until(lambda: index in client.masks, timeout=10.0)
@@ -274,8 +274,8 @@ def send_images(client: Client, fuzzer: Fuzzer, count: int, sent: Counter, compr
     after every GOOD_FRAME_EVERY."""
     index = next(FRAMES)
     header = Header(stamp=stamp_of(index), frame_id="test_camera")
-    good_image = numpy_to_image(synthetic_frame(index), "rgb8", header)
-    good_compressed = rgb_to_compressed(synthetic_frame(index), "png", header)
+    good_image = numpy_to_image(camera_clip().frame(index), "rgb8", header)
+    good_compressed = rgb_to_compressed(camera_clip().frame(index), "png", header)
     camera = client.compressed_camera if compressed else client.camera
     for k in range(count):
         bad = fuzzer.compressed(good_compressed) if compressed else fuzzer.image(good_image)

@@ -15,14 +15,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.track import synthetic_video  # noqa: E402
-from oracle import build_meta, build_ours_from_meta  # noqa: E402
+from testkit.oracle import build_meta, build_ours_from_meta  # noqa: E402
+from sam2_rt.io.synthetic import SyntheticClip  # noqa: E402
 from sam2_rt import StreamSnapshot, StreamState, Tracker, TrackerConfig, TrackerInputError  # noqa: E402
 from sam2_rt.tracking.transforms import boxes_from_masks, label_image  # noqa: E402
 
 IMAGE_SIZE = 64
 HEIGHT, WIDTH = 48, 64
-VIDEO = synthetic_video(4, HEIGHT, WIDTH, seed=3)
+VIDEO = SyntheticClip(HEIGHT, WIDTH, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,9 @@ def tracker() -> Tracker:
 def first_frame_stream(tracker: Tracker) -> StreamState:
     """A stream with two tracked objects and a pending refinement of object 1."""
     state = tracker.create_stream()
-    tracker.add_prompt(state, 1, points=VIDEO.centers[0, :1], labels=[1], frame_size=(HEIGHT, WIDTH))
-    tracker.add_prompt(state, 2, box=VIDEO.boxes[0, 1], frame_size=(HEIGHT, WIDTH))
-    tracker.step(state, VIDEO.frames[0])
+    tracker.add_prompt(state, 1, points=VIDEO.centers(0)[:1], labels=[1], frame_size=(HEIGHT, WIDTH))
+    tracker.add_prompt(state, 2, box=VIDEO.boxes(0)[1], frame_size=(HEIGHT, WIDTH))
+    tracker.step(state, VIDEO.frame(0))
     tracker.add_prompt(state, 1, points=[[10.0, 12.0], [30.0, 20.0]], labels=[1, 0])
     return state
 
@@ -52,7 +52,7 @@ def assert_same(before: StreamSnapshot, after: StreamSnapshot) -> None:
     assert after == before, f"the stream changed: {before.differences(after)}"
 
 
-FRAME = VIDEO.frames[1]
+FRAME = VIDEO.frame(1)
 BAD_FRAMES: Dict[str, Any] = {
     "grey image (H, W)": FRAME[..., 0],
     "four channels": np.concatenate([FRAME, FRAME[..., :1]], axis=2),
@@ -84,7 +84,7 @@ def test_the_stream_goes_on_after_rejected_input_as_if_nothing_happened(tracker:
     for prompt in BAD_PROMPTS.values():
         with pytest.raises(TrackerInputError):
             prompt(tracker, disturbed)
-    for frame in VIDEO.frames[1:3]:
+    for frame in VIDEO.frames(2, start=1):
         expected, got = tracker.step(clean, frame), tracker.step(disturbed, frame)
         assert got.object_ids == expected.object_ids == [1, 2]
         assert torch.equal(got.low_res_logits, expected.low_res_logits)
@@ -150,7 +150,7 @@ def test_more_than_max_objects_is_rejected_and_the_stream_is_unchanged(tracker: 
         tracker.add_prompt(state, 4, points=[[5.0, 5.0]], labels=[1])
     assert_same(before, state.snapshot())
     tracker.add_prompt(state, 3, box=[1.0, 1.0, 9.0, 9.0])  # a known id is still fine
-    assert tracker.step(state, VIDEO.frames[1]).object_ids == [1, 2, 3]
+    assert tracker.step(state, VIDEO.frame(1)).object_ids == [1, 2, 3]
 
 
 def test_prompt_before_the_first_frame_needs_the_frame_size(tracker: Tracker) -> None:
@@ -159,7 +159,7 @@ def test_prompt_before_the_first_frame_needs_the_frame_size(tracker: Tracker) ->
         tracker.add_prompt(state, 1, points=[[5.0, 5.0]], labels=[1])
     assert state.object_ids == []
     tracker.add_prompt(state, 1, points=[[5.0, 5.0]], labels=[1], frame_size=(HEIGHT, WIDTH))
-    assert state.object_ids == [1] and tracker.step(state, VIDEO.frames[0]).object_ids == [1]
+    assert state.object_ids == [1] and tracker.step(state, VIDEO.frame(0)).object_ids == [1]
 
 
 def test_removing_pending_and_tracked_objects_and_reset(tracker: Tracker, started_stream: Callable[[], StreamState]) -> None:
@@ -168,11 +168,11 @@ def test_removing_pending_and_tracked_objects_and_reset(tracker: Tracker, starte
     assert state.object_ids == [1, 2, 3]
     tracker.remove_objects(state, [3, 1])
     assert state.object_ids == [2] and state.pending_ids == []
-    result = tracker.step(state, VIDEO.frames[1])
+    result = tracker.step(state, VIDEO.frame(1))
     assert result.object_ids == [2] and result.masks.shape == (1, HEIGHT, WIDTH)
     tracker.reset(state)
     assert state.object_ids == [] and state.frame_index == 0 and state.frame_size is None
-    empty = tracker.step(state, VIDEO.frames[2])
+    empty = tracker.step(state, VIDEO.frame(2))
     assert empty.object_ids == [] and empty.masks.shape == (0, HEIGHT, WIDTH)
     assert empty.label_image().shape == (HEIGHT, WIDTH) and not empty.label_image().any()
 
@@ -182,15 +182,15 @@ def test_frame_size_change_mid_stream_keeps_tracking_and_rescales_pending_prompt
 ) -> None:
     """Memory is at the model resolution, so objects go on; outputs come at the new size; a prompt given
     in the old frame's pixels lands at the same relative position of the new frame."""
-    small = VIDEO.frames[:3]
+    small = VIDEO.frames(3)
     large = [np.ascontiguousarray(np.repeat(np.repeat(f, 2, axis=0), 2, axis=1)) for f in small]
     changed, reference = tracker.create_stream(), tracker.create_stream()
-    tracker.add_prompt(changed, 1, points=VIDEO.centers[0, :1], labels=[1], frame_size=(HEIGHT, WIDTH))
-    tracker.add_prompt(reference, 1, points=VIDEO.centers[0, :1] * 2, labels=[1], frame_size=(2 * HEIGHT, 2 * WIDTH))
+    tracker.add_prompt(changed, 1, points=VIDEO.centers(0)[:1], labels=[1], frame_size=(HEIGHT, WIDTH))
+    tracker.add_prompt(reference, 1, points=VIDEO.centers(0)[:1] * 2, labels=[1], frame_size=(2 * HEIGHT, 2 * WIDTH))
     tracker.step(changed, small[0])
     tracker.step(reference, large[0])
-    tracker.add_prompt(changed, 2, box=VIDEO.boxes[1, 1])  # pixels of the small frame
-    tracker.add_prompt(reference, 2, box=VIDEO.boxes[1, 1] * 2)
+    tracker.add_prompt(changed, 2, box=VIDEO.boxes(1)[1])  # pixels of the small frame
+    tracker.add_prompt(reference, 2, box=VIDEO.boxes(1)[1] * 2)
     with caplog.at_level(logging.WARNING, logger="sam2_rt.tracking.tracker"):
         got = tracker.step(changed, large[1])
     assert "frame size changed" in caplog.text
@@ -222,7 +222,7 @@ def test_label_image_gives_each_pixel_the_object_with_the_highest_logit() -> Non
 
 def test_track_result_outputs_have_the_documented_shapes(tracker: Tracker, started_stream: Callable[[], StreamState]) -> None:
     state = started_stream()
-    chw = torch.from_numpy(VIDEO.frames[1]).permute(2, 0, 1)
+    chw = torch.from_numpy(VIDEO.frame(1)).permute(2, 0, 1)
     result = tracker.step(state, chw)  # a CHW uint8 tensor
     low = IMAGE_SIZE // 4
     assert result.frame_index == 1 and result.object_ids == [1, 2]
@@ -252,10 +252,10 @@ def test_a_failing_model_call_leaves_the_stream_unchanged(
     with monkeypatch.context() as patch:
         patch.setattr(tracker.model, "decode", out_of_memory)
         with pytest.raises(RuntimeError, match="out of memory"):
-            tracker.step(state, VIDEO.frames[1])
+            tracker.step(state, VIDEO.frame(1))
     assert_same(before, state.snapshot())
-    assert torch.equal(tracker.step(state, VIDEO.frames[1]).low_res_logits,
-                       tracker.step(clean, VIDEO.frames[1]).low_res_logits)
+    assert torch.equal(tracker.step(state, VIDEO.frame(1)).low_res_logits,
+                       tracker.step(clean, VIDEO.frame(1)).low_res_logits)
 
 
 @pytest.mark.parametrize("native", [False, True], ids=["emulated", "native"])

@@ -14,8 +14,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.track import synthetic_video  # noqa: E402
-from oracle import assert_same_tracking, build_meta, build_ours_from_meta  # noqa: E402
+from testkit.oracle import assert_same_tracking, build_meta, build_ours_from_meta  # noqa: E402
+from sam2_rt.io.synthetic import SyntheticClip  # noqa: E402
 from sam2_rt.tracking.memory import EMPTY, MemoryBank  # noqa: E402
 from sam2_rt import ObjectState, Tracker, TrackerConfig, TrackResult  # noqa: E402
 from sam2_rt.tracking.transforms import preprocess  # noqa: E402
@@ -190,22 +190,22 @@ def test_memory_stays_bounded_with_prompts_removals_and_the_conditioning_cap(tin
     The image encoder is replaced by the features of one frame: this test is about what the stream keeps,
     and the encoder would be 70 % of each step even at this size.
     """
-    video = synthetic_video(50, 24, 32, seed=0)
+    video = SyntheticClip(24, 32, seed=0)
     with torch.inference_mode():
-        features = tiny_model.forward_image(preprocess(video.frames[0], TINY_SIZE, torch.device("cpu")))
+        features = tiny_model.forward_image(preprocess(video.frame(0), TINY_SIZE, torch.device("cpu")))
     monkeypatch.setattr(tiny_model, "forward_image", lambda images: features)
     tracker = Tracker(tiny_model, TrackerConfig(max_objects=4, max_conditioning_frames=2))
     state = tracker.create_stream()
-    tracker.add_prompt(state, 1, points=video.centers[0, :1], labels=[1], frame_size=(24, 32))
-    tracker.add_prompt(state, 2, box=video.boxes[0, 1], frame_size=(24, 32))
+    tracker.add_prompt(state, 1, points=video.centers(0)[:1], labels=[1], frame_size=(24, 32))
+    tracker.add_prompt(state, 2, box=video.boxes(0)[1], frame_size=(24, 32))
     snapshots = {}
     for frame_index in range(300):
         if frame_index > 0 and frame_index % 100 == 0:
             frame = frame_index % 50
-            tracker.add_prompt(state, 1, points=video.centers[frame, :1], labels=[1])  # refine: a cond frame
+            tracker.add_prompt(state, 1, points=video.centers(frame)[:1], labels=[1])  # refine: a cond frame
             tracker.remove_objects(state, [2])  # and object 2 starts over
-            tracker.add_prompt(state, 2, box=video.boxes[frame, 1])
-        result = tracker.step(state, video.frames[frame_index % 50])
+            tracker.add_prompt(state, 2, box=video.boxes(frame)[1])
+        result = tracker.step(state, video.frame(frame_index % 50))
         if frame_index in (199, 299):
             snapshots[frame_index] = (held(state, "stream"), held(tracker, "tracker"), live_tensors())
         del result
@@ -223,8 +223,8 @@ def test_memory_stays_bounded_with_prompts_removals_and_the_conditioning_cap(tin
 
 
 def test_two_streams_on_one_tracker_equal_two_separate_trackers(tiny_model) -> None:
-    video_a = synthetic_video(12, 48, 64, seed=1)
-    video_b = synthetic_video(12, 60, 40, seed=2)
+    video_a = SyntheticClip(48, 64, seed=1)
+    video_b = SyntheticClip(60, 40, seed=2)
     shared = Tracker(tiny_model, TrackerConfig())
     stream_a, stream_b = shared.create_stream(), shared.create_stream()
     interleaved_a, interleaved_b = [], []
@@ -246,7 +246,7 @@ def test_two_streams_on_one_tracker_equal_two_separate_trackers(tiny_model) -> N
 
 def test_memory_attention_in_chunks_of_objects_gives_the_same_results(tiny_model) -> None:
     """memory_attention_batch only changes how objects are grouped into calls (CPU default: one at a time)."""
-    video = synthetic_video(10, 48, 64, seed=3)
+    video = SyntheticClip(48, 64, seed=3)
     runs = []
     for batch in (1, 2, 16):
         tracker = Tracker(tiny_model, TrackerConfig(memory_attention_batch=batch))
@@ -255,7 +255,7 @@ def test_memory_attention_in_chunks_of_objects_gives_the_same_results(tiny_model
         for frame_index in range(10):
             results += run_stream_frame(tracker, state, video, frame_index, prompt_frame=0, shape=0)
             if frame_index == 1:
-                tracker.add_prompt(state, 5, points=video.centers[1, 2:3], labels=[1])
+                tracker.add_prompt(state, 5, points=video.centers(1)[2:3], labels=[1])
         runs.append(results)
     assert runs[0][-1].object_ids == [1, 5, 9]
     for index, (chunked, together) in enumerate(zip(runs[0] + runs[1], runs[2] + runs[2])):
@@ -267,12 +267,12 @@ def test_memory_attention_in_chunks_of_objects_gives_the_same_results(tiny_model
 
 def run_stream_frame(tracker: Tracker, state, video, frame_index: int, prompt_frame: int, shape: int) -> List[TrackResult]:
     """Step one frame of `video`, prompting `shape` at prompt_frame and a box 4 frames later."""
-    frame = video.frames[frame_index]
+    frame = video.frame(frame_index)
     if frame_index == prompt_frame:
-        tracker.add_prompt(state, shape + 1, points=video.centers[frame_index, shape:shape + 1], labels=[1],
+        tracker.add_prompt(state, shape + 1, points=video.centers(frame_index)[shape:shape + 1], labels=[1],
                            frame_size=frame.shape[:2])
     if frame_index == prompt_frame + 4:
-        tracker.add_prompt(state, 9, box=video.boxes[frame_index, 3], frame_size=frame.shape[:2])
+        tracker.add_prompt(state, 9, box=video.boxes(frame_index)[3], frame_size=frame.shape[:2])
     return [tracker.step(state, frame)]
 
 
@@ -280,20 +280,20 @@ def test_an_absent_object_is_occluded_then_lost_and_tracking_again_when_it_reapp
     absent_model = shifted_score_model(tiny_model, -50.0)
     tracker = Tracker(absent_model, TrackerConfig(lost_after_frames=3))
     state = tracker.create_stream()
-    video = synthetic_video(8, 48, 64, seed=0)
-    tracker.add_prompt(state, 5, points=video.centers[0, :1], labels=[1], frame_size=(48, 64))
-    states = [tracker.step(state, frame).states[0] for frame in video.frames[:6]]
+    video = SyntheticClip(48, 64, seed=0)
+    tracker.add_prompt(state, 5, points=video.centers(0)[:1], labels=[1], frame_size=(48, 64))
+    states = [tracker.step(state, frame).states[0] for frame in video.frames(6)]
     O, L, T = ObjectState.OCCLUDED, ObjectState.LOST, ObjectState.TRACKING
     assert states == [O, O, O, L, L, L]
     # a mask prompt is its own output: the object is present on that frame again
     mask = np.zeros((48, 64), dtype=bool)
     mask[10:20, 10:30] = True
     tracker.add_prompt(state, 5, mask=mask)
-    result = tracker.step(state, video.frames[6])
+    result = tracker.step(state, video.frame(6))
     assert result.states == [T] and result.presence[0] > 0.99
     assert torch.allclose(result.boxes[0], torch.tensor([10.0, 10.0, 30.0, 20.0]), atol=2.0)
-    assert tracker.step(state, video.frames[7]).states == [O]
+    assert tracker.step(state, video.frame(7)).states == [O]
     present = Tracker(shifted_score_model(tiny_model, 50.0), TrackerConfig(lost_after_frames=3))
     stream = present.create_stream()
-    present.add_prompt(stream, 5, points=video.centers[0, :1], labels=[1], frame_size=(48, 64))
-    assert [present.step(stream, frame).states[0] for frame in video.frames[:5]] == [T] * 5
+    present.add_prompt(stream, 5, points=video.centers(0)[:1], labels=[1], frame_size=(48, 64))
+    assert [present.step(stream, frame).states[0] for frame in video.frames(5)] == [T] * 5

@@ -11,7 +11,7 @@ go on; refinements are added after their frame was tracked) on exactly the frame
 preprocessed: its init_state runs on a one-image folder, then its images, frame count and video size are
 replaced by ours.
 
-Weights: tests/oracle.py's seeded random weights with `bench.track.make_objects_visible` applied: with
+Weights: testkit/oracle.py's seeded random weights with `bench.track.make_objects_visible` applied: with
 the plain random draw every object is "absent" on every frame (constant -1024 masks, a vacuous
 comparison); shifted, objects are present except where a prompt says otherwise.
 """
@@ -35,10 +35,10 @@ from bench.track import (  # noqa: E402
     mask_iou,
     meta_stream,
     ours_stream,
-    synthetic_video,
 )
-from oracle import RECURRENT_BOUND, build_meta, build_ours_from_meta  # noqa: E402
+from testkit.oracle import RECURRENT_BOUND, build_meta, build_ours_from_meta  # noqa: E402
 from sam2_rt import ObjectState, Tracker, TrackerConfig  # noqa: E402
+from sam2_rt.io.synthetic import SyntheticClip  # noqa: E402
 from sam2_rt.tracking.transforms import preprocess  # noqa: E402
 
 IMAGE_SIZE = 256
@@ -57,9 +57,10 @@ def build_models(name: str = "sam2.1_hiera_tiny"):
     return meta, build_ours_from_meta(meta)
 
 
-def scenario_schedule(video) -> Schedule:
+def scenario_schedule(clip: SyntheticClip) -> Schedule:
     """Issue 4's scenarios plus mask prompts; at most four objects at a time (Meta's cost grows with each)."""
-    centers, boxes = video.centers, video.boxes
+    centers = np.stack([clip.centers(i) for i in range(NUM_FRAMES)])  # (T, K, 2)
+    boxes = np.stack([clip.boxes(i) for i in range(NUM_FRAMES)])  # (T, K, 4)
     height, width = FRAME_SIZE
 
     def disc_mask(center: np.ndarray, radius: float) -> np.ndarray:
@@ -89,17 +90,18 @@ def scenario_schedule(video) -> Schedule:
 @pytest.mark.slow
 def test_tracker_matches_meta_every_frame_and_object_over_60_frames() -> None:
     meta, ours = build_models()
-    video = synthetic_video(NUM_FRAMES, *FRAME_SIZE, seed=1)
-    schedule = scenario_schedule(video)
+    clip = SyntheticClip(*FRAME_SIZE, seed=1)
+    frames = list(clip.frames(NUM_FRAMES))
+    schedule = scenario_schedule(clip)
     with torch.inference_mode():
-        images = torch.cat([preprocess(frame, IMAGE_SIZE, torch.device("cpu")) for frame in video.frames])
+        images = torch.cat([preprocess(frame, IMAGE_SIZE, torch.device("cpu")) for frame in frames])
     reference = meta_stream(meta, images, FRAME_SIZE, schedule)
 
     failures: List[str] = []
     worst_iou, worst_ratio = 1.0, 0.0
     states_seen = set()
     tracker = Tracker(ours, TrackerConfig())
-    for frame_index, result, _, _ in ours_stream(tracker, video.frames, schedule):
+    for frame_index, result, _, _ in ours_stream(tracker, frames, schedule):
         expected = next(reference)
         assert expected.frame_index == frame_index
         assert result.object_ids == expected.object_ids, f"frame {frame_index}"

@@ -16,8 +16,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.gpu import synthetic_frames  # noqa: E402
-from oracle import RECURRENT_BOUND, assert_same_tracking, present_objects_model  # noqa: E402
+from testkit.oracle import RECURRENT_BOUND, assert_same_tracking, present_objects_model  # noqa: E402
+from sam2_rt.io.synthetic import SyntheticClip  # noqa: E402
 from sam2_rt.modeling.sam2 import SAM2Model  # noqa: E402
 from sam2_rt import ObjectState, StreamSnapshot, StreamState, Tracker, TrackerConfig, TrackerInputError, TrackResult  # noqa: E402
 
@@ -25,9 +25,9 @@ IMAGE_SIZE = 64
 NUM_FRAMES = 10
 # Stream A: 64 x 64 frames; stream B: 48 x 64 (cropped), so their outputs differ in size too.
 SIZE_A, SIZE_B = (64, 64), (48, 64)
-FRAMES_A, CENTRES_A = synthetic_frames(NUM_FRAMES, 64, num_shapes=3, seed=1)
-_FRAMES_B, _CENTRES_B = synthetic_frames(NUM_FRAMES, 64, num_shapes=3, seed=2)
-FRAMES_B, CENTRES_B = _FRAMES_B[:, 8:56], _CENTRES_B - np.array([0.0, 8.0])
+_CLIP_A, _CLIP_B = SyntheticClip(64, 64, num_shapes=3, seed=1), SyntheticClip(64, 64, num_shapes=3, seed=2)
+FRAMES_A, CENTRES_A = _CLIP_A.frames(NUM_FRAMES), _CLIP_A.centers(0)
+FRAMES_B, CENTRES_B = _CLIP_B.frames(NUM_FRAMES)[:, 8:56], _CLIP_B.centers(0) - np.array([0.0, 8.0])
 # (stream, object id, prompt) per frame; a prompt None removes the object.
 Events = Dict[int, List[Tuple[str, int, Optional[dict]]]]
 
