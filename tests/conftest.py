@@ -7,11 +7,6 @@ which made a parity test fail only after the rest of the suite (issue 22).
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Tuple
 
 import pytest
@@ -19,53 +14,18 @@ import torch
 import torch._dynamo
 import torch._inductor.config
 
-REPO = Path(__file__).resolve().parents[1]
-FASTDDS_PROFILE = REPO / "config" / "fastdds_large_images.xml"
+from testkit.ros_env import (  # noqa: F401  (tests import these from here too)
+    FASTDDS_PROFILE,
+    REPO,
+    Processes,
+    open_rclpy_context,
+    ros_env,
+    use_private_ros_network,
+)
 
 # Set before anything imports rclpy, so the in-process participants use the same private settings as
-# the processes the tests start. The domain id depends on the pid so two test runs on one host do not meet.
-_ROS_LOG_DIR = tempfile.mkdtemp(prefix="sam2_ros_test_logs_")
-os.environ["ROS_DOMAIN_ID"] = str(1 + os.getpid() % 100)
-os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ["ROS_LOG_DIR"] = _ROS_LOG_DIR
-os.environ["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
-
-
-def ros_env(**extra: str) -> dict[str, str]:
-    """The environment for a ROS process started by a test (private domain, local discovery)."""
-    env = dict(os.environ)
-    env.update(extra)
-    return env
-
-
-class Processes:
-    """Starts processes for one test and ends every one of them afterwards (terminate, then kill)."""
-
-    def __init__(self) -> None:
-        self._procs: list[subprocess.Popen] = []
-
-    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        proc = subprocess.Popen(
-            [sys.executable, *args],
-            env=env or ros_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=REPO,
-        )
-        self._procs.append(proc)
-        return proc
-
-    def close(self) -> None:
-        for proc in self._procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self._procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+# the processes the tests start.
+use_private_ros_network()
 
 
 # ------------------------------------------------------------------------------------ process-wide torch state
@@ -171,27 +131,6 @@ def processes() -> Iterator[Processes]:
         yield procs
     finally:
         procs.close()
-
-
-@contextlib.contextmanager
-def open_rclpy_context(**env: str) -> Iterator:
-    """An initialised rclpy context, with `env` set in os.environ while it lives; shut down afterwards."""
-    import rclpy
-    from rclpy.context import Context
-
-    previous = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    context = Context()
-    rclpy.init(context=context)
-    try:
-        yield context
-    finally:
-        context.try_shutdown()
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @pytest.fixture
