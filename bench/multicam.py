@@ -46,11 +46,21 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-# The node-process helpers of the ROS tests: their conftest also puts ROS on a private domain, localhost only.
-sys.path.insert(0, str(REPO / "tests"))
+if str(REPO) not in sys.path:  # run as a script: the repository root, for testkit
+    sys.path.insert(0, str(REPO))
 
-from conftest import FASTDDS_PROFILE, Processes, open_rclpy_context, ros_env  # noqa: E402
-from ros_client import Client, OutputReader, node_command, wait_until  # noqa: E402
+# The node-process helpers of the ROS tests, on a private ROS network (localhost only).
+from testkit.ros_env import (  # noqa: E402
+    FASTDDS_PROFILE,
+    Processes,
+    open_rclpy_context,
+    ros_env,
+    use_private_ros_network,
+)
+
+use_private_ros_network()
+
+from testkit.ros_client import Client, OutputReader, node_command, wait_until  # noqa: E402
 
 WIDTH, HEIGHT = 640, 480
 ACTIVATION_TIMEOUT_S = 300.0

@@ -33,9 +33,8 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "tests"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+if str(REPO) not in sys.path:  # run as a script: the repository root, for testkit and bench
+    sys.path.insert(0, str(REPO))
 
 # One stream's results per frame, flattened: a list of TrackResult-like objects with .object_ids/.logits/.masks.
 Run = Callable[[], List]

@@ -20,7 +20,7 @@ from typing import Callable, Dict, NamedTuple
 import pytest
 import torch
 
-from edgetam_reference import PRESENT_BIAS, REFERENCE_DIR, SCENE_FILLS
+from edgetam_reference import REFERENCE_DIR, SCENE_FILLS
 from testkit.oracle import assert_matches, memory_scene
 from sam2_rt.modeling.config import MODEL_NAMES, get_config
 from sam2_rt.modeling.edgetam import EdgeTAMModel

@@ -9,15 +9,12 @@ where tracing under inference mode once failed), without generating code.
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from testkit.oracle import assert_same_tracking, present_objects_model  # noqa: E402
 from sam2_rt.io.synthetic import SyntheticClip  # noqa: E402  (numpy only: these tests also run on the GPU machine)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 wheels (make setup)")
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from rcl_interfaces.srv import DescribeParameters  # noqa: E402
-from ros_client import (  # noqa: E402
+from testkit.ros_client import (  # noqa: E402
     HEIGHT,
     NODE_PARAMETERS,
     STEP_TIMEOUT,

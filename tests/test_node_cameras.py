@@ -17,7 +17,7 @@ from conftest import FASTDDS_PROFILE, Processes, open_rclpy_context
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 wheels (make setup)")
-from ros_client import (  # noqa: E402
+from testkit.ros_client import (  # noqa: E402
     STEP_TIMEOUT,
     Client,
     OutputReader,

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 wheels (make setup)")
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from ros_client import Client, OutputReader, ids, node_command, node_env, stamp_of, wait_until  # noqa: E402
+from testkit.ros_client import Client, OutputReader, ids, node_command, node_env, stamp_of, wait_until  # noqa: E402
 
 from sam2_ros.msg import Detection, DetectionArray  # noqa: E402
 

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 wheels (make setup)")
 from builtin_interfaces.msg import Time  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from ros_client import (  # noqa: E402
+from testkit.ros_client import (  # noqa: E402
     STEP_TIMEOUT,
     Client,
     OutputReader,

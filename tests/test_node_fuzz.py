@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 wheels (make setup)")
 from lifecycle_msgs.msg import Transition  # noqa: E402
-from ros_client import (  # noqa: E402
+from testkit.ros_client import (  # noqa: E402
     HEIGHT,
     WIDTH,
     Client,

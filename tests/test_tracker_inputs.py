@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import copy
 import logging
-import sys
-from pathlib import Path
 from typing import Any, Callable, Dict
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from testkit.oracle import build_meta, build_ours_from_meta  # noqa: E402
 from sam2_rt.io.synthetic import SyntheticClip  # noqa: E402

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import gc
-import sys
 from collections import deque
-from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from testkit.oracle import assert_same_tracking, build_meta, build_ours_from_meta  # noqa: E402
 from sam2_rt.io.synthetic import SyntheticClip  # noqa: E402

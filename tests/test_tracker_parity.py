@@ -18,15 +18,12 @@ comparison); shifted, objects are present except where a prompt says otherwise.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import List
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.track import (  # noqa: E402
     Prompt,

@@ -5,16 +5,13 @@ prompted objects per stream; transactional like `step`."""
 from __future__ import annotations
 
 import copy
-import sys
 import threading
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from testkit.oracle import RECURRENT_BOUND, assert_same_tracking, present_objects_model  # noqa: E402
 from sam2_rt.io.synthetic import SyntheticClip  # noqa: E402

@@ -1,7 +1,7 @@
 """The test side of a tracker node over real DDS: its process, camera, prompts, services and outputs.
 
-Shared by the node tests (tests/test_node*.py). The node runs in its own process (the `sam2-ros-tracker`
-console script) on the private domain conftest.py sets up.
+Shared by the node tests (tests/test_node*.py) and bench/multicam.py. The node runs in its own process (the
+`sam2-ros-tracker` console script) on the private domain testkit.ros_env sets up.
 """
 from __future__ import annotations
 
@@ -25,13 +25,14 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from conftest import FASTDDS_PROFILE, ros_env
 from sam2_ros.conversions import numpy_to_image
 from sam2_rt.io.synthetic import SyntheticClip
 from sam2_ros.msg import Prompt, TrackedObjectArray
 from sam2_ros.node import camera_topic
 from sam2_ros.srv import AddPrompt, RemoveObjects, Reset
 from testkit.lifecycle import change_state, lifecycle_state
+from testkit.ros_env import FASTDDS_PROFILE, ros_env
+from testkit.waiting import wait_until
 
 NODE_SCRIPT = str(Path(sys.executable).with_name("sam2-ros-tracker"))
 WIDTH, HEIGHT = 640, 480
@@ -73,15 +74,6 @@ class OutputReader:
 
     def text(self) -> str:
         return "\n".join(self.lines[-60:])
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, period: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(period)
-    return True
 
 
 def wait_until_stable(read: Callable[[], int], period: float, timeout: float) -> int:
