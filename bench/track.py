@@ -3,7 +3,7 @@
     python bench/track.py --video synthetic --frames 60 --image-size 512 --compare meta
     python bench/track.py --video clip.mp4 --frames 30 --objects 8 --precision bf16
 
-Both models get the same weights: tests/oracle.py's seeded random ones with `make_objects_visible`
+Both models get the same weights: testkit/oracle.py's seeded random ones with `make_objects_visible`
 applied, or Meta's checkpoint with `--checkpoint`. Both get the same preprocessed frames: Meta's state is
 created by its own `init_state` on a one-image folder, then its preloaded images, frame count and video
 size are replaced with ours (see `meta_stream`). Meta is driven like a stream: frames are propagated up to
@@ -44,7 +44,7 @@ from sam2_rt.io.synthetic import SyntheticClip  # noqa: E402
 from sam2_rt.io.video import open_source  # noqa: E402
 
 
-# With tests/oracle.py's random weights every object scores about -0.5 on every frame ("absent"), so all
+# With testkit/oracle.py's random weights every object scores about -0.5 on every frame ("absent"), so all
 # masks would be the constant -1024 and a comparison would test nothing. Raising the object-score head's
 # output bias by this makes objects present (real masks) unless a prompt says otherwise.
 OBJECT_SCORE_SHIFT = 4.0
