@@ -1,1 +1,2 @@
-"""Pure nn.Modules of SAM 2 / SAM 2.1. Parameter names equal Meta's state_dict keys."""
+"""SAM 2 / SAM 2.1 and EdgeTAM as pure nn.Modules (parameter names equal Meta's state_dict keys), and the model
+table (`config.py`)."""
