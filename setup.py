@@ -21,8 +21,10 @@ TEST_REQUIRES = [
     "hydra-core>=1.3.2",
     "iopath>=0.1.10",
     "torchvision==0.29.1",
-    # SAMURAI's reference Kalman filter (tests/test_motion.py) runs on numpy and scipy.
+    # SAMURAI's reference (build/refs/samurai, tests/test_motion.py and tests/samurai_reference.py): its Kalman
+    # filter runs on scipy, its model logs with loguru.
     "scipy==1.17.1",
+    "loguru==0.7.3",
     # TensorRT-RTX build of torch-tensorrt: real TensorRT libraries on PyPI (~100 MB) that BUILD engines on a
     # CPU-only machine, so CI proves every per-frame component converts (tests/test_engines.py). It provides
     # the same module `torch_tensorrt` as the `tensorrt` extra: never install both in one environment.
