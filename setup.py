@@ -21,7 +21,7 @@ TEST_REQUIRES = [
     "hydra-core>=1.3.2",
     "iopath>=0.1.10",
     "torchvision==0.29.1",
-    # SAMURAI's reference (build/refs/samurai, tests/test_motion.py and tests/samurai_reference.py): its Kalman
+    # SAMURAI's reference (build/refs/samurai, tests/test_motion.py and testkit/samurai_reference.py): its Kalman
     # filter runs on scipy, its model logs with loguru.
     "scipy==1.17.1",
     "loguru==0.7.3",

@@ -2,6 +2,7 @@
 
     python bench/track.py --video synthetic --frames 60 --image-size 512 --compare meta
     python bench/track.py --video clip.mp4 --frames 30 --objects 8 --precision bf16
+    python bench/track.py --motion samurai --frames 40 --image-size 256 --compare meta
 
 Both models get the same weights: testkit/oracle.py's seeded random ones with `make_objects_visible`
 applied, or Meta's checkpoint with `--checkpoint`. Both get the same preprocessed frames: Meta's state is
@@ -16,6 +17,11 @@ plus `propagate_in_video` up to that frame's output, on frames it preloaded and 
 min_iou / max_logit_diff compare our masks / frame-resolution logits with Meta's fp32 ones, also with
 `--precision bf16|fp16` (Meta's fp32 output equals our fp32 one to ~1e-4, so this is the error of the
 reduced precision).
+
+`--motion samurai` tracks with SAMURAI's motion model; `--compare meta` then compares with SAMURAI's own video
+predictor (absolutely-not-samurai, build/refs/samurai, in its own process: testkit/samurai_reference.py), which
+tracks one object: it runs once per object, and each of our objects (tracked together) is compared with it
+tracked alone; meta_s is then the sum of those runs' seconds for the frame.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from sam2_rt import Tracker, TrackerConfig  # noqa: E402
 from sam2_rt.tracking.transforms import preprocess  # noqa: E402
 from sam2_rt.io.synthetic import SyntheticClip  # noqa: E402
 from sam2_rt.io.video import open_source  # noqa: E402
+from sam2_rt.tracking.motion import MOTION_NAMES  # noqa: E402
 
 
 # With testkit/oracle.py's random weights every object scores about -0.5 on every frame ("absent"), so all
@@ -217,6 +224,24 @@ def ours_stream(
         yield frame_index, result, seconds, state.state_nbytes()
 
 
+def samurai_stream(model: torch.nn.Module, images: torch.Tensor, frame_size: Tuple[int, int], points: np.ndarray,
+                   image_size: int) -> Iterator[MetaFrame]:
+    """SAMURAI's video predictor on `images` with `model`'s weights, one run per click (it tracks one object);
+    per frame a MetaFrame of every object (its logits from the run that tracked it alone, the runs' seconds
+    summed). Object scores are not reported by the reference (NaN)."""
+    from testkit.samurai_reference import run_in_own_process
+
+    runs = []
+    with tempfile.TemporaryDirectory() as folder:
+        for point in points:
+            inputs = {"state_dict": model.state_dict(), "image_size": image_size, "frame_size": frame_size,
+                      "point": tuple(float(v) for v in point), "memory_bank_iou_threshold": 0.5, "images": images}
+            runs.append(run_in_own_process(inputs, Path(folder)))
+    for index in range(images.shape[0]):
+        yield MetaFrame(index, list(range(1, len(points) + 1)), torch.stack([run["logits"][index] for run in runs]),
+                        torch.full((len(points),), float("nan")), sum(run["seconds"][index] for run in runs))
+
+
 def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-object IoU of two (N, H, W) bool mask stacks; 1.0 where both are empty."""
     inter = (a & b).flatten(1).sum(1).float()
@@ -247,6 +272,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="our precision")
     parser.add_argument("--checkpoint", default=None, help="Meta's .pt for both models (default: seeded random)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument("--motion", choices=MOTION_NAMES, default="none",
+                        help="our motion model; samurai compares with SAMURAI's reference (one run per object)")
     args = parser.parse_args(argv)
 
     from testkit.oracle import build_meta, build_ours_from_meta
@@ -265,7 +292,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     else:
         make_objects_visible(meta)
     ours = build_ours_from_meta(meta)
-    tracker = Tracker(ours, TrackerConfig(max_objects=max(16, args.objects), precision=args.precision))
+    tracker = Tracker(ours, TrackerConfig(max_objects=max(16, args.objects), precision=args.precision,
+                                          motion=args.motion))
 
     points = click_grid(args.objects, height, width)
     schedule = Schedule().on(
@@ -275,7 +303,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.compare == "meta":
         with torch.inference_mode():
             images = torch.cat([preprocess(frame, args.image_size, torch.device("cpu")) for frame in frames])
-        meta_frames = meta_stream(meta, images, (height, width), schedule)
+        if args.motion == "samurai":
+            meta_frames = samurai_stream(ours, images, (height, width), points, args.image_size)
+        else:
+            meta_frames = meta_stream(meta, images, (height, width), schedule)
 
     ours_times: List[float] = []
     meta_times: List[float] = []

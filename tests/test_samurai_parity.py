@@ -1,5 +1,5 @@
 """motion="samurai" equals SAMURAI's own video predictor (absolutely-not-samurai==1.0.0, run in its own process by
-tests/samurai_reference.py) on identical seeded weights: one object clicked on frame 0 of a 40-frame clip, every
+testkit/samurai_reference.py) on identical seeded weights: one object clicked on frame 0 of a 40-frame clip, every
 frame's mask (IoU >= 0.999), every chosen candidate and the frames each frame's spatial memory came from.
 
 The weights are testkit.oracle's seeded random ones with objects made present (object score bias), so that the
@@ -8,9 +8,7 @@ candidates by motion from frame 16 on). With these weights the chosen masks' pre
 SAMURAI's memory threshold (0.5) no tracked frame is accepted, so each frame attends to the last one only; with
 0.3 every frame from frame 2 on is. Both runs are compared (thresholds far from the IoUs: no near-tie decides)."""
 
-import subprocess
-import sys
-from pathlib import Path
+import json
 from typing import Any, Dict, List
 
 import pytest
@@ -24,13 +22,13 @@ from sam2_rt.tracking.memory import EMPTY
 from sam2_rt.tracking.motion import SamuraiConfig
 from sam2_rt.tracking.transforms import preprocess
 from testkit.oracle import present_objects_model
+from testkit.samurai_reference import run_in_own_process
 
 pytestmark = pytest.mark.slow
 
 IMAGE_SIZE = 256
 FRAMES = 40
 CLIP = SyntheticClip(height=144, width=192, num_shapes=3, seed=0)
-REFERENCE = Path(__file__).with_name("samurai_reference.py")
 IOU_MIN = 0.999
 
 
@@ -40,14 +38,10 @@ def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     model = present_objects_model(IMAGE_SIZE)
     frames = [CLIP.frame(index) for index in range(FRAMES)]
     point = tuple(float(v) for v in CLIP.centers(0)[0])
-    folder = tmp_path_factory.mktemp("samurai")
-    torch.save({"state_dict": model.state_dict(), "image_size": IMAGE_SIZE, "frame_size": frames[0].shape[:2],
-                "point": point, "memory_bank_iou_threshold": threshold, "images": torch.cat([preprocess(f, IMAGE_SIZE, torch.device("cpu")) for f in frames])},
-               folder / "in.pt")
-    done = subprocess.run([sys.executable, str(REFERENCE), str(folder / "in.pt"), str(folder / "out.pt")],
-                          capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    reference = torch.load(folder / "out.pt", weights_only=False)
+    inputs = {"state_dict": model.state_dict(), "image_size": IMAGE_SIZE, "frame_size": frames[0].shape[:2],
+              "point": point, "memory_bank_iou_threshold": threshold,
+              "images": torch.cat([preprocess(f, IMAGE_SIZE, torch.device("cpu")) for f in frames])}
+    reference = run_in_own_process(inputs, tmp_path_factory.mktemp("samurai"))
 
     samurai = SamuraiConfig(memory_bank_iou_threshold=threshold)
     tracker = Tracker(model, TrackerConfig(max_objects=1, motion="samurai", samurai=samurai))
@@ -93,3 +87,16 @@ def test_every_frame_attends_to_the_memories_samurai_selects(runs: Dict[str, Any
     else:  # every frame from 2 on accepted: the last six, frame 1 never kept once frame 2 took its place
         assert longest == 6 and runs["memory"][FRAMES - 1] == list(range(FRAMES - 7, FRAMES - 1))
         assert all(1 not in frames for index, frames in runs["memory"].items() if index > 2)
+
+
+def test_the_track_benchmark_compares_two_objects_with_samurai_tracking_each_alone(
+        capsys: pytest.CaptureFixture) -> None:
+    from bench import track
+
+    track.main(["--motion", "samurai", "--compare", "meta", "--frames", "8", "--image-size", "128",
+                "--objects", "2"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    summary = lines[-1]
+    assert summary["summary"] and summary["frames"] == 8 and summary["objects"] == 2
+    assert summary["min_iou"] >= IOU_MIN and summary["meta_median_s"] > 0
+    assert [line["objects"] for line in lines[:-1]] == [2] * 8

@@ -2,12 +2,12 @@
 a test oracle, run in its own process: its module is named `sam2`, like Meta's sam2==1.1.0 in site-packages, so
 this script puts build/refs/samurai first on sys.path and never imports the other one.
 
-    python tests/samurai_reference.py IN OUT
+    python testkit/samurai_reference.py IN OUT
 
 IN (torch.save): {"state_dict": weights under Meta's names, "image_size": S, "images": (T, 3, S, S) float frames as
 our tracker preprocessed them, "frame_size": (H, W), "point": (x, y) one click on frame 0 for object 1,
 "memory_bank_iou_threshold": SAMURAI's memory threshold}.
-OUT: {"logits": (T, H, W) float32 mask logits at the frame's size, "best": {frame: chosen candidate index} of every
+OUT: {"logits": (T, H, W) float32 mask logits at the frame's size, "seconds": wall seconds per frame, "best": {frame: chosen candidate index} of every
 decode with candidates, "memory": {frame: sorted frame indices of the non-conditioning spatial memories the frame
 attended to}}. It prints what SAMURAI prints (its business).
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -72,12 +73,17 @@ def run(inputs: Dict[str, Any]) -> Dict[str, Any]:
     predictor.track_step, predictor._forward_sam_heads = on_track_step, on_heads
     predictor.memory_attention.forward = on_attention
     x, y = inputs["point"]
+    start = time.perf_counter()
     _, _, first = predictor.add_new_points_or_box(state, 0, 1, points=[[x, y]], labels=[1])
-    logits = {0: first[0, 0]}
+    logits, seconds = {0: first[0, 0]}, {0: time.perf_counter() - start}
+    start = time.perf_counter()
     for frame_idx, _, masks in predictor.propagate_in_video(state, start_frame_idx=0):
         logits[frame_idx] = masks[0, 0]
-    return {"logits": torch.stack([logits[t] for t in range(images.shape[0])]).float(), "best": best,
-            "memory": {frame: _frames_of(chunks, state) for frame, chunks in memories.items()}}
+        seconds[frame_idx] = seconds.get(frame_idx, 0.0) + time.perf_counter() - start
+        start = time.perf_counter()
+    frames = range(images.shape[0])
+    return {"logits": torch.stack([logits[t] for t in frames]).float(), "seconds": [seconds[t] for t in frames],
+            "best": best, "memory": {frame: _frames_of(chunks, state) for frame, chunks in memories.items()}}
 
 
 def _frames_of(tokens: Any, state: Dict[str, Any]) -> List[int]:
@@ -95,6 +101,20 @@ def _frames_of(tokens: Any, state: Dict[str, Any]) -> List[int]:
                 found.append(frame)
                 break
     return sorted(found)
+
+
+def run_in_own_process(inputs: Dict[str, Any], folder: Path) -> Dict[str, Any]:
+    """`run` in a child process (this file as a script); raises RuntimeError with its output if it fails."""
+    import subprocess
+
+    import torch
+
+    torch.save(inputs, folder / "samurai_in.pt")
+    done = subprocess.run([sys.executable, __file__, str(folder / "samurai_in.pt"), str(folder / "samurai_out.pt")],
+                          capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"SAMURAI's reference failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return torch.load(folder / "samurai_out.pt", weights_only=False)
 
 
 def main() -> None:
