@@ -48,7 +48,7 @@ from sam2_rt import Tracker, TrackerConfig  # noqa: E402
 from sam2_rt.tracking.transforms import preprocess  # noqa: E402
 from sam2_rt.io.synthetic import SyntheticClip  # noqa: E402
 from sam2_rt.io.video import open_source  # noqa: E402
-from sam2_rt.tracking.motion import MOTION_NAMES  # noqa: E402
+from sam2_rt.tracking.motion import MOTION_NAMES, SamuraiConfig  # noqa: E402
 
 
 # With testkit/oracle.py's random weights every object scores about -0.5 on every frame ("absent"), so all
@@ -225,7 +225,7 @@ def ours_stream(
 
 
 def samurai_stream(model: torch.nn.Module, images: torch.Tensor, frame_size: Tuple[int, int], points: np.ndarray,
-                   image_size: int) -> Iterator[MetaFrame]:
+                   image_size: int, memory_iou_threshold: float) -> Iterator[MetaFrame]:
     """SAMURAI's video predictor on `images` with `model`'s weights, one run per click (it tracks one object);
     per frame a MetaFrame of every object (its logits from the run that tracked it alone, the runs' seconds
     summed). Object scores are not reported by the reference (NaN)."""
@@ -235,7 +235,8 @@ def samurai_stream(model: torch.nn.Module, images: torch.Tensor, frame_size: Tup
     with tempfile.TemporaryDirectory() as folder:
         for point in points:
             inputs = {"state_dict": model.state_dict(), "image_size": image_size, "frame_size": frame_size,
-                      "point": tuple(float(v) for v in point), "memory_bank_iou_threshold": 0.5, "images": images}
+                      "point": tuple(float(v) for v in point), "memory_bank_iou_threshold": memory_iou_threshold,
+                      "images": images}
             runs.append(run_in_own_process(inputs, Path(folder)))
     for index in range(images.shape[0]):
         yield MetaFrame(index, list(range(1, len(points) + 1)), torch.stack([run["logits"][index] for run in runs]),
@@ -274,6 +275,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parser.add_argument("--motion", choices=MOTION_NAMES, default="none",
                         help="our motion model; samurai compares with SAMURAI's reference (one run per object)")
+    parser.add_argument("--keep-every-memory", action="store_true",
+                        help="motion samurai: accept every tracked frame into memory (both memory thresholds -inf), "
+                             "to time the motion model at plain SAM 2's memory size (with random weights few frames "
+                             "pass SAMURAI's thresholds, and a smaller memory is cheaper)")
     args = parser.parse_args(argv)
 
     from testkit.oracle import build_meta, build_ours_from_meta
@@ -292,8 +297,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     else:
         make_objects_visible(meta)
     ours = build_ours_from_meta(meta)
+    keep = float("-inf") if args.keep_every_memory else None
+    samurai = SamuraiConfig() if keep is None else SamuraiConfig(memory_bank_iou_threshold=keep,
+                                                                 memory_bank_obj_score_threshold=keep)
     tracker = Tracker(ours, TrackerConfig(max_objects=max(16, args.objects), precision=args.precision,
-                                          motion=args.motion))
+                                          motion=args.motion, samurai=samurai))
 
     points = click_grid(args.objects, height, width)
     schedule = Schedule().on(
@@ -304,7 +312,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         with torch.inference_mode():
             images = torch.cat([preprocess(frame, args.image_size, torch.device("cpu")) for frame in frames])
         if args.motion == "samurai":
-            meta_frames = samurai_stream(ours, images, (height, width), points, args.image_size)
+            if keep is not None:
+                parser.error("--keep-every-memory times ours only (use --compare none)")
+            meta_frames = samurai_stream(ours, images, (height, width), points, args.image_size,
+                                         samurai.memory_bank_iou_threshold)
         else:
             meta_frames = meta_stream(meta, images, (height, width), schedule)
 
@@ -335,6 +346,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         "summary": True,
         "frames": len(frames),
         "objects": args.objects,
+        "motion": args.motion,
         "image_size": args.image_size,
         "ours_median_s": round(ours_median, 4),
         "meta_median_s": None if meta_median is None else round(meta_median, 4),
