@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from sam2_rt.modeling.config import get_config
+from sam2_rt.modeling.factory import create_model
 from sam2_rt.modeling.sam2 import SAM2Model
 
 # Meta's config file of each model (relative to the installed sam2 package).
@@ -100,7 +101,7 @@ def set_object_score_bias(model: nn.Module, bias: float) -> None:
 def seeded_model(image_size: int, name: str = "sam2.1_hiera_tiny", seed: int = 0) -> SAM2Model:
     """Our model with every parameter drawn from seed (see the module doc), in eval mode: the seeded model of
     the tests that need no Meta model beside it (build_ours_from_meta gives the same weights with one)."""
-    model = SAM2Model(get_config(name, image_size))
+    model = create_model(get_config(name, image_size))
     randomize_parameters(model, seed=seed)
     return model.eval()
 

@@ -211,5 +211,5 @@ def test_edgetam_config_and_random_model() -> None:
     assert model.obj_ptr_tpos_proj.__class__.__name__ == "Identity"
     with pytest.raises(ValueError, match="multiple of 256"):
         get_config("edgetam", 480)
-    # Not offered by the tracker's front ends until the tracker drives it (issue 20).
-    assert "edgetam" not in MODEL_NAMES
+    # Offered by every front end (the tracker drives it).
+    assert "edgetam" in MODEL_NAMES

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from testkit.oracle import META_YAML, meta_overrides
-from sam2_rt.modeling.config import MODEL_NAMES, get_config
+from sam2_rt.modeling.config import SAM2_MODEL_NAMES, get_config
 from sam2_rt.modeling.sam2 import SAM2Model
 from sam2_rt.modeling.transformer import RoPEAttention
 
 # SAM2Base attributes that are fields of ModelConfig under the same name.
 # Every official model; the larger ones built at full size are slow on a CPU: only the tiny one in the fast tier.
 EVERY_MODEL = [name if name == "sam2.1_hiera_tiny" else pytest.param(name, marks=pytest.mark.slow)
-               for name in MODEL_NAMES]
+               for name in SAM2_MODEL_NAMES]
 
 SAME_NAME_FIELDS = (
     "image_size",

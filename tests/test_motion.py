@@ -158,8 +158,8 @@ def test_objects_are_independent_and_rows_compact_on_removal() -> None:
 
 def selective_bank(capacity: int = 2, recent: int = 3) -> MemoryBank:
 
-    return MemoryBank(capacity=capacity, num_conditioning=2, num_recent=recent, num_recent_ptrs=4, mem_dim=2,
-                      hidden_dim=4, feat_size=2, device=torch.device("cpu"), storage_dtype=torch.float32,
+    return MemoryBank(capacity=capacity, num_conditioning=2, num_recent=recent, num_recent_ptrs=4,
+                      slot_shape=(2, 2, 2), hidden_dim=4, device=torch.device("cpu"), storage_dtype=torch.float32,
                       selective=True)
 
 
@@ -195,8 +195,8 @@ def test_a_selective_bank_keeps_the_last_accepted_frames_and_the_last_frame_newe
 
 def test_a_selective_bank_with_every_frame_accepted_reads_what_the_plain_bank_reads() -> None:
 
-    plain = MemoryBank(capacity=1, num_conditioning=1, num_recent=3, num_recent_ptrs=4, mem_dim=2, hidden_dim=4,
-                       feat_size=2, device=torch.device("cpu"), storage_dtype=torch.float32)
+    plain = MemoryBank(capacity=1, num_conditioning=1, num_recent=3, num_recent_ptrs=4, slot_shape=(2, 2, 2),
+                       hidden_dim=4, device=torch.device("cpu"), storage_dtype=torch.float32)
     chosen = selective_bank(capacity=1)
     for bank in (plain, chosen):
         bank.write_conditioning([0], 0, torch.zeros(1, 2, 2, 2), torch.zeros(1, 4))

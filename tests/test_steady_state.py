@@ -193,8 +193,8 @@ def test_exported_steady_graph_has_no_attention_mask(model: SAM2Model) -> None:
 
 
 def _bank(capacity: int = 2) -> MemoryBank:
-    return MemoryBank(capacity, num_conditioning=3, num_recent=2, num_recent_ptrs=3, mem_dim=4, hidden_dim=8,
-                      feat_size=2, device=torch.device("cpu"))
+    return MemoryBank(capacity, num_conditioning=3, num_recent=2, num_recent_ptrs=3, slot_shape=(4, 2, 2),
+                      hidden_dim=8, device=torch.device("cpu"))
 
 
 def _write(bank: MemoryBank, rows: List[int], frame: int, conditioning: bool) -> None:

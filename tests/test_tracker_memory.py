@@ -26,9 +26,8 @@ def small_bank(capacity: int = 3, num_conditioning: int = 4) -> MemoryBank:
         num_conditioning=num_conditioning,
         num_recent=NUM_MASKMEM - 1,
         num_recent_ptrs=15,
-        mem_dim=2,
+        slot_shape=(2, 1, 1),
         hidden_dim=4,
-        feat_size=1,
         device=torch.device("cpu"),
     )
 

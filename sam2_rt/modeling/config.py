@@ -20,7 +20,8 @@ import math
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
-MODEL_NAMES: Tuple[str, ...] = (
+# Meta's SAM 2 (July 2024) and SAM 2.1 (September 2024) models.
+SAM2_MODEL_NAMES: Tuple[str, ...] = (
     "sam2_hiera_tiny",
     "sam2_hiera_small",
     "sam2_hiera_base_plus",
@@ -30,11 +31,10 @@ MODEL_NAMES: Tuple[str, ...] = (
     "sam2.1_hiera_base_plus",
     "sam2.1_hiera_large",
 )
-# EdgeTAM has a config, a model (sam2_rt.modeling.edgetam) and a checkpoint entry; it joins MODEL_NAMES, the
-# models the tracker, CLI and node offer, when the tracker drives it (issue 20).
+# Meta's EdgeTAM (CVPR 2025): light trunk, compressed memories (sam2_rt.modeling.edgetam).
 EDGETAM_NAME = "edgetam"
-# Every model get_config knows.
-KNOWN_MODEL_NAMES: Tuple[str, ...] = MODEL_NAMES + (EDGETAM_NAME,)
+# Every model: what the tracker, CLI, node and tools offer.
+MODEL_NAMES: Tuple[str, ...] = SAM2_MODEL_NAMES + (EDGETAM_NAME,)
 # Output channels of the trunks that come from timm, coarsest level first (the order of the neck).
 TIMM_TRUNK_CHANNELS: Dict[str, Tuple[int, int, int, int]] = {"repvit_m1": (384, 192, 96, 48)}
 
@@ -56,7 +56,7 @@ IMAGE_SIZE_MULTIPLE = 32
 class ModelConfig:
     """Hyper-parameters of one SAM 2 / SAM 2.1 / EdgeTAM model at one input resolution."""
 
-    # Registry name, one of KNOWN_MODEL_NAMES.
+    # Registry name, one of MODEL_NAMES.
     name: str
     # "2" for SAM 2 (July 2024 checkpoints), "2.1" for SAM 2.1 (September 2024 checkpoints), "edgetam".
     version: str
@@ -221,6 +221,13 @@ class ModelConfig:
         return self.feat_size**2
 
     @property
+    def memory_slot_shape(self) -> Tuple[int, ...]:
+        """Shape of one stored memory frame: (mem_dim, h, w) maps, or (tokens, mem_dim) for EdgeTAM's perceiver."""
+        if self.perceiver_depth > 0:
+            return (self.memory_tokens, self.mem_dim)
+        return (self.mem_dim, self.feat_size, self.feat_size)
+
+    @property
     def low_res_size(self) -> int:
         """Side of the low-resolution mask logits (and of mask prompts), image_size / 4."""
         return self.image_size // 4
@@ -259,15 +266,15 @@ def get_config(name: str, image_size: int = 1024) -> ModelConfig:
     """Return the configuration of an official model at the given input size.
 
     Arguments:
-      name: one of KNOWN_MODEL_NAMES, e.g. "sam2.1_hiera_tiny" or "edgetam".
+      name: one of MODEL_NAMES, e.g. "sam2.1_hiera_tiny" or "edgetam".
       image_size: square model input side in pixels; a positive multiple of 32 (1024 is Meta's). EdgeTAM's
         perceiver splits the stride-16 map into sqrt(perceiver_num_latents_2d) = 16 windows a side, so its
         sizes are multiples of 256.
     Raises:
       ValueError: unknown name or unsupported image size.
     """
-    if name not in KNOWN_MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(KNOWN_MODEL_NAMES)}")
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
     if image_size <= 0 or image_size % IMAGE_SIZE_MULTIPLE != 0:
         raise ValueError(f"image_size must be a positive multiple of {IMAGE_SIZE_MULTIPLE}, got {image_size}")
     if name == EDGETAM_NAME:

@@ -261,16 +261,17 @@ def memory_attention_inputs(
     seed: int = 0,
 ) -> Tuple[torch.Tensor, ...]:
     """Random inputs of MemoryAttentionExport with every slot valid (num_slots defaults to num_maskmem,
-    num_ptrs to max_obj_ptrs_in_encoder); mem_pos is (1, 1, D, h, w), shared by every slot."""
+    num_ptrs to max_obj_ptrs_in_encoder); mem_pos is (1, 1, *slot), shared by every slot (slot:
+    ModelConfig.memory_slot_shape)."""
     generator = torch.Generator().manual_seed(seed)
     slots = config.num_maskmem if num_slots is None else num_slots
     ptr_slots = config.max_obj_ptrs_in_encoder if num_ptrs is None else num_ptrs
-    size, hidden, mem_dim = config.feat_size, config.hidden_dim, config.mem_dim
+    size, hidden, slot = config.feat_size, config.hidden_dim, config.memory_slot_shape
     return (
         _randn(generator, batch, hidden, size, size),
         _randn(generator, batch, hidden, size, size),
-        _randn(generator, batch, slots, mem_dim, size, size),
-        _randn(generator, 1, 1, mem_dim, size, size),
+        _randn(generator, batch, slots, *slot),
+        _randn(generator, 1, 1, *slot),
         torch.randint(0, config.num_maskmem, (batch, slots), generator=generator),
         torch.ones(batch, slots, dtype=torch.bool),
         _randn(generator, batch, ptr_slots, hidden),

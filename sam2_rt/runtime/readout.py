@@ -13,8 +13,9 @@ class MemoryReadout:
     """Everything memory attention needs for B objects on one frame (M = C + R, P = C + Q slots).
 
     Attributes:
-      mem_feats: (B, M, mem_dim, h, w) spatial memories in the requested dtype; conditioning slots first.
-      mem_pos: (B, M, mem_dim, h, w) their spatial position encoding (an expanded view, no copy).
+      mem_feats: (B, M, *slot) spatial memories in the requested dtype, conditioning slots first; a slot is
+        (mem_dim, h, w) for SAM 2, (tokens, mem_dim) for EdgeTAM (ModelConfig.memory_slot_shape).
+      mem_pos: (B, M, *slot) their spatial position encoding (an expanded view, no copy).
       mem_tpos_index: (B, M) int64 row of maskmem_tpos_enc for each slot (0 for invalid slots).
       mem_valid: (B, M) bool, True where the slot holds a memory to attend to.
       ptrs: (B, P, hidden_dim) float32 object pointers; conditioning pointers first.

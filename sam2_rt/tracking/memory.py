@@ -44,9 +44,9 @@ class MemoryBank:
       num_conditioning: C >= 1, conditioning frames kept per object.
       num_recent: R = num_maskmem - 1, recent spatial memories per object.
       num_recent_ptrs: Q = max_obj_ptrs_in_encoder - 1, recent object pointers per object.
-      mem_dim: channels of a spatial memory (64).
+      slot_shape: shape of one memory frame, ModelConfig.memory_slot_shape: (mem_dim, h, w) for SAM 2,
+        (tokens, mem_dim) for EdgeTAM (512 perceiver tokens whatever the image size).
       hidden_dim: width of an object pointer (256).
-      feat_size: h = w = image_size / 16.
       device: where the features live.
       storage_dtype: dtype of stored spatial memories (bfloat16, as Meta).
       selective: SAMURAI's memory selection: the recent ring keeps the last R frames whose memory was accepted
@@ -60,9 +60,8 @@ class MemoryBank:
         num_conditioning: int,
         num_recent: int,
         num_recent_ptrs: int,
-        mem_dim: int,
+        slot_shape: Sequence[int],
         hidden_dim: int,
-        feat_size: int,
         device: torch.device,
         storage_dtype: torch.dtype = torch.bfloat16,
         selective: bool = False,
@@ -73,7 +72,7 @@ class MemoryBank:
         self.num_conditioning = num_conditioning
         self.num_recent = num_recent
         self.num_recent_ptrs = num_recent_ptrs
-        grid = (mem_dim, feat_size, feat_size)
+        grid = tuple(int(size) for size in slot_shape)
         # Features on the model's device.
         self.cond_feats = torch.zeros(capacity, num_conditioning, *grid, dtype=storage_dtype, device=device)
         self.cond_ptrs = torch.zeros(capacity, num_conditioning, hidden_dim, device=device)
@@ -132,7 +131,7 @@ class MemoryBank:
         Arguments:
           rows: object rows, in the order of `feats` / `ptrs`.
           frame_index: the frame these come from.
-          feats: (len(rows), mem_dim, h, w) spatial memories.
+          feats: (len(rows), *slot_shape) spatial memories.
           ptrs: (len(rows), hidden_dim) object pointers.
           accepted: selective bank only: whether each row's memory is accepted (it stays among the row's R
             recent memories; one not accepted is kept only until the next frame's memory replaces it).

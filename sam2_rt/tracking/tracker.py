@@ -193,9 +193,8 @@ class Tracker:
             num_conditioning=self.config.max_conditioning_frames,
             num_recent=cfg.num_maskmem - 1,
             num_recent_ptrs=cfg.max_obj_ptrs_in_encoder - 1,
-            mem_dim=cfg.mem_dim,
+            slot_shape=cfg.memory_slot_shape,
             hidden_dim=cfg.hidden_dim,
-            feat_size=cfg.feat_size,
             device=self.device,
             selective=self._samurai is not None,
         )

@@ -33,7 +33,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
-from sam2_rt.modeling.config import EDGETAM_NAME, KNOWN_MODEL_NAMES, ModelConfig, get_config
+from sam2_rt.modeling.config import EDGETAM_NAME, MODEL_NAMES, ModelConfig, get_config
 from sam2_rt.modeling.factory import create_model
 from sam2_rt.modeling.sam2 import SAM2Model
 
@@ -57,7 +57,7 @@ class CheckpointError(RuntimeError):
 class CheckpointInfo:
     """One official checkpoint file."""
 
-    # Model name (one of KNOWN_MODEL_NAMES); get_config(name) is the config the file needs.
+    # Model name (one of MODEL_NAMES); get_config(name) is the config the file needs.
     name: str
     # Official download address.
     url: str
@@ -79,7 +79,7 @@ def _official_url(name: str) -> str:
 
 
 CHECKPOINTS: Dict[str, CheckpointInfo] = {
-    name: CheckpointInfo(name=name, url=_official_url(name)) for name in KNOWN_MODEL_NAMES
+    name: CheckpointInfo(name=name, url=_official_url(name)) for name in MODEL_NAMES
 }
 
 
@@ -245,7 +245,7 @@ def _mismatches(
 def identify_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> Optional[str]:
     """Name of the official model whose keys and shapes the state_dict has exactly, else None."""
     shapes = {key: tuple(value.shape) for key, value in state_dict.items()}
-    for name in KNOWN_MODEL_NAMES:
+    for name in MODEL_NAMES:
         if not any(_mismatches(shapes, expected_shapes(name))):
             return name
     return None
@@ -298,7 +298,7 @@ def load_model(
     """Build the named model and load a Meta checkpoint into it, strictly.
 
     Arguments:
-      name: one of KNOWN_MODEL_NAMES.
+      name: one of MODEL_NAMES.
       checkpoint_path: Meta-format .pt file; None = default_checkpoint_path(name) (see ``download``).
       image_size: model input side (multiple of 32); the weights fit any size.
       device, dtype: where the model lives, and float32 (the only dtype SAM2Model accepts: reduced precision is
@@ -425,7 +425,7 @@ def download(
     not downloaded again.
 
     Arguments:
-      name: one of KNOWN_MODEL_NAMES.
+      name: one of MODEL_NAMES.
       dest: target file, or an existing directory to put the official file name in
         (default default_checkpoint_path(name)).
       url: download address (default: the official one; another server for mirrors and tests).
