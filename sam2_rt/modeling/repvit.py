@@ -39,8 +39,28 @@ class TimmTrunk(nn.Module):
         channels = tuple(self.body.feature_info.channels())
         # Coarsest first, the order of the neck's backbone_channel_list (and of Hiera.channel_list).
         self.channel_list: Tuple[int, ...] = tuple(reversed(channels))
+        self._reparameterized = False
         if self.channel_list != TIMM_TRUNK_CHANNELS[name]:
             raise ValueError(f"timm {name} gives channels {self.channel_list}, expected {TIMM_TRUNK_CHANNELS[name]}")
+
+    @property
+    def reparameterized(self) -> bool:
+        """The body is in its inference form (see `reparameterize`)."""
+        return self._reparameterized
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Fold the body into its inference form, in place (timm's re-parameterisation: every BatchNorm into its
+        convolution, RepViT's parallel 3x3 / 1x1 / identity branches into one convolution). Same features to
+        float rounding (~1e-6 relative), several times faster on a CPU (4.4x measured at 1024 px, RESULTS).
+        The state_dict then holds the folded weights under timm's inference names: Meta's checkpoint loads
+        into the trunk before this, not after. Idempotent."""
+        if self._reparameterized:
+            return
+        from timm.utils.model import reparameterize_model
+
+        reparameterize_model(self.body, inplace=True)
+        self._reparameterized = True
 
     def forward(self, images: torch.Tensor) -> List[torch.Tensor]:
         """(B, 3, S, S) normalised RGB -> per level, finest first, (B, C_i, S / 2^(i+2), S / 2^(i+2))."""

@@ -257,6 +257,10 @@ class SAM2Model(nn.Module):
         pos = self.image_encoder.neck.position_encoding(feat)
         return feat_s0, feat_s1, feat, pos
 
+    def prepare_for_inference(self) -> "SAM2Model":
+        """The model in the form the tracker runs: eval mode (EdgeTAMModel also folds its trunk). Returns self."""
+        return self.eval()
+
     # --- memory ------------------------------------------------------------------------------------
 
     @torch.inference_mode()

@@ -92,14 +92,16 @@ class Tracker:
     step of another thread waits for the running one (a lock).
 
     Arguments:
-      model: the SAM 2 model (put in eval mode here); any device.
+      model: the SAM 2 or EdgeTAM model, any device; prepared for inference here, in place
+        (`SAM2Model.prepare_for_inference`: eval mode; EdgeTAM's trunk folded, after which its state_dict has
+        the folded trunk's keys).
       config: tracker options.
     Raises:
       ValueError: a model configuration this tracker does not implement (all official ones are).
     """
 
     def __init__(self, model: SAM2Model, config: TrackerConfig = TrackerConfig()) -> None:
-        self.model = model.eval()
+        self.model = model.prepare_for_inference()
         self.config = config
         self.model_config = model.config
         if not self.model_config.use_mask_input_as_output_without_sam:
