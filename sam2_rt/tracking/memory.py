@@ -25,12 +25,15 @@ Frame indices live on the CPU (they decide validity and are tiny); features live
 
 from __future__ import annotations
 
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
 from sam2_rt.runtime.readout import MemoryReadout
 from sam2_rt.runtime.transfer import to_device
+
+if TYPE_CHECKING:
+    from sam2_rt.modeling.config import ModelConfig
 
 # Frame index stored in an empty slot.
 EMPTY = -1
@@ -87,6 +90,27 @@ class MemoryBank:
         # selective: memories accepted so far per row; the next recent memory goes to slot accepted % R.
         self.selective = selective
         self.accepted = torch.zeros(capacity, dtype=torch.int64)
+
+    @classmethod
+    def for_model(
+        cls, config: "ModelConfig", capacity: int, num_conditioning: int, device: torch.device,
+        selective: bool = False,
+    ) -> "MemoryBank":
+        """The bank a stream of this model holds (what `Tracker.create_stream` allocates): R = num_maskmem - 1
+        recent memories, Q = max_obj_ptrs_in_encoder - 1 recent pointers, slots of config.memory_slot_shape.
+
+        On ``torch.device("meta")`` nothing is allocated and `nbytes` still counts what the bank would hold.
+        """
+        return cls(
+            capacity=capacity,
+            num_conditioning=num_conditioning,
+            num_recent=config.num_maskmem - 1,
+            num_recent_ptrs=config.max_obj_ptrs_in_encoder - 1,
+            slot_shape=config.memory_slot_shape,
+            hidden_dim=config.hidden_dim,
+            device=device,
+            selective=selective,
+        )
 
     def tensors(self) -> Iterator[torch.Tensor]:
         """All tensors the bank holds."""

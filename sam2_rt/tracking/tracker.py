@@ -189,17 +189,8 @@ class Tracker:
     @torch.inference_mode()
     def create_stream(self) -> StreamState:
         """A new, empty stream with its memory preallocated for `config.max_objects` objects."""
-        cfg = self.model_config
-        bank = MemoryBank(
-            capacity=self.config.max_objects,
-            num_conditioning=self.config.max_conditioning_frames,
-            num_recent=cfg.num_maskmem - 1,
-            num_recent_ptrs=cfg.max_obj_ptrs_in_encoder - 1,
-            slot_shape=cfg.memory_slot_shape,
-            hidden_dim=cfg.hidden_dim,
-            device=self.device,
-            selective=self._samurai is not None,
-        )
+        bank = MemoryBank.for_model(self.model_config, self.config.max_objects, self.config.max_conditioning_frames,
+                                    self.device, selective=self._samurai is not None)
         motion = MotionState(self.config.max_objects, self.device) if self._samurai is not None else None
         return StreamState(frame_index=0, frame_size=None, _bank=bank, _motion=motion)
 
