@@ -34,12 +34,14 @@ from media import (
     write_folder,
     write_video,
 )
-from sam2_rt.cli import bench, commands as cli
+from sam2_rt.cli import bench, commands as cli, download as download_command
 from sam2_rt.cli.loop import make_tracker, track_frames
 from sam2_rt.cli.parser import build_parser
 from sam2_rt.io.prompts import command_line_schedule
 from sam2_rt.io.synthetic import SyntheticClip
 from sam2_rt.io.track_outputs import JsonLines
+from sam2_rt.modeling.config import MODEL_NAMES, get_config
+from sam2_rt.tracking.memory import MemoryBank
 from sam2_rt.weights import loading as runtime
 from sam2_rt.weights.checkpoint import CHECKPOINTS, Manifest, sha256_file
 
@@ -112,6 +114,25 @@ def test_track_video_writes_overlay_label_pngs_and_json_for_every_frame(tmp_path
     for record, label in zip(records, labels):
         assert sum(o["area"] for o in record["objects"]) >= np.count_nonzero(label)
         assert all(o["state"] == "tracking" for o in record["objects"])
+
+
+def test_track_with_edgetam_on_random_weights(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--model edgetam tracks like the SAM 2 models; its stream holds EdgeTAM's bank of (512, 64) token slots."""
+    video = write_video(tmp_path / "clip.avi", clip(3))
+    rc = cli.main(["track", str(video), "--point", f"{SQUARE}@1", "--box", "28,58,54,82@2", "--model", "edgetam",
+                   "--image-size", "256", "--random-weights", "--device", "cpu", "--max-objects", "2", "--quiet",
+                   "--json", str(tmp_path / "t.jsonl"), "--masks", str(tmp_path / "masks")])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["frames"] == 3 and summary["objects"] == [1, 2] and summary["image_size"] == 256
+    bank = MemoryBank.for_model(get_config("edgetam", 256), capacity=2, num_conditioning=4, device=torch.device("meta"))
+    assert summary["state_bytes"] == bank.nbytes()
+    records = json_lines(tmp_path / "t.jsonl")
+    assert ids_per_frame(records) == [[1, 2]] * 3
+    assert all(o["state"] == "tracking" for record in records for o in record["objects"])
+    labels = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted((tmp_path / "masks").glob("*.png"))]
+    assert len(labels) == 3 and all(label.shape == (HEIGHT, WIDTH) for label in labels)
+    assert set(np.unique(np.stack(labels)).tolist()) == {0, 1, 2}
 
 
 PROMPTS_YAML = """\
@@ -319,6 +340,9 @@ def video(tmp_path: Path) -> Path:
         (lambda p, v: [str(v), "--box", "30,30,10,10"], 2, "needs X1 > X0 and Y1 > Y0"),
         (lambda p, v: [str(v), "--point", "500,20"], 1, r"--point 500,20: .*outside the 128x96 frame"),
         (lambda p, v: [str(v), "--point", "1,1", "--model", "sam3_tiny"], 2, "invalid choice: 'sam3_tiny'"),
+        # MODEL_ARGS' --image-size 128: a multiple of 32, not of 256
+        (lambda p, v: [str(v), "--point", "1,1", "--model", "edgetam"], 2,
+         r"argument --image-size: EdgeTAM needs an image_size that is a multiple of 256 .*got 128 \(--model edgetam\)"),
         (lambda p, v: [str(v), "--point", "1,1", "--json", str(v / "x.jsonl")], 1, "cannot write the JSON file"),
         (lambda p, v: [str(v), "--point", "1,1", "--output", str(v / "o.mp4")], 1, "cannot write the overlay"),
         (lambda p, v: [str(v), "--point", "1,1", "--bag", str(p)], 1, "exists already"),
@@ -329,7 +353,7 @@ def video(tmp_path: Path) -> Path:
          r"topic /nope is not in .*rec; its image topics: /camera/image_raw \(Image\)"),
         (lambda p, v: [str(v), "--prompts", str(p / "refine.yaml")], 1, "cannot refine object 7: it is not tracked"),
     ],
-    ids=["unreadable-input", "missing-input", "point-syntax", "box-order", "point-outside", "unknown-model",
+    ids=["unreadable-input", "missing-input", "point-syntax", "box-order", "point-outside", "unknown-model", "edgetam-size",
          "unwritable-json", "unwritable-video", "existing-bag", "no-prompts", "bad-prompt-file", "topic-not-bag",
          "topic-not-in-bag", "refine-unknown"],
 )
@@ -399,12 +423,13 @@ def test_download_list_shows_sizes_local_files_and_sha256_state(tmp_path: Path, 
     mirror = f"http://127.0.0.1:{blob_server.server_address[1]}"
     assert cli.main(["download", "--list", "--mirror", mirror]) == 0
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
-    assert len(rows) == 8
+    assert list(rows) == list(MODEL_NAMES)  # the eight SAM 2 / 2.1 models and EdgeTAM
     assert all(" 3.0 MiB " in row for row in rows.values())
     assert "present, sha256 verified" in rows["sam2.1_hiera_tiny"]
     assert "present, sha256 MISMATCH" in rows["sam2.1_hiera_small"]
     assert "present, sha256 unrecorded" in rows["sam2_hiera_tiny"]
     assert "not downloaded" in rows["sam2.1_hiera_large"]
+    assert "not downloaded" in rows["edgetam"] and str(tmp_path / "edgetam.pt") in rows["edgetam"]
     assert str(tmp_path / "sam2.1_hiera_tiny.pt") in rows["sam2.1_hiera_tiny"]
 
 
@@ -414,6 +439,22 @@ def test_download_without_network_fails_fast_with_one_line(tmp_path: Path, capsy
                    "--timeout", "5", "--quiet"])
     assert rc == 1
     assert "download of http://127.0.0.1:9/sam2.1_hiera_tiny.pt failed" in error_line(capsys)
+
+
+def test_download_edgetam_asks_for_edgetam_pt_at_meta_or_a_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    closed_port = "http://127.0.0.1:9"  # discard port: nothing listens there
+    rc = cli.main(["download", "edgetam", "--dest", str(tmp_path), "--mirror", closed_port, "--timeout", "5",
+                   "--quiet"])
+    assert rc == 1
+    assert "download of http://127.0.0.1:9/edgetam.pt failed" in error_line(capsys)
+    # without --mirror: the file EdgeTAM's README points at (the download itself is replaced: no request)
+    asked = []
+    monkeypatch.setattr(download_command, "download",
+                        lambda name, folder, url, **kwargs: asked.append((name, url)) or folder / "edgetam.pt")
+    assert cli.main(["download", "edgetam", "--dest", str(tmp_path), "--quiet"]) == 0
+    assert asked == [("edgetam", "https://github.com/facebookresearch/EdgeTAM/raw/main/checkpoints/edgetam.pt")]
+    assert capsys.readouterr().out.strip() == f"edgetam: {tmp_path / 'edgetam.pt'}"
 
 
 def test_download_of_an_unknown_model_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:

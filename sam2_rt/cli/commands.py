@@ -16,7 +16,7 @@ from typing import Iterator, Optional, Sequence
 from sam2_rt.cli.bench import run_bench
 from sam2_rt.cli.download import run_download
 from sam2_rt.cli.errors import USER_ERRORS, UsageError
-from sam2_rt.cli.parser import build_parser
+from sam2_rt.cli.parser import parse_command_line
 from sam2_rt.cli.track import run_track
 
 COMMANDS = {"track": run_track, "download": run_download, "bench": run_bench}
@@ -25,7 +25,7 @@ COMMANDS = {"track": run_track, "download": run_download, "bench": run_bench}
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of `sam2-rt`; returns the exit status."""
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_command_line(argv)
     except UsageError as error:
         sys.stderr.write(f"{error}\n")
         return 2

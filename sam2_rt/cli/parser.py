@@ -3,11 +3,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, NoReturn, Optional, Sequence
 
 from sam2_rt.cli.errors import UsageError
 from sam2_rt.io.prompts import USER_GUIDE, PromptError, parse_box, parse_point
-from sam2_rt.modeling.config import BACKEND_NAMES, DEVICE_NAMES, IMAGE_SIZE_MULTIPLE, MODEL_NAMES, PRECISION_NAMES
+from sam2_rt.modeling.config import (
+    BACKEND_NAMES,
+    DEVICE_NAMES,
+    EDGETAM_NAME,
+    IMAGE_SIZE_MULTIPLE,
+    MODEL_NAMES,
+    PRECISION_NAMES,
+    get_config,
+)
 from sam2_rt.tracking.motion import MOTION_NAMES
 
 # The top-level help of `sam2-rt`.
@@ -126,8 +134,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     weights.add_argument("--random-weights", action="store_true",
                          help="seeded random weights, no checkpoint: the masks are meaningless (pipeline, timing)")
     group.add_argument("--image-size", type=_argument_type(_image_size), default=1024,
-                       help=f"model input side, a multiple of {IMAGE_SIZE_MULTIPLE} (default 1024, as the "
-                            "models were trained; smaller is faster and coarser)")
+                       help=f"model input side, a multiple of {IMAGE_SIZE_MULTIPLE} ({EDGETAM_NAME}: of 256; default "
+                            "1024, as the models were trained; smaller is faster and coarser)")
     group.add_argument("--device", default="auto",
                        help=f"{', '.join(DEVICE_NAMES)} or cuda:N (default auto: cuda when available)")
     group.add_argument("--precision", choices=PRECISION_NAMES, default="auto",
@@ -243,3 +251,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(bench)
     return parser
 
+
+
+def parse_command_line(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The parsed command line of `sam2-rt`, with the checks no single argument can make.
+
+    Raises:
+      UsageError: a wrong command line, e.g. an --image-size that --model cannot run at (EdgeTAM's perceiver
+        needs a multiple of 256).
+    """
+    args = build_parser().parse_args(argv)
+    model, image_size = getattr(args, "model", None), getattr(args, "image_size", None)
+    if model is not None and image_size is not None:
+        try:
+            get_config(model, image_size)
+        except ValueError as error:
+            raise UsageError(f"sam2-rt {args.command}", f"argument --image-size: {error} (--model {model})") from None
+    return args
