@@ -353,9 +353,9 @@ def video(tmp_path: Path) -> Path:
          r"topic /nope is not in .*rec; its image topics: /camera/image_raw \(Image\)"),
         (lambda p, v: [str(v), "--prompts", str(p / "refine.yaml")], 1, "cannot refine object 7: it is not tracked"),
     ],
-    ids=["unreadable-input", "missing-input", "point-syntax", "box-order", "point-outside", "unknown-model", "edgetam-size",
-         "unwritable-json", "unwritable-video", "existing-bag", "no-prompts", "bad-prompt-file", "topic-not-bag",
-         "topic-not-in-bag", "refine-unknown"],
+    ids=["unreadable-input", "missing-input", "point-syntax", "box-order", "point-outside", "unknown-model",
+         "edgetam-size", "unwritable-json", "unwritable-video", "existing-bag", "no-prompts", "bad-prompt-file",
+         "topic-not-bag", "topic-not-in-bag", "refine-unknown"],
 )
 def test_each_error_is_one_line_with_a_non_zero_status(tmp_path: Path, video: Path, capsys: pytest.CaptureFixture,
                                                        make_args, status: int, message: str) -> None:
