@@ -17,7 +17,7 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from sam2_ros.parameters import NODE_NAME, launch_argument_choices, launch_parameters
+from sam2_ros.parameters import NODE_NAME, PARAMETER_SPECS, launch_argument_choices, launch_parameters
 
 # Tracker parameters the demo offers as launch arguments.
 TRACKER_ARGUMENTS = ("checkpoint", "model", "image_size", "device")
@@ -66,9 +66,10 @@ def generate_launch_description() -> LaunchDescription:
                         "weights (the node warns; masks are meaningless).",
         ),
         DeclareLaunchArgument("model", default_value="sam2.1_hiera_tiny", choices=launch_argument_choices("model")[1:],
-                              description="SAM 2 / SAM 2.1 model."),
+                              description=PARAMETER_SPECS["model"].description),
         DeclareLaunchArgument("image_size", default_value="256",
-                              description="Model input side (multiple of 32); small is fast on a CPU."),
+                              description="Model input side (multiple of 32, of 256 for edgetam); small is fast on "
+                                          "a CPU."),
         DeclareLaunchArgument("device", default_value="auto", choices=launch_argument_choices("device")[1:],
                               description="Where the model runs."),
         DeclareLaunchArgument("video", default_value="", description="Video file; empty: bigbuckbunny.mp4."),

@@ -47,7 +47,8 @@ from sam2_ros.detections import PendingDetections, detections_from_array, detect
 from sam2_ros.diagnostics import CameraFacts, NodeSnapshot, SessionFacts, diagnostics_message
 from sam2_ros.msg import DetectionArray, Prompt, TrackedObjectArray
 from sam2_ros.outputs import Detection2DArray
-from sam2_ros.parameters import APPLIES, NODE_NAME, PARAMETER_SPECS, PARAMETERS, NodeSettings, parameter_problem
+from sam2_ros.parameters import (APPLIES, NODE_NAME, PARAMETER_SPECS, PARAMETERS, NodeSettings, parameter_problem,
+                                 parameters_problems)
 from sam2_ros.qos import DETECTION_QOS, DIAGNOSTICS_QOS, OUTPUT_QOS, PROMPT_QOS, image_qos
 from sam2_ros.requests import RESET_MESSAGE, ObjectBook, PromptRequest, removal_message
 from sam2_ros.session import ActivationError, Session, association_config, create_session, return_freed_heap_memory
@@ -156,12 +157,11 @@ class TrackerNode(LifecycleNode):
                 self.get_logger().info(f"parameter {parameter.name} = {parameter.value!r}: {APPLIES[spec.applies]}")
 
     def _read_settings(self) -> NodeSettings:
-        """The activation parameters; ActivationError names the first invalid one."""
+        """The activation parameters; ActivationError names the first invalid one (or pair: model, image_size)."""
         values = {name: self.get_parameter(name).value for name in NodeSettings.__dataclass_fields__}
-        for name, value in values.items():
-            problem = parameter_problem(name, value)
-            if problem is not None:
-                raise ActivationError(f"invalid parameter {name}: {problem}")
+        problems = parameters_problems(values)
+        if problems:
+            raise ActivationError(f"invalid parameter {problems[0]}")
         return NodeSettings(**values)
 
     # ------------------------------------------------------------------ lifecycle
@@ -182,11 +182,7 @@ class TrackerNode(LifecycleNode):
 
     @_logged_transition
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        problems = [
-            f"{name}: {problem}"
-            for name in PARAMETER_SPECS
-            if (problem := parameter_problem(name, self.get_parameter(name).value)) is not None
-        ]
+        problems = parameters_problems({name: self.get_parameter(name).value for name in PARAMETER_SPECS})
         if problems:
             self._set_status("configure failed: invalid parameters: " + "; ".join(problems),
                              f"set valid values (`ros2 param set {self.get_fully_qualified_name()} NAME VALUE`), "

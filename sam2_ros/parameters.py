@@ -14,7 +14,15 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
-from sam2_rt.modeling.config import BACKEND_NAMES, DEVICE_NAMES, IMAGE_SIZE_MULTIPLE, MODEL_NAMES, PRECISION_NAMES
+from sam2_rt.modeling.config import (
+    BACKEND_NAMES,
+    DEVICE_NAMES,
+    EDGETAM_NAME,
+    IMAGE_SIZE_MULTIPLE,
+    MODEL_NAMES,
+    PRECISION_NAMES,
+    get_config,
+)
 from sam2_rt.tracking.motion import MOTION_NAMES
 
 NODE_NAME = "sam2_tracker"
@@ -78,7 +86,9 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
         "image, prompts, masks, ...",
         applies="configure",
     ),
-    ParameterSpec("model", "sam2.1_hiera_tiny", "SAM 2 / SAM 2.1 model.", choices=MODEL_NAMES),
+    ParameterSpec("model", "sam2.1_hiera_tiny",
+                  f"SAM 2 / SAM 2.1 model, or EdgeTAM ({EDGETAM_NAME}: light trunk, compressed memory; image_size a "
+                  "multiple of 256).", choices=MODEL_NAMES),
     ParameterSpec(
         "checkpoint", "",
         "Meta's .pt checkpoint file of `model`. Empty: the file `sam2-rt download <model>` stores, if present.",
@@ -102,7 +112,8 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
         "before subscribing, so a live stream never waits for a build (no-op for the eager backend). False: "
         "shapes are built on the frames that first need them.",
     ),
-    ParameterSpec("image_size", 1024, "Square model input side in pixels (multiple of 32; 1024 is Meta's).",
+    ParameterSpec("image_size", 1024,
+                  f"Square model input side in pixels (multiple of 32, of 256 for {EDGETAM_NAME}; 1024 is Meta's).",
                   value_range=(64, 4096, IMAGE_SIZE_MULTIPLE)),
     ParameterSpec(
         "cpu_threads", 0,
@@ -184,6 +195,29 @@ def parameter_problem(name: str, value: Any) -> Optional[str]:
         return f"checkpoint file not found: {value}"
     if name == "cameras":
         return camera_names_problem(list(value))
+    return None
+
+
+def parameters_problems(values: Mapping[str, Any]) -> List[str]:
+    """"name: why" for each value of `values` (parameter name -> value) that is not acceptable (`parameter_problem`),
+    then for the pairs no single value decides: an image_size the model cannot run at (EdgeTAM's perceiver
+    needs a multiple of 256). Empty when every value is acceptable."""
+    problems = [f"{name}: {problem}" for name, value in values.items()
+                if (problem := parameter_problem(name, value)) is not None]
+    pair = model_size_problem(values.get("model"), values.get("image_size"))
+    if pair is not None:
+        problems.append(f"image_size: {pair}")
+    return problems
+
+
+def model_size_problem(model: Any, image_size: Any) -> Optional[str]:
+    """Why `model` cannot run at `image_size` (None when it can, or when either is unknown or invalid on its own)."""
+    if model not in MODEL_NAMES or not isinstance(image_size, int) or isinstance(image_size, bool):
+        return None
+    try:
+        get_config(model, image_size)
+    except ValueError as err:
+        return f"{err} (model {model})"
     return None
 
 
@@ -330,6 +364,10 @@ def launch_parameters(params_file: str, arguments: Mapping[str, str]) -> List[Un
       LaunchArgumentError: a given argument is invalid (the launch stops with this message).
     """
     overrides = {name: parse_launch_argument(name, text) for name, text in arguments.items() if text != ""}
+    pair = model_size_problem(overrides.get("model"), overrides.get("image_size"))
+    if pair is not None:
+        given = f"model:={overrides['model']} image_size:={overrides['image_size']}"
+        raise LaunchArgumentError(f"launch arguments {given}: {pair}")
     parameters: List[Union[str, Dict[str, ParameterValue]]] = [params_file] if params_file else []
     if overrides:
         parameters.append(overrides)
