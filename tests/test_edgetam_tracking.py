@@ -202,10 +202,16 @@ def test_a_negative_object_score_makes_an_object_occluded_then_lost_and_a_mask_p
 # --------------------------------------------------------------------------- several streams
 
 
-def test_two_streams_stepped_together_equal_each_stepped_alone(model: SAM2Model) -> None:
+@pytest.mark.parametrize(
+    "config",
+    [TrackerConfig(max_objects=3), TrackerConfig(max_objects=3, memory_attention_batch=8, compact_memory=False)],
+    ids=["per-frame-memory-attention", "memory-attention-across-frames"],
+)
+def test_two_streams_stepped_together_equal_each_stepped_alone(model: SAM2Model, config: TrackerConfig) -> None:
     """Stream A: the clip, two objects, one refined on frame 2 and one removed on frame 4; stream B: the clip
     upside down, an object from frame 1 and a mask prompt on frame 2. One step_many per frame, one image-encoder
-    call of both frames, against each stream stepped alone."""
+    call of both frames, against each stream stepped alone. Also with memory attention over the rows of both
+    streams in one call, every memory slot read with a mask of the filled ones (compact_memory=False)."""
     flipped = [CLIP.frame(index)[::-1].copy() for index in range(6)]
     mask = np.zeros(SIZE, dtype=bool)
     mask[20:40, 30:50] = True
@@ -215,7 +221,7 @@ def test_two_streams_stepped_together_equal_each_stepped_alone(model: SAM2Model)
         2: [("a", 1, dict(points=[[20.0, 20.0], [40.0, 24.0]], labels=[1, 0])), ("b", 8, dict(mask=mask))],
         4: [("a", 2, None)],
     }
-    tracker = Tracker(model, TrackerConfig(max_objects=3))
+    tracker = Tracker(model, config)
     encoded: List[int] = []
     encode = tracker.runner.encode_image
     tracker.runner.encode_image = lambda images: encoded.append(images.shape[0]) or encode(images)  # type: ignore
