@@ -17,13 +17,20 @@ initial conditioning frame, memory encoding included, against forward_image -> n
 decode -> encode_memory).
 
     python bench/parity.py --model sam2.1_hiera_tiny --image-size 512 --component all
+
+`--model edgetam` compares with Meta's EdgeTAM (edgetam-dimos, build/refs/edgetam), which runs in its own process
+(tests/edgetam_reference.py; see EdgeTAMBench): the same components and JSON lines, with EdgeTAM's own inputs
+(prompt_decoder: multimask and single-mask clicks of two objects; memory_encoder: the perceiver alone, then the
+encoder and perceiver; memory_attention: 3 and 7 filled slots). Its image size is a multiple of 256.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence, Tuple
 
@@ -40,7 +47,8 @@ from testkit.oracle import (  # noqa: E402
     set_object_score_bias,
 )
 
-from sam2_rt.modeling.config import MODEL_NAMES  # noqa: E402
+from sam2_rt.modeling.config import EDGETAM_NAME, MODEL_NAMES, get_config  # noqa: E402
+from sam2_rt.modeling.factory import create_model  # noqa: E402
 from sam2_rt.modeling.sam2 import SAM2Model  # noqa: E402
 
 COMPONENTS = ("image_encoder", "prompt_decoder", "memory_encoder", "memory_attention", "image_predict")
@@ -158,6 +166,85 @@ class Bench:
         ]
 
 
+class EdgeTAMBench:
+    """Meta's EdgeTAM (edgetam-dimos) outputs and ours with its weights at one image size.
+
+    Meta's EdgeTAM is a package named `sam2` too, so it cannot run beside sam2==1.1.0: tests/edgetam_reference.py
+    builds it with seeded random weights in its own process, runs every component on its random inputs and saves
+    its state_dict, inputs and outputs; ours loads that state_dict (strict) and runs the same inputs here."""
+
+    def __init__(self, image_size: int, seed: int) -> None:
+        script = REPO / "tests" / "edgetam_reference.py"
+        with tempfile.TemporaryDirectory() as folder:
+            command = [sys.executable, str(script), folder, "--sizes", str(image_size), "--seed", str(seed)]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+            if done.returncode != 0:
+                raise RuntimeError(f"EdgeTAM's reference failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+            content = torch.load(Path(folder) / f"edgetam_{image_size}.pt", map_location="cpu", weights_only=True)
+        self.ours = create_model(get_config(EDGETAM_NAME, image_size))
+        self.ours.load_state_dict(content["state_dict"], strict=True)
+        self.ours.eval()
+        self.inputs, self.outputs = content["inputs"], content["outputs"]
+        self.seed = seed
+
+    def image_encoder(self) -> Pairs:
+        with torch.inference_mode():
+            ours = self.ours.forward_image(self.inputs["image"])
+        names = ("feat_s0", "feat_s1", "feat", "pos")
+        return [(self.outputs[f"image.{name}"], value) for name, value in zip(names, ours)]
+
+    def prompt_decoder(self) -> Pairs:
+        feat, s0, s1 = (self.outputs[f"image.{name}"].expand(2, -1, -1, -1) for name in ("feat", "feat_s0", "feat_s1"))
+        names = ("low_res_multimasks", "ious", "low_res_masks", "high_res_masks", "obj_ptr", "object_score_logits")
+        pairs: Pairs = []
+        for multimask in (True, False):
+            with torch.inference_mode():
+                out = self.ours.decode(self.ours.no_memory_features(feat), s0, s1, self.inputs["decoder.coords"],
+                                       self.inputs["decoder.labels"], None, multimask)
+            pairs += [(self.outputs[f"decoder.{multimask}.{name}"], getattr(out, name)) for name in names]
+        return pairs
+
+    def memory_encoder(self) -> Pairs:
+        """The perceiver alone, then the memory encoder and perceiver on clicked and tracked masks."""
+        inputs, outputs = self.inputs, self.outputs
+        feat = outputs["image.feat"].expand(2, -1, -1, -1)
+        with torch.inference_mode():
+            tokens, token_pos = self.ours.spatial_perceiver(inputs["perceiver.feat"], inputs["perceiver.pos"])
+            pairs: Pairs = [(outputs["perceiver.tokens"], tokens), (outputs["perceiver.pos"], token_pos)]
+            for from_points in (True, False):
+                memory, memory_pos = self.ours.encode_memory(feat, inputs["memory.masks"],
+                                                             inputs["memory.object_score_logits"], from_points)
+                pairs += [(outputs[f"memory.{from_points}.feat"], memory), (outputs[f"memory.{from_points}.pos"],
+                                                                            memory_pos)]
+        return pairs
+
+    def memory_attention(self) -> Pairs:
+        config = self.ours.config
+        fills = sorted(int(key.split(".")[1]) for key in self.outputs if key.startswith("attention."))
+        pairs: Pairs = []
+        for filled in fills:
+            scene = memory_scene(filled, self.seed, config.feat_size, memory_tokens=config.memory_tokens)
+            with torch.inference_mode():
+                out = self.ours.attend_memory(self.outputs["image.feat"], self.outputs["image.pos"], *scene.slots)
+            pairs.append((self.outputs[f"attention.{filled}"], out))
+        return pairs
+
+    def image_predict(self) -> Pairs:
+        coords, labels = self.inputs["predict.coords"], self.inputs["predict.labels"]
+        with torch.inference_mode():
+            feat_s0, feat_s1, feat, _ = self.ours.forward_image(self.inputs["image"])
+            multimask = self.ours.use_multimask(is_init_cond_frame=True, num_points=1)
+            decoded = self.ours.decode(self.ours.no_memory_features(feat), feat_s0, feat_s1, coords, labels, None,
+                                       multimask)
+            mem_feat, mem_pos = self.ours.encode_memory(feat, decoded.high_res_masks, decoded.object_score_logits,
+                                                        is_mask_from_pts=True)
+        ours = (decoded.low_res_masks, decoded.high_res_masks, decoded.obj_ptr, decoded.object_score_logits,
+                mem_feat, mem_pos)
+        names = ("pred_masks", "pred_masks_high_res", "obj_ptr", "object_score_logits", "maskmem_features",
+                 "maskmem_pos_enc")
+        return [(self.outputs[f"predict.{name}"], value) for name, value in zip(names, ours)]
+
+
 def summarise(component: str, image_size: int, pairs: Pairs) -> Tuple[Dict[str, object], bool]:
     """The JSON record of a component and whether every tensor is within tolerance."""
     diffs, refs, within = [], [], True
@@ -182,7 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     args = parser.parse_args(argv)
 
-    bench = Bench(args.model, args.image_size, args.seed)
+    bench = EdgeTAMBench(args.image_size, args.seed) if args.model == EDGETAM_NAME else Bench(
+        args.model, args.image_size, args.seed)
     selected = COMPONENTS if args.component == "all" else (args.component,)
     runs: Dict[str, Callable[[], Pairs]] = {name: getattr(bench, name) for name in COMPONENTS}
     all_within = True

@@ -22,6 +22,11 @@ reduced precision).
 predictor (absolutely-not-samurai, build/refs/samurai, in its own process: testkit/samurai_reference.py), which
 tracks one object: it runs once per object, and each of our objects (tracked together) is compared with it
 tracked alone; meta_s is then the sum of those runs' seconds for the frame.
+
+`--model edgetam` tracks with our EdgeTAM; its weights are testkit/edgetam_reference.py's seeded ones (objects
+present, random BatchNorm statistics) or `--checkpoint`'s. `--compare meta` then compares with Meta's EdgeTAM video
+predictor (edgetam-dimos, build/refs/edgetam, in its own process: testkit/edgetam_reference.py), which tracks one
+object correctly: like SAMURAI's, it runs once per object and meta_s sums those runs' seconds.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from sam2_rt import Tracker, TrackerConfig  # noqa: E402
+from sam2_rt.modeling.config import EDGETAM_NAME, get_config  # noqa: E402
+from sam2_rt.modeling.factory import create_model  # noqa: E402
 from sam2_rt.tracking.transforms import preprocess  # noqa: E402
 from sam2_rt.io.synthetic import SyntheticClip  # noqa: E402
 from sam2_rt.io.video import open_source  # noqa: E402
@@ -224,23 +231,64 @@ def ours_stream(
         yield frame_index, result, seconds, state.state_nbytes()
 
 
-def samurai_stream(model: torch.nn.Module, images: torch.Tensor, frame_size: Tuple[int, int], points: np.ndarray,
-                   image_size: int, memory_iou_threshold: float) -> Iterator[MetaFrame]:
-    """SAMURAI's video predictor on `images` with `model`'s weights, one run per click (it tracks one object);
-    per frame a MetaFrame of every object (its logits from the run that tracked it alone, the runs' seconds
-    summed). Object scores are not reported by the reference (NaN)."""
-    from testkit.samurai_reference import run_in_own_process
-
+def alone_stream(run_in_own_process, inputs: Dict[str, object], images: torch.Tensor, points: np.ndarray
+                 ) -> Iterator[MetaFrame]:
+    """A reference that tracks one object (SAMURAI's, Meta's EdgeTAM), run in its own process once per click on
+    `images` with `inputs` (its weights, sizes...); per frame a MetaFrame of every object: its logits (and object
+    score, NaN where the reference reports none) from the run that tracked it alone, the runs' seconds summed."""
     runs = []
     with tempfile.TemporaryDirectory() as folder:
         for point in points:
-            inputs = {"state_dict": model.state_dict(), "image_size": image_size, "frame_size": frame_size,
-                      "point": tuple(float(v) for v in point), "memory_bank_iou_threshold": memory_iou_threshold,
-                      "images": images}
-            runs.append(run_in_own_process(inputs, Path(folder)))
+            runs.append(run_in_own_process(dict(inputs, images=images, point=tuple(float(v) for v in point)),
+                                           Path(folder)))
+    nan = torch.tensor(float("nan"))
     for index in range(images.shape[0]):
         yield MetaFrame(index, list(range(1, len(points) + 1)), torch.stack([run["logits"][index] for run in runs]),
-                        torch.full((len(points),), float("nan")), sum(run["seconds"][index] for run in runs))
+                        torch.stack([run["object_scores"][index] if "object_scores" in run else nan for run in runs]),
+                        sum(run["seconds"][index] for run in runs))
+
+
+def samurai_stream(model: torch.nn.Module, images: torch.Tensor, frame_size: Tuple[int, int], points: np.ndarray,
+                   image_size: int, memory_iou_threshold: float) -> Iterator[MetaFrame]:
+    """SAMURAI's video predictor on `images` with `model`'s weights, one run per click (alone_stream)."""
+    from testkit.samurai_reference import run_in_own_process
+
+    inputs = {"state_dict": model.state_dict(), "image_size": image_size, "frame_size": frame_size,
+              "memory_bank_iou_threshold": memory_iou_threshold}
+    return alone_stream(run_in_own_process, inputs, images, points)
+
+
+def edgetam_stream(weights: Dict[str, torch.Tensor], images: torch.Tensor, frame_size: Tuple[int, int],
+                   points: np.ndarray, image_size: int) -> Iterator[MetaFrame]:
+    """Meta's EdgeTAM video predictor on `images` with `weights` (a state_dict under Meta's keys: our EdgeTAMModel's
+    before a Tracker folds its trunk), one run per click (alone_stream)."""
+    from testkit.edgetam_reference import run_in_own_process
+
+    inputs = {"state_dict": weights, "image_size": image_size, "frame_size": frame_size}
+    return alone_stream(run_in_own_process, inputs, images, points)
+
+
+def build_models(args: argparse.Namespace) -> Tuple[Optional[torch.nn.Module], torch.nn.Module]:
+    """(Meta's SAM2VideoPredictor, or None for EdgeTAM; ours) with the same weights: --checkpoint's, or seeded."""
+    from testkit.oracle import build_meta, build_ours_from_meta
+
+    state_dict = None
+    if args.checkpoint is not None:
+        state_dict = torch.load(args.checkpoint, map_location="cpu", weights_only=True)["model"]
+    if args.model == EDGETAM_NAME:  # Meta's EdgeTAM cannot share this process with sam2==1.1.0: no Meta model here
+        from testkit.edgetam_reference import seeded_edgetam
+
+        if state_dict is None:
+            return None, seeded_edgetam(args.image_size, args.seed)
+        ours = create_model(get_config(args.model, args.image_size))
+        ours.load_state_dict(state_dict, strict=True)
+        return None, ours.eval()
+    meta = build_meta(args.model, image_size=args.image_size, seed=args.seed)
+    if state_dict is not None:
+        meta.load_state_dict(state_dict, strict=True)
+    else:
+        make_objects_visible(meta)
+    return meta, build_ours_from_meta(meta)
 
 
 def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -281,8 +329,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                              "pass SAMURAI's thresholds, and a smaller memory is cheaper)")
     args = parser.parse_args(argv)
 
-    from testkit.oracle import build_meta, build_ours_from_meta
-
     rss_start = rss_mib()
     if args.video == "synthetic":
         frames = list(SyntheticClip(480, 640, seed=args.seed).frames(args.frames))
@@ -290,13 +336,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         with open_source(args.video) as source:
             frames = [frame.rgb for frame in itertools.islice(source, args.frames)]
     height, width = frames[0].shape[:2]
-    meta = build_meta(args.model, image_size=args.image_size, seed=args.seed)
-    if args.checkpoint is not None:
-        state_dict = torch.load(args.checkpoint, map_location="cpu", weights_only=True)["model"]
-        meta.load_state_dict(state_dict, strict=True)
-    else:
-        make_objects_visible(meta)
-    ours = build_ours_from_meta(meta)
+    if args.model == EDGETAM_NAME and args.motion == "samurai" and args.compare == "meta":
+        parser.error("SAMURAI's reference tracks with SAM 2.1, not EdgeTAM (use --compare none)")
+    meta, ours = build_models(args)
+    # Meta's keys: the Tracker folds EdgeTAM's RepViT trunk in place (other keys), so its weights are taken before.
+    weights = {key: value.clone() for key, value in ours.state_dict().items()} if meta is None else None
     keep = float("-inf") if args.keep_every_memory else None
     samurai = SamuraiConfig() if keep is None else SamuraiConfig(memory_bank_iou_threshold=keep,
                                                                  memory_bank_obj_score_threshold=keep)
@@ -316,6 +360,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 parser.error("--keep-every-memory times ours only (use --compare none)")
             meta_frames = samurai_stream(ours, images, (height, width), points, args.image_size,
                                          samurai.memory_bank_iou_threshold)
+        elif meta is None:
+            meta_frames = edgetam_stream(weights, images, (height, width), points, args.image_size)
         else:
             meta_frames = meta_stream(meta, images, (height, width), schedule)
 

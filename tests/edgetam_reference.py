@@ -13,7 +13,7 @@ the test process reads it with torch.load(weights_only=True)). tests/test_edgeta
 state_dict strictly into our EdgeTAMModel and compares.
 
 The RepViT trunk comes from timm, which Meta's code asks for with pretrained=True (a download that cannot
-happen here): timm's create_model is wrapped to build it with pretrained=False.
+happen here): testkit/edgetam_reference.py's build_predictor builds it with pretrained=False.
 """
 
 from __future__ import annotations
@@ -37,37 +37,17 @@ def seq_first(x):
 
 
 def build_reference(image_size: int, seed: int):
-    """Meta's EdgeTAM video predictor at image_size, seeded random weights, eval, CPU."""
-    import timm
+    """Meta's EdgeTAM video predictor at image_size, seeded random weights, eval, CPU (built offline and with
+    random BatchNorm statistics by testkit/edgetam_reference.py, shared with the tracking oracle)."""
     import torch
 
-    import sam2.modeling.backbones.timm as timm_backbone
-    from sam2.build_sam import build_sam2_video_predictor
-
+    from testkit.edgetam_reference import build_predictor, randomize_batchnorm_statistics
     from testkit.oracle import randomize_parameters, set_object_score_bias
 
-    def create_model_offline(*args, **kwargs):
-        kwargs["pretrained"] = False
-        return timm.create_model(*args, **kwargs)
-
-    timm_backbone.create_model = create_model_offline
-    side = image_size // 16
-    overrides = [
-        f"++model.image_size={image_size}",
-        "++model.fill_hole_area=0",
-        # Meta's cross-attention tables are fixed to the 64 x 64 query grid of 1024 px.
-        f"++model.memory_attention.layer.cross_attention.q_sizes=[{side},{side}]",
-    ]
     torch.manual_seed(seed)
-    model = build_sam2_video_predictor("configs/edgetam.yaml", ckpt_path=None, device="cpu",
-                                       hydra_overrides_extra=overrides)
+    model = build_predictor(image_size)
     randomize_parameters(model, seed)
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.copy_(0.1 * torch.randn(module.running_mean.shape, generator=generator))
-                module.running_var.copy_(0.5 + torch.rand(module.running_var.shape, generator=generator))
+    randomize_batchnorm_statistics(model, seed + 1)
     set_object_score_bias(model, PRESENT_BIAS)
     return model.eval()
 
@@ -147,6 +127,21 @@ def reference_outputs(model, image_size: int, seed: int) -> Dict[str, object]:
             for name, value in zip(names, heads):
                 if name is not None:  # the high-res candidates: their low-res source is compared
                     outputs[f"decoder.{multimask}.{name}"] = value
+
+        # A click on an initial conditioning frame through Meta's track_step, memory encoding included (for
+        # bench/parity.py's image_predict).
+        inputs["predict.coords"] = torch.tensor([[[0.3 * image_size, 0.6 * image_size]]])
+        inputs["predict.labels"] = torch.tensor([[1]], dtype=torch.int32)
+        _, feats, pos_embeds, sizes = model._prepare_backbone_features(backbone)
+        out = model.track_step(
+            frame_idx=0, is_init_cond_frame=True, current_vision_feats=feats, current_vision_pos_embeds=pos_embeds,
+            feat_sizes=sizes, point_inputs={"point_coords": inputs["predict.coords"],
+                                            "point_labels": inputs["predict.labels"]},
+            mask_inputs=None, output_dict={"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}, num_frames=1,
+        )
+        for name in ("pred_masks", "pred_masks_high_res", "obj_ptr", "object_score_logits", "maskmem_features"):
+            outputs[f"predict.{name}"] = out[name]
+        outputs["predict.maskmem_pos_enc"] = out["maskmem_pos_enc"][-1]
     return {"state_dict": model.state_dict(), "inputs": inputs, "outputs": outputs}
 
 
