@@ -21,6 +21,7 @@ from sam2_rt.runtime.export import COMPONENTS, MaskAsOutputExport, mask_as_outpu
 from sam2_rt.modeling.sam2 import SAM2Model
 
 IMAGE_SIZE = 128
+EDGETAM_IMAGE_SIZE = 256  # EdgeTAM's image sizes are multiples of 256
 BUCKET = 2
 NUM_CONDITIONING = 2
 
@@ -33,25 +34,38 @@ def model() -> SAM2Model:
 
 
 @pytest.fixture(scope="module")
-def programs(model: SAM2Model) -> Dict[Tuple[str, str], Program]:
-    """Exported programs of every component and precision, shared by the tests of this module."""
+def edgetam() -> SAM2Model:
+    return seeded_model(EDGETAM_IMAGE_SIZE, "edgetam")
+
+
+@pytest.fixture(scope="module")
+def programs(model: SAM2Model) -> Dict[Tuple[str, str, str], Program]:
+    """Exported programs of every model, component and precision, shared by the tests of this module."""
     return {}
 
 
-def exported(model: SAM2Model, programs: Dict[Tuple[str, str], Program], component: str, precision: str) -> Program:
-    if (component, precision) not in programs:
+def exported(model: SAM2Model, programs: Dict[Tuple[str, str, str], Program], component: str,
+             precision: str) -> Program:
+    if (model.config.name, component, precision) not in programs:
         bucket = 1 if component == "image_encoder" else BUCKET
-        programs[component, precision] = engines.export_component(model, component, bucket, precision,
-                                                                   NUM_CONDITIONING)
-    return programs[component, precision]
+        programs[model.config.name, component, precision] = engines.export_component(
+            model, component, bucket, precision, NUM_CONDITIONING)
+    return programs[model.config.name, component, precision]
+
+
+# EdgeTAM (RepViT trunk from timm, spatial perceiver, latent RoPE): 8 builds of ~20 s each at 256 px.
+MODELS = ["sam2.1_hiera_tiny", pytest.param("edgetam", marks=pytest.mark.slow)]
 
 
 @pytest.mark.trt_build
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("component", COMPONENTS)
+@pytest.mark.parametrize("name", MODELS)
 def test_component_converts_entirely_and_builds_an_engine(
-    model: SAM2Model, programs: Dict[Tuple[str, str], Program], component: str, precision: str
+    request: pytest.FixtureRequest, programs: Dict[Tuple[str, str, str], Program], name: str, component: str,
+    precision: str
 ) -> None:
+    model = request.getfixturevalue("edgetam" if name == "edgetam" else "model")
     program, inputs = exported(model, programs, component, precision)
     coverage = engines.dry_run_coverage(program, inputs)
     assert coverage.total_ops > 0
@@ -64,9 +78,22 @@ def test_component_converts_entirely_and_builds_an_engine(
     assert len(engine.output_names) == len(program.module()(*inputs))
 
 
+@pytest.mark.slow
+@pytest.mark.trt_build
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_edgetam_steady_memory_attention_builds_an_engine(edgetam: SAM2Model, precision: str) -> None:
+    """EdgeTAM's mask-free program of a full memory (512-token slots), as tests/test_steady_state.py for SAM 2."""
+    program, inputs = engines.export_component(edgetam, "memory_attention", BUCKET, precision, NUM_CONDITIONING,
+                                               steady=1)
+    assert len(inputs) == 7 and inputs[2].shape[2:] == edgetam.config.memory_slot_shape
+    coverage = engines.dry_run_coverage(program, inputs)
+    assert coverage.supported_ops == coverage.total_ops and coverage.tensorrt_engines == 1, coverage
+    assert len(engines.build_engine(program, inputs).payload) > 100_000
+
+
 @pytest.mark.trt_build
 def test_autocast_puts_reduced_precision_in_the_graph(
-    model: SAM2Model, programs: Dict[Tuple[str, str], Program]
+    model: SAM2Model, programs: Dict[Tuple[str, str, str], Program]
 ) -> None:
     """fp16 comes from autocast inside the program: its matmuls run in float16, its LayerNorms in float32,
     its outputs stay float32."""
@@ -81,6 +108,24 @@ def test_autocast_puts_reduced_precision_in_the_graph(
     with torch.inference_mode():
         (out,) = program.module()(*inputs)
     assert out.dtype == torch.float32
+
+
+def test_batch_norm_computes_in_float32_in_a_reduced_precision_program(edgetam: SAM2Model) -> None:
+    """EdgeTAM's RepViT trunk has BatchNorms, which autocast leaves with a float16 input and float32 statistics
+    (TensorRT's scale layer refuses that mix): exported for fp16, each takes a float32 input; the program still
+    computes what the float32 model does, to float16's precision."""
+    program, inputs = engines.export_component(edgetam, "image_encoder", 1, "fp16", NUM_CONDITIONING)
+    nodes = [node for node in program.run_decompositions({}).graph.nodes if node.op == "call_function"]
+    norms = [node for node in nodes if "batch_norm" in str(node.target)]
+    assert norms and {node.args[0].meta["val"].dtype for node in norms} == {torch.float32}
+    assert {node.meta["val"].dtype for node in nodes if str(node.target) == "aten.conv2d.default"} == {torch.float16}
+    with torch.inference_mode():
+        got = program.module()(*inputs)
+        want = edgetam.forward_image(*inputs)
+    for out, ref in zip(got, want):
+        assert out.dtype == torch.float32
+        assert (out - ref).abs().max().item() <= 1e-2 * ref.abs().max().item()
+    assert all(not module._forward_hooks and not module._forward_pre_hooks for module in edgetam.modules())
 
 
 @pytest.mark.trt_build

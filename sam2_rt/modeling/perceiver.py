@@ -43,18 +43,23 @@ class _HeadsAttention(nn.Module):
     def __init__(self, dim: int, dim_head: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
+        # SDPA's own default, 1 / sqrt(dim_head), given explicitly: torch-tensorrt's attention converter takes
+        # the default's path through the query's runtime shape, which fails when the query is a constant (the
+        # first layer's queries are learned latents only, folded into one constant tensor when exported).
+        self.scale = 1.0 / math.sqrt(dim_head)
         inner = dim_head * heads
         self.to_q = nn.Linear(dim, inner, bias=False)
         self.to_kv = nn.Linear(dim, 2 * inner, bias=False)
         self.to_out = nn.Linear(inner, dim, bias=False)
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """(B, Nq, inner), (B, Nk, inner) x2 -> (B, Nq, dim): SDPA per head (scale 1 / sqrt(dim_head)), merged, to_out."""
+        """(B, Nq, inner), (B, Nk, inner) x2 -> (B, Nq, dim): SDPA per head (scale 1 / sqrt(dim_head)), merged,
+        to_out."""
 
         def heads(x: Tensor) -> Tensor:
             return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v))
+        out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), scale=self.scale)
         return self.to_out(out.transpose(1, 2).flatten(2))
 
 

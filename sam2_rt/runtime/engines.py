@@ -137,9 +137,41 @@ def export_component(
     module = AutocastExport(component_module(model, component, steady=steady > 0), PRECISIONS[precision])
     inputs = component_inputs(model.config, component, bucket, num_conditioning, device,
                               per_row_frames=per_row_frames, steady=steady)
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad(), batch_norm_in_float32(model, precision != "fp32"):
         program = torch.export.export(module, inputs)
     return program, inputs
+
+
+@contextlib.contextmanager
+def batch_norm_in_float32(model: nn.Module, enabled: bool = True) -> Iterator[None]:
+    """While exporting under autocast: every BatchNorm of `model` (EdgeTAM's RepViT trunk) computes in float32
+    and returns its input's dtype.
+
+    Autocast leaves BatchNorm out of its casts: it gets the float16 / bfloat16 output of a convolution with
+    float32 statistics, which cuDNN and ATen accept (computing in float32) but torch-tensorrt's converter does
+    not (TensorRT's scale layer takes weights of its input's type: "scale.type == shift.type ..."). An explicit
+    cast to float32 around it states what the eager model computes. SAM 2's models have no BatchNorm.
+    """
+    handles: List[Any] = []
+    input_dtypes: Dict[int, torch.dtype] = {}
+
+    def to_float32(module: nn.Module, inputs: Tuple[torch.Tensor, ...]) -> Tuple[torch.Tensor, ...]:
+        (tensor,) = inputs
+        input_dtypes[id(module)] = tensor.dtype
+        return (tensor.float(),)
+
+    def to_input_dtype(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        return output.to(input_dtypes.pop(id(module)))
+
+    if enabled:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                handles += [module.register_forward_pre_hook(to_float32), module.register_forward_hook(to_input_dtype)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _input_names(count: int) -> Tuple[str, ...]:
