@@ -152,3 +152,12 @@ def test_the_parity_benchmark_compares_edgetam_components_with_meta(capsys: pyte
     for record in records:
         assert set(record) == {"component", "image_size", "max_abs_diff", "ref_max_abs"} and record["image_size"] == 256
         assert 0 < record["ref_max_abs"] and record["max_abs_diff"] <= 1e-4 * max(1.0, record["ref_max_abs"]), record
+
+
+def test_the_track_benchmark_runs_edgetam_alone_with_seeded_weights(capsys: pytest.CaptureFixture) -> None:
+    from bench import track
+
+    track.main(["--model", "edgetam", "--compare", "none", "--frames", "2", "--image-size", "256", "--objects", "2"])
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert set(summary) == SUMMARY_KEYS and summary["frames"] == 2 and summary["objects"] == 2
+    assert summary["meta_median_s"] is None and summary["min_iou"] is None  # nothing compared
