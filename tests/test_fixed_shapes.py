@@ -26,6 +26,10 @@ IMAGE_SIZE = 128
 FRAME_SIZE = (96, 128)  # H, W: frames are cropped from 128 x 128 synthetic ones
 NUM_FRAMES = 100
 COMPARED_FRAMES = 20
+# EdgeTAM on the compile backend: its image sizes are multiples of 256; 16 frames see its objects go 1, 3, 2, 5
+# (objects_1_3_2_5's events up to frame 12) and its memory fill, at ~8x the cost of a frame of tiny at 128.
+EDGETAM_IMAGE_SIZE = 256
+EDGETAM_FRAMES = 16
 # (object id, prompt) events per frame; prompt None removes the object.
 Events = Dict[int, List[Tuple[int, Optional[dict]]]]
 
@@ -82,13 +86,22 @@ def run(tracker: Tracker, num_frames: int, events: Optional[Events] = None) -> L
     return results
 
 
-@pytest.fixture(scope="module")
-def compiled(model: SAM2Model):
-    """A compile-backend tracker warmed up, its compilation counts after warm-up, and its 100 results."""
+@pytest.fixture(scope="module", params=["sam2.1_hiera_tiny", "edgetam"])
+def compiled(request: pytest.FixtureRequest, model: SAM2Model):
+    """Per model (SAM 2.1 tiny at 128 px, EdgeTAM at 256 px): the model, a compile-backend tracker warmed up,
+    its report, its compilation counts after warm-up, every program call ((component, shape) -> input
+    signatures) and its results over the stream (100 frames; EdgeTAM: EDGETAM_FRAMES)."""
+    if request.param == "edgetam":
+        model, num_frames = present_objects_model(EDGETAM_IMAGE_SIZE, "edgetam"), EDGETAM_FRAMES
+    else:
+        num_frames = NUM_FRAMES
     tracker = Tracker(model, TrackerConfig(max_objects=5, backend="compile", compiler="aot_eager"))
+    calls: Dict[Tuple[str, backends.ProgramShape], set] = {}
+    for component, program in tracker.runner.programs.items():
+        tracker.runner.programs[component] = _recording(program, component, calls)
     report = tracker.warmup()
     after_warmup = tracker.compilations
-    return tracker, report, after_warmup, run(tracker, NUM_FRAMES)
+    return model, tracker, report, after_warmup, calls, run(tracker, num_frames)
 
 
 def test_buckets_are_powers_of_two_then_the_maximum() -> None:
@@ -102,13 +115,13 @@ def test_buckets_are_powers_of_two_then_the_maximum() -> None:
 
 @pytest.mark.slow  # shares a module fixture that compiles every bucket (minutes on 2 cores)
 def test_warmup_compiles_every_bucket_and_a_100_frame_stream_compiles_nothing_more(compiled) -> None:
-    tracker, report, after_warmup, results = compiled
+    model, tracker, report, after_warmup, _, results = compiled
     assert report.backend == "compile" and report.buckets == (1, 2, 4, 5)
     # one image-encoder graph, one graph per bucket of every other component, and memory attention's mask-free
     # steady-state graph per bucket (tests/test_steady_state.py)
     assert after_warmup == {"image_encoder": 1, "memory_attention": 8, "mask_decoder": 4, "memory_encoder": 4}
     assert {(e.component, e.bucket) for e in report.events} >= {("memory_attention", 5), ("mask_decoder", 1)}
-    assert len(results) == NUM_FRAMES
+    assert len(results) == (EDGETAM_FRAMES if model.config.name == "edgetam" else NUM_FRAMES)
     assert tracker.compilations == after_warmup
     # the stream went through 1, 3, 2 and 5 objects (so buckets 1, 4, 2 and 5 were all used)
     counts = {len(result.object_ids) for result in results}
@@ -116,9 +129,9 @@ def test_warmup_compiles_every_bucket_and_a_100_frame_stream_compiles_nothing_mo
 
 
 @pytest.mark.slow  # shares a module fixture that compiles every bucket (minutes on 2 cores)
-def test_compiled_results_equal_eager_and_carry_no_padding(model: SAM2Model, compiled) -> None:
-    _, _, _, results = compiled
-    eager = run(Tracker(model, TrackerConfig(max_objects=5)), COMPARED_FRAMES)
+def test_compiled_results_equal_eager_and_carry_no_padding(compiled) -> None:
+    model, _, _, _, _, results = compiled
+    eager = run(Tracker(model, TrackerConfig(max_objects=5)), min(COMPARED_FRAMES, len(results)))
     present = 0
     for frame_index, (want, got) in enumerate(zip(eager, results)):
         where = f"frame {frame_index}"
@@ -128,7 +141,21 @@ def test_compiled_results_equal_eager_and_carry_no_padding(model: SAM2Model, com
         # The compiled graphs sum in another order than eager: within the noise floor's margin (oracle.py).
         assert_same_tracking(got, want, where)
         present += sum(state == ObjectState.TRACKING for state in want.states)
-    assert present > COMPARED_FRAMES, "the comparison must see present objects (real masks)"
+    assert present > len(eager), "the comparison must see present objects (real masks)"
+
+
+@pytest.mark.slow  # shares a module fixture that compiles every bucket (minutes on 2 cores)
+def test_one_stream_programs_run_at_exactly_the_shapes_engines_are_exported_at(compiled) -> None:
+    """As the two-stream test below, for one stream of each model (EdgeTAM's memories are token slots)."""
+    from sam2_rt.runtime.export import COMPONENTS, component_inputs
+
+    model, tracker, _, _, calls, _ = compiled
+    plan = backends.ShapePlan(frames=(1,), rows=(1, 2, 4, 5), steady=(1,))
+    assert set(calls) == {(component, shape) for component in COMPONENTS for shape in plan.shapes(component)}
+    for (component, shape), signatures in calls.items():
+        expected = component_inputs(model.config, component, shape.rows, tracker.config.max_conditioning_frames,
+                                    steady=shape.steady)
+        assert signatures == {_signature(expected)}, (component, shape)
 
 
 # Two streams (cameras): A as `run` with objects 1, 3, 2, 5 (max_objects 5); B on its own frames and size,
