@@ -12,6 +12,12 @@ Components: image_encoder (forward_image, high-res projections included), prompt
 num_maskmem slots and max_obj_ptrs_in_encoder pointers filled; ours gets its key mask, all True).
 
     python bench/components.py --model sam2.1_hiera_tiny --image-size 1024 --repeats 5
+
+EdgeTAM (`--model edgetam`): Meta's sam2 package has no EdgeTAM, so ours is timed alone (same seeded weights
+scheme, testkit.oracle.seeded_model): "meta_ms" and "ratio" are null and "compared" says so. Its memory encoder
+includes the spatial perceiver, and memory attention reads 512-token memories (config.memory_tokens).
+
+    python bench/components.py --model edgetam --image-size 1024 --repeats 5
 """
 from __future__ import annotations
 
@@ -21,14 +27,14 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: the repository root, for testkit
     sys.path.insert(0, str(REPO))
-from testkit.oracle import build_meta, build_ours_from_meta  # noqa: E402
+from testkit.oracle import META_YAML, build_meta, build_ours_from_meta, seeded_model  # noqa: E402
 
 from sam2_rt.modeling.config import MODEL_NAMES  # noqa: E402
 
@@ -52,16 +58,29 @@ def time_pair(meta_call: Call, our_call: Call, repeats: int, warmup: int) -> Tup
     return statistics.median(times["ours"]), statistics.median(times["meta"])
 
 
-def component_calls(meta: torch.nn.Module, ours: torch.nn.Module, image_size: int, seed: int
-                    ) -> Iterator[Tuple[str, Call, Call]]:
-    """(name, Meta's call, our call) per component, with identical inputs (batch 1)."""
+def time_alone(our_call: Call, repeats: int, warmup: int) -> float:
+    """Median milliseconds of our call alone (a model Meta's sam2 does not have)."""
+    for _ in range(warmup):
+        our_call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        our_call()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def component_calls(meta: Optional[torch.nn.Module], ours: torch.nn.Module, image_size: int, seed: int
+                    ) -> Iterator[Tuple[str, Optional[Call], Call]]:
+    """(name, Meta's call, our call) per component, with identical inputs (batch 1); Meta's call is None
+    without a Meta model (EdgeTAM)."""
     generator = torch.Generator().manual_seed(seed)
     config = ours.config
     side = image_size // config.backbone_stride
     hidden, mem_dim = config.hidden_dim, config.mem_dim
 
     image = torch.randn(1, 3, image_size, image_size, generator=generator)
-    yield "image_encoder", lambda: meta.forward_image(image), lambda: ours.forward_image(image)
+    yield "image_encoder", meta and (lambda: meta.forward_image(image)), lambda: ours.forward_image(image)
 
     feat = torch.randn(1, hidden, side, side, generator=generator)
     feat_s0 = torch.randn(1, hidden // 8, 4 * side, 4 * side, generator=generator)
@@ -83,17 +102,19 @@ def component_calls(meta: torch.nn.Module, ours: torch.nn.Module, image_size: in
             )
         return call
 
-    yield "prompt_encoder+mask_decoder", decode(meta), decode(ours)
+    yield "prompt_encoder+mask_decoder", meta and decode(meta), decode(ours)
 
     mask = torch.randn(1, 1, image_size, image_size, generator=generator)
+    perceiver = getattr(ours, "spatial_perceiver", None)  # EdgeTAM: the memory encoder's output, compressed
     yield (
-        "memory_encoder",
-        lambda: meta.memory_encoder(feat, mask, skip_mask_sigmoid=True),
-        lambda: ours.memory_encoder(feat, mask, skip_mask_sigmoid=True),
+        "memory_encoder" if perceiver is None else "memory_encoder+perceiver",
+        meta and (lambda: meta.memory_encoder(feat, mask, skip_mask_sigmoid=True)),
+        (lambda: ours.memory_encoder(feat, mask, skip_mask_sigmoid=True)) if perceiver is None
+        else (lambda: perceiver(*ours.memory_encoder(feat, mask, skip_mask_sigmoid=True))),
     )
 
-    num_tokens = config.num_maskmem * side * side + config.max_obj_ptrs_in_encoder * (hidden // mem_dim)
-    num_ptr_tokens = num_tokens - config.num_maskmem * side * side
+    num_ptr_tokens = config.max_obj_ptrs_in_encoder * (hidden // mem_dim)
+    num_tokens = config.num_maskmem * config.memory_tokens + num_ptr_tokens
     curr = torch.randn(1, side * side, hidden, generator=generator)
     curr_pos = torch.randn(1, side * side, hidden, generator=generator)
     memory = torch.randn(1, num_tokens, mem_dim, generator=generator)
@@ -103,7 +124,7 @@ def component_calls(meta: torch.nn.Module, ours: torch.nn.Module, image_size: in
     seq_first = [t.transpose(0, 1) for t in (curr, memory, curr_pos, memory_pos)]
     yield (
         "memory_attention",
-        lambda: meta.memory_attention(*seq_first, num_obj_ptr_tokens=num_ptr_tokens),
+        meta and (lambda: meta.memory_attention(*seq_first, num_obj_ptr_tokens=num_ptr_tokens)),
         lambda: ours.memory_attention(curr, curr_pos, memory, memory_pos, num_ptr_tokens, valid),
     )
 
@@ -119,19 +140,29 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    meta = build_meta(args.model, image_size=args.image_size, seed=args.seed)
-    ours = build_ours_from_meta(meta)
+    if args.model in META_YAML:
+        meta: Optional[torch.nn.Module] = build_meta(args.model, image_size=args.image_size, seed=args.seed)
+        ours = build_ours_from_meta(meta)
+        compared = f"ours vs Meta's sam2==1.1.0 {args.model}, same weights and inputs"
+    else:
+        meta, ours = None, seeded_model(args.image_size, args.model, args.seed)
+        compared = f"ours alone: Meta's sam2 package has no {args.model}"
     with torch.inference_mode():
         for name, meta_call, our_call in component_calls(meta, ours, args.image_size, args.seed):
             if args.component and name not in args.component:
                 continue
-            ours_ms, meta_ms = time_pair(meta_call, our_call, args.repeats, args.warmup)
+            if meta_call is None:
+                ours_ms, meta_ms = time_alone(our_call, args.repeats, args.warmup), None
+            else:
+                ours_ms, meta_ms = time_pair(meta_call, our_call, args.repeats, args.warmup)
             print(json.dumps({
                 "component": name,
+                "model": args.model,
                 "image_size": args.image_size,
                 "ours_ms": round(ours_ms, 2),
-                "meta_ms": round(meta_ms, 2),
-                "ratio": round(ours_ms / meta_ms, 3),
+                "meta_ms": None if meta_ms is None else round(meta_ms, 2),
+                "ratio": None if meta_ms is None else round(ours_ms / meta_ms, 3),
+                "compared": compared,
             }), flush=True)
 
 

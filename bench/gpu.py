@@ -25,6 +25,14 @@ normalises its frames in init_state (not timed); our timing includes preprocessi
 
 Writes a JSON file; prints one JSON line per run as it goes and a table last.
 
+Models (`--model`, any of sam2_rt's: SAM 2 / 2.1 or "edgetam"; image sizes of EdgeTAM are multiples of 256): Meta's
+predictor runs only for Meta's SAM 2 models (its sam2 package has no EdgeTAM); with `--model edgetam` the runs are
+ours alone. A variant of another model than --model is named with that model's prefix, `edgetam:ours-compile-cg-bf16`,
+and runs on the same frames, clicks, image size and object counts right where it is listed; the default list has
+EdgeTAM beside the main model's compile+cudagraphs bf16 and eager bf16. Issue 20's goal: EdgeTAM >= 2x tiny's
+frames/s on the same GPU and backend ("model_ratios" in the JSON: each such run over the main model's run of the
+same variant and object count).
+
 Cameras mode (`--cameras 1 2 4`, issue 12): instead of the matrix above, our variants track K streams at once
 (`Tracker.step_many`, one batch per frame: what the node does with K cameras), each stream its own shifted copy
 of the clip with --objects[0] clicked objects, warmed up for K streams; per K: total frames/s (K x frames per
@@ -44,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -55,6 +64,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from sam2_rt.modeling.config import MODEL_NAMES  # noqa: E402
 from sam2_rt.weights.checkpoint import random_model  # noqa: E402
 from sam2_rt import Tracker, TrackerConfig  # noqa: E402
 from sam2_rt.io.synthetic import SyntheticClip  # noqa: E402
@@ -77,7 +87,7 @@ WARM_FRAMES = 17
 # Random weights score every object about 0 ("absent": every mask the constant -1024); shifted, they are present.
 OBJECT_SCORE_SHIFT = 4.0
 # First frame of the steady state: frame 0 is prompted, and the memory is full once the last
-# max_obj_ptrs_in_encoder - 1 = 15 frames were tracked (SAM 2 / 2.1).
+# max_obj_ptrs_in_encoder - 1 = 15 frames were tracked (SAM 2 / 2.1 and EdgeTAM).
 STEADY_FROM = 16
 
 
@@ -90,11 +100,13 @@ class Variant:
     precision: str  # "fp32" or "bf16"
     backend: str = "eager"  # ours: eager / compile / tensorrt; meta: plain / vos
     cuda_graphs: bool = False
+    model: Optional[str] = None  # ours only: another model than --model (None: --model's)
 
     @property
     def slug(self) -> str:
-        """The name --variants takes, e.g. ours-compile-cg-bf16, meta-vos-bf16."""
-        return "-".join([self.side, self.backend] + (["cg"] if self.cuda_graphs else []) + [self.precision])
+        """The name --variants takes, e.g. ours-compile-cg-bf16, meta-vos-bf16, edgetam:ours-eager-bf16."""
+        slug = "-".join([self.side, self.backend] + (["cg"] if self.cuda_graphs else []) + [self.precision])
+        return f"{self.model}:{slug}" if self.model else slug
 
 
 # Every mask IoU is against this variant's masks; it runs first.
@@ -127,6 +139,7 @@ class Run:
     total_s: Optional[float] = None  # the whole variant: build, warm-up (Meta: compilation) and every stream
     compiled_after_warmup: Optional[int] = None  # ours: graphs / engines built after warm-up (must be 0)
     compile_s: Optional[float] = None  # Meta: its untimed first pass over WARM_FRAMES frames (compilation included)
+    model: str = ""  # the model measured (--model, or the variant's own)
 
 
 # --------------------------------------------------------------------------- frames and prompts
@@ -234,6 +247,14 @@ def reset_peak(device: torch.device) -> None:
 
 
 # --------------------------------------------------------------------------- ours
+
+
+def build_model(name: str, image_size: int, device: torch.device) -> torch.nn.Module:
+    """Seeded random weights (the same for a name and size in every process), objects made present."""
+    model = random_model(name, image_size, device)
+    with torch.no_grad():
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += OBJECT_SCORE_SHIFT
+    return model
 
 
 def tracker_config(variant: Variant, max_objects: int, compiler: str, cache_root: Optional[Path]) -> TrackerConfig:
@@ -356,7 +377,7 @@ def warm_start(variant: Variant, args: argparse.Namespace, counts: Sequence[int]
                workdir: Path) -> Dict[str, Any]:
     """A second process warms `variant` up for `counts` as run_ours did, with our compile cache (filled by that
     run) and torch's own caches empty, as after a reboot: its warm-up seconds and what it loaded / compiled."""
-    spec = dict(model=args.model, image_size=args.image_size, device=args.device, counts=list(counts),
+    spec = dict(model=variant.model or args.model, image_size=args.image_size, device=args.device, counts=list(counts),
                 precision=variant.precision, cuda_graphs=variant.cuda_graphs, compiler=args.compiler,
                 cache=str(cache_root), out=str(workdir / "warm_start.json"))
     spec_path = workdir / "warm_start_spec.json"
@@ -379,9 +400,7 @@ def warmup_child(spec_path: Path) -> None:
     """The process of `warm_start`: build the model and tracker, warm up, write the report."""
     spec = json.loads(spec_path.read_text())
     device = torch.device(spec["device"])
-    model = random_model(spec["model"], spec["image_size"], device)
-    with torch.no_grad():
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += OBJECT_SCORE_SHIFT
+    model = build_model(spec["model"], spec["image_size"], device)
     variant = Variant("warm start", "ours", spec["precision"], "compile", spec["cuda_graphs"])
     tracker = Tracker(model, tracker_config(variant, max(spec["counts"]), spec["compiler"], Path(spec["cache"])))
     report = tracker.warmup(object_counts=spec["counts"])
@@ -439,7 +458,7 @@ def attention_times(model: torch.nn.Module, frames: np.ndarray, clicks: np.ndarr
         }
         for name, (function, inputs) in impls.items():
             line: Dict[str, Any] = dict(implementation=name, objects=count, precision=precision,
-                                        memory_tokens=int(inputs[2].shape[1] * inputs[2].shape[-1] ** 2))
+                                        memory_tokens=int(inputs[2].shape[1] * model.config.memory_tokens))
             try:
                 with torch.inference_mode():
                     with FlopCounterMode(display=False) as counter:
@@ -560,11 +579,17 @@ def run_meta(
 # --------------------------------------------------------------------------- the whole benchmark
 
 
+# The model compared with --model on the same GPU and backend (issue 20: EdgeTAM >= 2x tiny's frames/s).
+COMPARED_MODEL = "edgetam"
+
 ALL_VARIANTS = (
     REFERENCE,
+    dataclasses.replace(REFERENCE, model=COMPARED_MODEL),  # its masks: the reference of the EdgeTAM rows' IoU
     Variant("ours compile+cudagraphs", "ours", "bf16", "compile", cuda_graphs=True),
+    Variant("ours compile+cudagraphs", "ours", "bf16", "compile", cuda_graphs=True, model=COMPARED_MODEL),
     Variant("meta vos_optimized", "meta", "bf16", "vos"),
     Variant("ours eager", "ours", "bf16"),
+    Variant("ours eager", "ours", "bf16", model=COMPARED_MODEL),
     Variant("meta", "meta", "bf16", "plain"),
     Variant("ours compile+cudagraphs", "ours", "fp32", "compile", cuda_graphs=True),
     Variant("ours compile", "ours", "bf16", "compile"),
@@ -575,21 +600,33 @@ ALL_VARIANTS = (
 )
 
 
-def variants(smoke: bool, meta_available: bool, trt_available: bool, chosen: Optional[Sequence[str]] = None
-             ) -> List[Variant]:
-    """What to measure, most important first (the reference, when chosen, comes first); `chosen`: slugs."""
+def variants(smoke: bool, meta_available: bool, trt_available: bool, chosen: Optional[Sequence[str]] = None,
+             model: str = "sam2.1_hiera_tiny") -> List[Variant]:
+    """What to measure, most important first (the reference, when chosen, comes first); `chosen`: slugs, a
+    model's name and a colon before one for that model (e.g. edgetam:ours-eager-bf16). `model`: --model; Meta's
+    variants run for it alone, when Meta's sam2 has it (META_CONFIGS: not EdgeTAM)."""
     if smoke:
         picked = [REFERENCE, Variant("ours compile", "ours", "fp32", "compile")]
         picked += [Variant("meta", "meta", "fp32", "plain")] if meta_available else []
     else:
         picked = list(ALL_VARIANTS)
     if chosen:
-        unknown = set(chosen) - {v.slug for v in ALL_VARIANTS + tuple(picked)}
-        if unknown:
-            raise SystemExit(f"unknown --variants {sorted(unknown)}; choose from {[v.slug for v in ALL_VARIANTS]}")
-        pool = {v.slug: v for v in ALL_VARIANTS + tuple(picked)}
-        picked = [pool[slug] for slug in chosen]
-    return [v for v in picked if (v.side != "meta" or meta_available) and (v.backend != "tensorrt" or trt_available)]
+        pool = {v.slug: v for v in ALL_VARIANTS + tuple(picked) if v.model is None}
+        picked = []
+        for slug in chosen:
+            other, _, base = slug.rpartition(":")
+            if base not in pool or (other and other not in MODEL_NAMES) or (other and pool[base].side == "meta"):
+                raise SystemExit(f"unknown --variants {slug!r}; choose from {list(pool)}, ours optionally "
+                                 f"prefixed with a model, e.g. {COMPARED_MODEL}:ours-eager-bf16 "
+                                 f"(models: {', '.join(MODEL_NAMES)})")
+            picked.append(dataclasses.replace(pool[base], model=other or None))
+    unique: List[Variant] = []
+    for v in picked:
+        v = dataclasses.replace(v, model=None) if v.model == model else v
+        if v not in unique and (v.side != "meta" or (meta_available and model in META_CONFIGS)) and (
+                v.backend != "tensorrt" or trt_available):
+            unique.append(v)
+    return unique
 
 
 def environment(device: torch.device) -> Dict[str, Any]:
@@ -647,9 +684,37 @@ def goals(runs: List[Run]) -> Dict[str, Any]:
     return result
 
 
+# Issue 20's goal: EdgeTAM >= 2x the frames/s of SAM 2.1 tiny on the same GPU and backend.
+MODEL_RATIO_GOALS = {("sam2.1_hiera_tiny", "edgetam"): 2.0}
+
+
+def model_ratios(runs: List[Run], main_model: str) -> List[Dict[str, Any]]:
+    """Each run of another model over the main model's run of the same variant, precision and object count:
+    FPS and steady-state FPS ratios, against MODEL_RATIO_GOALS where there is one."""
+    lines = []
+    for run in runs:
+        if run.model == main_model or not run.fps:
+            continue
+        base = next((r for r in runs if r.model == main_model and r.fps and (r.variant, r.precision, r.objects)
+                     == (run.variant, run.precision, run.objects)), None)
+        line: Dict[str, Any] = dict(model=run.model, vs=main_model, variant=run.variant, precision=run.precision,
+                                    objects=run.objects, fps=round(run.fps, 1))
+        if base is None:
+            line["ratio"] = f"not measured ({main_model} has no ok run of this variant and count)"
+        else:
+            line.update(vs_fps=round(base.fps or 0.0, 1), ratio=round(run.fps / (base.fps or 1.0), 2))
+            if run.steady_fps and base.steady_fps:
+                line["steady_ratio"] = round(run.steady_fps / base.steady_fps, 2)
+            target = MODEL_RATIO_GOALS.get((main_model, run.model))
+            if target is not None:
+                line.update(target=target, met=line["ratio"] >= target)
+        lines.append(line)
+    return lines
+
+
 def table(runs: List[Run]) -> str:
-    header = ("| variant | precision | objects | FPS | steady FPS | ms/frame | frame 0 ms | image_enc | mem_attn | "
-              "decoder | mem_enc | outside ms | peak MiB | IoU mean / min | warm-up s | total s | status |")
+    header = ("| variant | model | precision | objects | FPS | steady FPS | ms/frame | frame 0 ms | image_enc | "
+              "mem_attn | decoder | mem_enc | outside ms | peak MiB | IoU mean / min | warm-up s | total s | status |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
 
     def number(value: Optional[float], digits: int = 1) -> str:
@@ -659,8 +724,8 @@ def table(runs: List[Run]) -> str:
         parts = [number(r.component_ms.get(name), 2) for name in COMPONENT_METHODS]
         iou = "" if r.iou_mean is None else f"{r.iou_mean:.4f} / {r.iou_min:.4f}"
         warmup = r.warmup_s if r.warmup_s is not None else r.compile_s
-        lines.append(f"| {r.variant} | {r.precision} | {r.objects} | {number(r.fps)} | {number(r.steady_fps)} | "
-                     f"{number(r.ms_per_frame, 2)} | {number(r.first_frame_ms)} | " + " | ".join(parts) +
+        lines.append(f"| {r.variant} | {r.model} | {r.precision} | {r.objects} | {number(r.fps)} | "
+                     f"{number(r.steady_fps)} | {number(r.ms_per_frame, 2)} | {number(r.first_frame_ms)} | " + " | ".join(parts) +
                      f" | {number(r.outside_ms, 2)} | {number(r.peak_gpu_mib, 0)} | {iou} | "
                      f"{number(warmup)} | {number(r.total_s)} | {r.status} |")
     return "\n".join(lines)
@@ -685,8 +750,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--smoke", action="store_true",
-                        help="CI size: image 128, 4 frames, 1 / 2 objects, fp32, compile with dynamo's eager compiler")
-    parser.add_argument("--model", default="sam2.1_hiera_tiny", choices=sorted(META_CONFIGS))
+                        help="CI size: image 128 (256 with EdgeTAM), 4 frames, 1 / 2 objects, fp32, compile with "
+                             "dynamo's eager compiler")
+    parser.add_argument("--model", default="sam2.1_hiera_tiny", choices=MODEL_NAMES,
+                        help="the model measured (Meta's predictor too, for Meta's SAM 2 models)")
     parser.add_argument("--image-size", type=int, default=1024)
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 4, 16])
@@ -697,7 +764,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--cameras", type=int, nargs="+",
                         help="cameras mode: our variants tracking K streams together, for each K (e.g. 1 2 4)")
     parser.add_argument("--variants", nargs="+", metavar="SLUG",
-                        help="only these, in this order: " + " ".join(v.slug for v in ALL_VARIANTS))
+                        help="only these, in this order: " + " ".join(v.slug for v in ALL_VARIANTS) +
+                        " (ours with another model than --model: MODEL:SLUG)")
     parser.add_argument("--vos-objects", type=int, nargs="+", default=[1],
                         help="object counts of Meta's vos_optimized (its compilation is long: 1 object by default)")
     parser.add_argument("--vos-budget-s", type=float, default=150.0,
@@ -717,23 +785,27 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.warmup_child:
         warmup_child(args.warmup_child)
         return
-    if args.smoke:
-        args.image_size, args.frames, args.objects, args.compiler = 128, 4, [1, 2], "eager"
     started = time.perf_counter()
     device = torch.device(args.device)
     env = environment(device)
     LOG.info("environment: %s", env)
+    chosen = variants(args.smoke, bool(env["sam2"]), bool(env["torch_tensorrt"]), args.variants, args.model)
+    if args.smoke:
+        # EdgeTAM's image sizes are multiples of 256 (its perceiver's 16 x 16 windows of the stride-16 map)
+        edgetam = COMPARED_MODEL in {args.model} | {v.model for v in chosen}
+        args.image_size, args.frames, args.objects, args.compiler = 256 if edgetam else 128, 4, [1, 2], "eager"
+    if args.model not in META_CONFIGS:
+        LOG.info("Meta's predictor does not run: Meta's sam2 package has no %s (ours alone)", args.model)
 
-    model = random_model(args.model, args.image_size, device)
-    with torch.no_grad():
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += OBJECT_SCORE_SHIFT
+    model = build_model(args.model, args.image_size, device)
+    models = {args.model: model}
     clip = SyntheticClip(args.image_size, args.image_size, num_shapes=max(args.objects))
     frames, clicks = clip.frames(args.frames), clip.centers(0)  # a click on each shape
     if args.cameras:
         main_cameras(args, env, model, frames, clicks, device, started)
         return
     runs: List[Run] = []
-    reference: Dict[int, List[np.ndarray]] = {}
+    reference: Dict[str, Dict[int, List[np.ndarray]]] = {}  # per model: the masks of REFERENCE
     with tempfile.TemporaryDirectory(prefix="sam2_gpu_bench_") as tmp:
         workdir = Path(tmp)
         if env["sam2"]:
@@ -748,13 +820,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         def write_report() -> Dict[str, Any]:
             """The JSON so far (rewritten after every variant: a run cut short still reports)."""
             report = dict(env=env, args={k: str(v) for k, v in vars(args).items()}, runs=[asdict(r) for r in runs],
-                          goals=goals(runs), seconds=round(time.perf_counter() - started, 1), **extra)
+                          goals=goals([r for r in runs if r.model == args.model]),
+                          model_ratios=model_ratios(runs, args.model),
+                          seconds=round(time.perf_counter() - started, 1), **extra)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(report, indent=1))
             return report
 
         cache_root = workdir / "sam2_rt_cache"
-        for variant in variants(args.smoke, bool(env["sam2"]), bool(env["torch_tensorrt"]), args.variants):
+        for variant in chosen:
+            name = variant.model or args.model
             remaining = args.budget_s - (time.perf_counter() - started)
             needed = MIN_SECONDS[variant.backend]
             counts = args.vos_objects if variant.backend == "vos" else args.objects
@@ -767,16 +842,22 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 budget = min(remaining, args.vos_budget_s) if variant.backend == "vos" else remaining
                 new, masks = run_meta(variant, workdir, meta_spec, counts, budget)
             else:
-                new, masks = run_ours(variant, model, frames, clicks, counts, device, args.compiler, cache_root)
+                if name not in models:
+                    models[name] = build_model(name, args.image_size, device)
+                new, masks = run_ours(variant, models[name], frames, clicks, counts, device, args.compiler,
+                                      cache_root)
                 torch._dynamo.reset()
                 if args.warm_start and variant.backend == "compile" and "warm_start" not in extra:
                     extra["warm_start"] = warm_start(variant, args, counts, cache_root, workdir)
                     print(json.dumps(dict(warm_start=extra["warm_start"])), flush=True)
-            if variant == REFERENCE:
-                reference = masks
+            if dataclasses.replace(variant, model=None) == REFERENCE:
+                reference[name] = masks
             for run in new:
-                if run.objects in masks and run.objects in reference:
-                    ious = np.concatenate([mask_ious(a, b) for a, b in zip(masks[run.objects], reference[run.objects])])
+                run.model = name
+                # masks against the same model's fp32 eager masks (when that variant ran before)
+                ref = reference.get(name, {})
+                if run.objects in masks and run.objects in ref:
+                    ious = np.concatenate([mask_ious(a, b) for a, b in zip(masks[run.objects], ref[run.objects])])
                     run.iou_mean, run.iou_min = float(ious.mean()), float(ious.min())
                 print(json.dumps(asdict(run)), flush=True)
             runs.extend(new)
@@ -794,6 +875,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         sys.stdout.write(f"warm start from our compile cache (torch's caches empty): {json.dumps(report['warm_start'])}\n")
     if report.get("attention"):
         sys.stdout.write(attention_table(report["attention"]) + "\n")
+    for line in report["model_ratios"]:
+        sys.stdout.write(f"model ratio: {json.dumps(line)}\n")
     sys.stdout.write(f"goals: {json.dumps(report['goals'])}\n{table(runs)}\n")
 
 
@@ -801,7 +884,11 @@ def main_cameras(args: argparse.Namespace, env: Dict[str, Any], model: torch.nn.
                  clicks: np.ndarray, device: torch.device, started: float) -> None:
     """The cameras mode of `main`: our variants only, JSON lines per (variant, K), the report file last."""
     lines: List[Dict[str, Any]] = []
-    for variant in variants(args.smoke, meta_available=False, trt_available=bool(env["torch_tensorrt"])):
+    # one model's scaling with cameras: the variants of --model only
+    for variant in variants(args.smoke, meta_available=False, trt_available=bool(env["torch_tensorrt"]),
+                            model=args.model):
+        if variant.model is not None:
+            continue
         new = run_cameras(variant, model, frames, clicks, args.cameras, args.objects[0], device, args.compiler)
         torch._dynamo.reset()
         for line in new:
