@@ -265,8 +265,12 @@ def test_two_compiled_streams_equal_eager_and_carry_no_padding(model: SAM2Model,
 
 
 @pytest.mark.slow
-def test_inductor_builds_every_component_at_warmup_and_tracks_like_eager(model: SAM2Model) -> None:
-    """The real compiler (code generation included), one bucket: what the node runs with backend:=compile."""
+@pytest.mark.parametrize("name", ["sam2.1_hiera_tiny", "edgetam"])
+def test_inductor_builds_every_component_at_warmup_and_tracks_like_eager(model: SAM2Model, name: str) -> None:
+    """The real compiler (code generation included), one bucket: what the node runs with backend:=compile.
+    EdgeTAM (256 px): its RepViT trunk (timm), perceiver and latent RoPE through inductor too."""
+    if name == "edgetam":
+        model = present_objects_model(EDGETAM_IMAGE_SIZE, "edgetam")
     tracker = Tracker(model, TrackerConfig(max_objects=1, backend="compile", compiler="inductor"))
     report = tracker.warmup()
     assert tracker.compilations == {"image_encoder": 1, "memory_attention": 2, "mask_decoder": 1,
