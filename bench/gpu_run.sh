@@ -2,13 +2,14 @@
 # The GPU benchmark as one command on the GPU machine (no internet: nothing is downloaded).
 #   bash bench/gpu_run.sh                  # bench/gpu.py with its defaults (<= 8 min on an H100 / H200)
 #   bash bench/gpu_run.sh --objects 1 16   # any bench/gpu.py arguments
-#   bash bench/gpu_run.sh --quick          # <= 11 min in all on an H100 / H200 (a borrowed GPU's short minutes):
-#       40 frames at 1 / 4 / 16 objects; ours eager fp32 (the masks' reference), then EdgeTAM's (its rows'
-#       reference), compile + CUDA graphs bf16 (cold warm-up, then a warm start of a second process from our
-#       compile cache) and EdgeTAM on that same backend, eager bf16 and EdgeTAM eager bf16 (issue 20: EdgeTAM
-#       >= 2x tiny's frames/s on the same GPU and backend: the "model ratio" lines); Meta's vos_optimized
-#       (1 object, 120 s budget with its compilation) and plain bf16; memory attention alone (--attention); no
-#       tests. Further arguments are added to these.
+#   bash bench/gpu_run.sh --quick          # <= 9 min in all on an H100 / H200 (a borrowed GPU's short minutes):
+#       40 frames at 1 / 4 / 16 objects, in this order while the 430 s budget lasts (a variant that no longer
+#       fits is recorded as skipped): ours eager fp32 (the masks' reference), compile + CUDA graphs bf16 (cold
+#       warm-up, then a warm start of a second process from our compile cache), EdgeTAM's eager fp32 (its rows'
+#       reference) and compile + CUDA graphs bf16 (issue 20: EdgeTAM >= 2x tiny's frames/s on the same GPU and
+#       backend: the "model ratio" lines), Meta's vos_optimized (1 object, 120 s budget with its compilation),
+#       ours eager bf16, Meta's plain bf16, EdgeTAM eager bf16; memory attention alone (--attention); no tests.
+#       Further arguments are added to these.
 # Both modes measure EdgeTAM beside sam2.1_hiera_tiny (bench/gpu.py's default variants include its rows).
 # Then the tests marked gpu (at most 4 min) when pytest imports. Writes $OUT/gpu.json (rewritten after every
 # variant: a run cut short still reports), $OUT/gpu.log and $OUT/gpu_tests.log ($OUT defaults to out/); exits
@@ -25,9 +26,9 @@ QUICK=0
 if [ "${1:-}" = "--quick" ]; then
     shift
     QUICK=1
-    set -- --frames 40 --objects 1 4 16 --budget-s 550 --vos-budget-s 120 --warm-start --attention \
-        --variants ours-eager-fp32 edgetam:ours-eager-fp32 ours-compile-cg-bf16 edgetam:ours-compile-cg-bf16 \
-        ours-eager-bf16 edgetam:ours-eager-bf16 meta-vos-bf16 meta-plain-bf16 "$@"
+    set -- --frames 40 --objects 1 4 16 --budget-s 430 --vos-budget-s 120 --warm-start --attention \
+        --variants ours-eager-fp32 ours-compile-cg-bf16 edgetam:ours-eager-fp32 edgetam:ours-compile-cg-bf16 \
+        meta-vos-bf16 ours-eager-bf16 meta-plain-bf16 edgetam:ours-eager-bf16 "$@"
 fi
 PY=${PY:-python3}
 OUT=${OUT:-out}
