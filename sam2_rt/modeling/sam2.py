@@ -94,6 +94,8 @@ class SAM2Model(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        # prepare_for_inference(channels_last_images=True) sets it: forward_image runs in channels-last layout.
+        self._channels_last_images = False
         hidden, mem_dim, feat_size = config.hidden_dim, config.mem_dim, config.feat_size
         if hidden % mem_dim != 0:
             raise ValueError(f"hidden_dim {hidden} must be a multiple of mem_dim {mem_dim}")
@@ -251,15 +253,30 @@ class SAM2Model(nn.Module):
           feat (B, C, h, w): the image feature (input of memory attention and of the memory encoder);
           pos (B, C, h, w): its sine position encoding.
         """
+        if self._channels_last_images:
+            images = images.contiguous(memory_format=torch.channels_last)
         stride4, stride8, feat = self.image_encoder(images)
         feat_s0 = self.sam_mask_decoder.conv_s0(stride4)
         feat_s1 = self.sam_mask_decoder.conv_s1(stride8)
+        if self._channels_last_images:  # what follows expects the usual layout
+            feat_s0, feat_s1, feat = feat_s0.contiguous(), feat_s1.contiguous(), feat.contiguous()
         pos = self.image_encoder.neck.position_encoding(feat)
         return feat_s0, feat_s1, feat, pos
 
-    def prepare_for_inference(self) -> "SAM2Model":
-        """The model in the form the tracker runs: eval mode (EdgeTAMModel also folds its trunk). Returns self."""
-        return self.eval()
+    def prepare_for_inference(self, channels_last_images: bool = False) -> "SAM2Model":
+        """The model in the form the tracker runs: eval mode (EdgeTAMModel also folds its trunk). Returns self.
+
+        channels_last_images: the image encoder and the decoder's high-res projections keep their weights in
+          channels-last layout and run their convolutions in it (oneDNN's fast path on CPUs: forward_image
+          EdgeTAM -25 %, sam2.1_hiera_tiny -5 % at 1024 px, bench/RESULTS.md); the features come out in the usual
+          layout. The tracker asks for it with the eager backend on a CPU. Same results to float rounding.
+        """
+        self.eval()
+        if channels_last_images and not self._channels_last_images:
+            for module in (self.image_encoder, self.sam_mask_decoder.conv_s0, self.sam_mask_decoder.conv_s1):
+                module.to(memory_format=torch.channels_last)
+            self._channels_last_images = True
+        return self
 
     # --- memory ------------------------------------------------------------------------------------
 
