@@ -1,7 +1,8 @@
-"""The models' inference form (SAM2Model.prepare_for_inference): the tracker folds EdgeTAM's RepViT trunk
-(BatchNorms and parallel branches into single convolutions, timm's re-parameterisation) in place, and on a CPU with
-the eager backend runs the image convolutions in channels-last layout; features equal the plain model's to float
-rounding, and come out in the usual layout."""
+"""The models' inference form: the tracker folds EdgeTAM's RepViT trunk (BatchNorms and parallel branches into
+single convolutions, timm's re-parameterisation) in place (SAM2Model.prepare_for_inference), and the eager runner
+encodes images on a CPU with channels-last convolutions (forward_image(channels_last=True)); features equal the
+plain model's to float rounding, and come out in the usual layout. No tracker changes the weights' layout: a model
+shared by a compiled tracker and an eager one recompiles nothing."""
 
 import copy
 
@@ -33,8 +34,8 @@ def test_tracker_folds_the_trunk_and_the_features_stay_the_same() -> None:
     tracker = Tracker(model, TrackerConfig(max_objects=1))
     assert tracker.model is model and model.image_encoder.trunk.reparameterized and not model.training
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.image_encoder.trunk.modules())
-    assert model.image_encoder.trunk.body.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    for ours, reference in zip(model.forward_image(images), unfolded.forward_image(images)):
+    assert model.image_encoder.trunk.body.stem.conv1.weight.is_contiguous()
+    for ours, reference in zip(tracker.runner.encode_image(images), unfolded.forward_image(images)):
         assert ours.is_contiguous() or ours.stride() == reference.stride()  # pos: the same expanded view
         scale = reference.abs().max()
         assert float((ours - reference).abs().max() / scale) < 1e-5
@@ -46,21 +47,13 @@ def test_tracker_folds_the_trunk_and_the_features_stay_the_same() -> None:
 
 
 @torch.inference_mode()
-def test_sam2_models_keep_their_weights_and_features() -> None:
+def test_channels_last_image_encoding_gives_the_same_features() -> None:
     model = seeded_model(256, "sam2.1_hiera_tiny").train()
-    plain = copy.deepcopy(model).eval()
     state = model.state_dict()
-    assert model.prepare_for_inference(channels_last_images=True) is model and not model.training
-    assert model.image_encoder.trunk.patch_embed.proj.weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.prepare_for_inference() is model and not model.training
     assert list(model.state_dict()) == list(state)
     images = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(1))
-    for ours, reference in zip(model.forward_image(images), plain.forward_image(images)):
+    for ours, reference in zip(model.forward_image(images, channels_last=True), model.forward_image(images)):
         assert ours.is_contiguous() or ours.stride() == reference.stride()  # pos: the same expanded view
         assert float((ours - reference).abs().max() / reference.abs().max()) < 1e-5
-
-
-def test_fixed_shape_backends_keep_the_usual_layout() -> None:
-    model = seeded_model(256, "edgetam")
-    Tracker(model, TrackerConfig(max_objects=1, backend="compile"))
-    assert model.image_encoder.trunk.reparameterized
-    assert not model.image_encoder.trunk.body.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.image_encoder.trunk.patch_embed.proj.weight.is_contiguous()

@@ -52,13 +52,12 @@ class EdgeTAMModel(SAM2Model):
             use_self_attn=True,
         )
 
-    def prepare_for_inference(self, channels_last_images: bool = False) -> "EdgeTAMModel":
-        """SAM2Model.prepare_for_inference, after folding the RepViT trunk into its inference form in place
-        (TimmTrunk.reparameterize: BatchNorms and parallel branches into single convolutions; the same features to
-        float rounding, ~4x faster on a CPU). Its state_dict then no longer has Meta's trunk keys: load a
-        checkpoint before."""
-        self.image_encoder.trunk.reparameterize()  # first: the folded convolutions then take the layout
-        super().prepare_for_inference(channels_last_images)
+    def prepare_for_inference(self) -> "EdgeTAMModel":
+        """Eval mode, and the RepViT trunk folded into its inference form in place (TimmTrunk.reparameterize:
+        BatchNorms and parallel branches into single convolutions; the same features to float rounding, several
+        times faster on a CPU). Its state_dict then no longer has Meta's trunk keys: load a checkpoint before."""
+        super().prepare_for_inference()
+        self.image_encoder.trunk.reparameterize()
         return self
 
     def _build_trunk(self, config: ModelConfig) -> nn.Module:

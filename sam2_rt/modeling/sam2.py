@@ -94,8 +94,6 @@ class SAM2Model(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        # prepare_for_inference(channels_last_images=True) sets it: forward_image runs in channels-last layout.
-        self._channels_last_images = False
         hidden, mem_dim, feat_size = config.hidden_dim, config.mem_dim, config.feat_size
         if hidden % mem_dim != 0:
             raise ValueError(f"hidden_dim {hidden} must be a multiple of mem_dim {mem_dim}")
@@ -241,42 +239,34 @@ class SAM2Model(nn.Module):
 
     @torch.inference_mode()
     def forward_image(
-        self, images: torch.Tensor
+        self, images: torch.Tensor, channels_last: bool = False
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encode frames (Meta's forward_image + _prepare_backbone_features).
 
         Arguments:
           images: (B, 3, S, S) float RGB, resized to S x S and normalised with ImageNet mean/std.
+          channels_last: run the convolutions in channels-last layout (oneDNN's fast path on a CPU: forward_image
+            of EdgeTAM -27 %, of sam2.1_hiera_tiny -5 % at 1024 px, bench/RESULTS.md); the same results to float
+            rounding, returned in the usual layout. The eager runner asks for it on a CPU.
         Returns:
           feat_s0 (B, C/8, S/4, S/4) and feat_s1 (B, C/4, S/8, S/8): high-res features, already projected
             by the decoder's conv_s0 / conv_s1;
           feat (B, C, h, w): the image feature (input of memory attention and of the memory encoder);
           pos (B, C, h, w): its sine position encoding.
         """
-        if self._channels_last_images:
+        if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         stride4, stride8, feat = self.image_encoder(images)
         feat_s0 = self.sam_mask_decoder.conv_s0(stride4)
         feat_s1 = self.sam_mask_decoder.conv_s1(stride8)
-        if self._channels_last_images:  # what follows expects the usual layout
+        if channels_last:  # what follows expects the usual layout
             feat_s0, feat_s1, feat = feat_s0.contiguous(), feat_s1.contiguous(), feat.contiguous()
         pos = self.image_encoder.neck.position_encoding(feat)
         return feat_s0, feat_s1, feat, pos
 
-    def prepare_for_inference(self, channels_last_images: bool = False) -> "SAM2Model":
-        """The model in the form the tracker runs: eval mode (EdgeTAMModel also folds its trunk). Returns self.
-
-        channels_last_images: the image encoder and the decoder's high-res projections keep their weights in
-          channels-last layout and run their convolutions in it (oneDNN's fast path on CPUs: forward_image
-          EdgeTAM -25 %, sam2.1_hiera_tiny -5 % at 1024 px, bench/RESULTS.md); the features come out in the usual
-          layout. The tracker asks for it with the eager backend on a CPU. Same results to float rounding.
-        """
-        self.eval()
-        if channels_last_images and not self._channels_last_images:
-            for module in (self.image_encoder, self.sam_mask_decoder.conv_s0, self.sam_mask_decoder.conv_s1):
-                module.to(memory_format=torch.channels_last)
-            self._channels_last_images = True
-        return self
+    def prepare_for_inference(self) -> "SAM2Model":
+        """The model in the form the tracker runs: eval mode (EdgeTAMModel also folds its trunk). Returns self."""
+        return self.eval()
 
     # --- memory ------------------------------------------------------------------------------------
 

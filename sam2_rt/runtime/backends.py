@@ -253,8 +253,9 @@ class EagerRunner:
         """Called once before each frame's (or batch of frames') first component."""
 
     def encode_image(self, images: torch.Tensor) -> Tensors:
-        """(F, 3, S, S) -> (feat_s0, feat_s1, feat, pos), each with batch F; see SAM2Model.forward_image."""
-        return self.model.forward_image(images)
+        """(F, 3, S, S) -> (feat_s0, feat_s1, feat, pos), each with batch F; see SAM2Model.forward_image (its
+        channels-last convolutions on a CPU, where they were measured faster)."""
+        return self.model.forward_image(images, channels_last=images.device.type == "cpu")
 
     def attend_memory(
         self, feat: torch.Tensor, pos: torch.Tensor, memory: MemoryReadout, batch_chunk: Optional[int]

@@ -94,17 +94,14 @@ class Tracker:
     Arguments:
       model: the SAM 2 or EdgeTAM model, any device; prepared for inference here, in place
         (`SAM2Model.prepare_for_inference`: eval mode; EdgeTAM's trunk folded, after which its state_dict has
-        the folded trunk's keys; on a CPU with the eager backend, channels-last image convolutions).
+        the folded trunk's keys).
       config: tracker options.
     Raises:
       ValueError: a model configuration this tracker does not implement (all official ones are).
     """
 
     def __init__(self, model: SAM2Model, config: TrackerConfig = TrackerConfig()) -> None:
-        # Channels-last image convolutions where measured faster: oneDNN's eager path on a CPU (the fixed-shape
-        # backends build their programs from the usual layout).
-        on_cpu = next(model.parameters()).device.type == "cpu"
-        self.model = model.prepare_for_inference(channels_last_images=on_cpu and config.backend == "eager")
+        self.model = model.prepare_for_inference()
         self.config = config
         self.model_config = model.config
         if not self.model_config.use_mask_input_as_output_without_sam:
