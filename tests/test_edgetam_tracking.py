@@ -41,10 +41,10 @@ def memoised_images(model: SAM2Model) -> SAM2Model:
     """The model, its image encoder computing each distinct batch of frames once (see the module doc)."""
     encode = model.forward_image
 
-    def forward_image(images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    def forward_image(images: torch.Tensor, channels_last: bool = False) -> Tuple[torch.Tensor, ...]:
         key = (tuple(images.shape), hashlib.sha1(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest())
         if key not in _FEATURES:
-            _FEATURES[key] = encode(images)
+            _FEATURES[key] = encode(images, channels_last)
         return _FEATURES[key]
 
     model.forward_image = forward_image  # type: ignore[method-assign]

@@ -189,7 +189,7 @@ def test_memory_stays_bounded_with_prompts_removals_and_the_conditioning_cap(tin
     video = SyntheticClip(24, 32, seed=0)
     with torch.inference_mode():
         features = tiny_model.forward_image(preprocess(video.frame(0), TINY_SIZE, torch.device("cpu")))
-    monkeypatch.setattr(tiny_model, "forward_image", lambda images: features)
+    monkeypatch.setattr(tiny_model, "forward_image", lambda images, channels_last=False: features)
     tracker = Tracker(tiny_model, TrackerConfig(max_objects=4, max_conditioning_frames=2))
     state = tracker.create_stream()
     tracker.add_prompt(state, 1, points=video.centers(0)[:1], labels=[1], frame_size=(24, 32))
