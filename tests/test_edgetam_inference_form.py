@@ -6,6 +6,7 @@ shared by a compiled tracker and an eager one recompiles nothing."""
 
 import copy
 
+import pytest
 import torch
 
 from sam2_rt import Tracker, TrackerConfig
@@ -57,3 +58,17 @@ def test_channels_last_image_encoding_gives_the_same_features() -> None:
         assert ours.is_contiguous() or ours.stride() == reference.stride()  # pos: the same expanded view
         assert float((ours - reference).abs().max() / reference.abs().max()) < 1e-5
     assert model.image_encoder.trunk.patch_embed.proj.weight.is_contiguous()
+
+
+@pytest.mark.parametrize("name", ["sam2.1_hiera_tiny", "edgetam"])
+@torch.inference_mode()
+def test_channels_last_memory_encoding_gives_the_same_memories(name: str) -> None:
+    model = seeded_model(256, name).prepare_for_inference()
+    generator = torch.Generator().manual_seed(2)
+    feat = torch.randn(1, 256, 16, 16, generator=generator).expand(2, -1, -1, -1)
+    masks = 10 * torch.randn(2, 1, 256, 256, generator=generator)
+    scores = torch.tensor([[1.0], [-1.0]])
+    for ours, reference in zip(model.encode_memory(feat, masks, scores, False, channels_last=True),
+                               model.encode_memory(feat, masks, scores, False)):
+        assert ours.shape == reference.shape and ours.stride() == reference.stride()
+        assert float((ours - reference).abs().max() / reference.abs().max()) < 1e-5

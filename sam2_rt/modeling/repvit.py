@@ -52,7 +52,7 @@ class TimmTrunk(nn.Module):
     def reparameterize(self) -> None:
         """Fold the body into its inference form, in place (timm's re-parameterisation: every BatchNorm into its
         convolution, RepViT's parallel 3x3 / 1x1 / identity branches into one convolution). Same features to
-        float rounding (~1e-6 relative), several times faster on a CPU (4.4x measured at 1024 px, RESULTS).
+        float rounding (~1e-6 relative), 1.2x as fast on a CPU (0.29 -> 0.24 s at 1024 px, bench/RESULTS.md).
         The state_dict then holds the folded weights under timm's inference names: Meta's checkpoint loads
         into the trunk before this, not after. Idempotent."""
         if self._reparameterized:

@@ -246,7 +246,7 @@ class SAM2Model(nn.Module):
         Arguments:
           images: (B, 3, S, S) float RGB, resized to S x S and normalised with ImageNet mean/std.
           channels_last: run the convolutions in channels-last layout (oneDNN's fast path on a CPU: forward_image
-            of EdgeTAM -27 %, of sam2.1_hiera_tiny -5 % at 1024 px, bench/RESULTS.md); the same results to float
+            of EdgeTAM -30 %, of sam2.1_hiera_tiny -7 % at 1024 px, bench/RESULTS.md); the same results to float
             rounding, returned in the usual layout. The eager runner asks for it on a CPU.
         Returns:
           feat_s0 (B, C/8, S/4, S/4) and feat_s1 (B, C/4, S/8, S/8): high-res features, already projected
@@ -375,6 +375,7 @@ class SAM2Model(nn.Module):
         high_res_masks: torch.Tensor,
         object_score_logits: torch.Tensor,
         is_mask_from_pts: bool,
+        channels_last: bool = False,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Encode a frame and its predicted mask into a memory (Meta's _encode_new_memory).
 
@@ -383,6 +384,8 @@ class SAM2Model(nn.Module):
           high_res_masks: (B, 1, S, S) mask logits (DecodeOutput.high_res_masks).
           object_score_logits: (B, 1) presence logits; absent objects get no_obj_embed_spatial (SAM 2.1).
           is_mask_from_pts: the mask came from clicks on this frame; then it is binarised first.
+          channels_last: run the memory encoder's convolutions in channels-last layout (faster on a CPU, as in
+            forward_image: -27 % at 1024 px, bench/RESULTS.md); results in the usual layout.
         Returns:
           mem_feat (B, D, h, w) and mem_pos (B, D, h, w).
         """
@@ -392,7 +395,12 @@ class SAM2Model(nn.Module):
         else:
             mask = torch.sigmoid(high_res_masks.to(feat.dtype))
         mask = mask * config.sigmoid_scale_for_mem_enc + config.sigmoid_bias_for_mem_enc
+        if channels_last:
+            layout = torch.channels_last
+            feat, mask = feat.contiguous(memory_format=layout), mask.contiguous(memory_format=layout)
         mem_feat, mem_pos = self.memory_encoder(feat, mask, skip_mask_sigmoid=True)
+        if channels_last:
+            mem_feat = mem_feat.contiguous()
         if self.no_obj_embed_spatial is not None:
             absent = (object_score_logits <= 0).to(mem_feat.dtype)  # (B, 1)
             mem_feat = mem_feat + absent[:, :, None, None] * self.no_obj_embed_spatial[:, :, None, None]

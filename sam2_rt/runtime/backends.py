@@ -293,10 +293,12 @@ class EagerRunner:
     def encode_memory(
         self, feat: torch.Tensor, high_res_masks: torch.Tensor, object_score_logits: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Memories of N objects: feat (1 or N, C, h, w), masks (N, 1, S, S), scores (N, 1) -> (N, D, h, w) x 2."""
+        """Memories of N objects: feat (1 or N, C, h, w), masks (N, 1, S, S), scores (N, 1) -> (N, D, h, w) x 2
+        (channels-last convolutions on a CPU, as encode_image)."""
         count = high_res_masks.shape[0]
         return self.model.encode_memory(
-            feat.expand(count, *feat.shape[1:]), high_res_masks, object_score_logits, False
+            feat.expand(count, *feat.shape[1:]), high_res_masks, object_score_logits, False,
+            channels_last=feat.device.type == "cpu",
         )
 
 
