@@ -19,7 +19,6 @@ here: timm's create_model is wrapped to build it with pretrained=False), and `ra
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 import time
@@ -119,14 +118,9 @@ def run(inputs: Dict[str, Any]) -> Dict[str, Any]:
 
 def run_in_own_process(inputs: Dict[str, Any], folder: Path) -> Dict[str, Any]:
     """`run` in a child process (this file as a script); raises RuntimeError with its output if it fails."""
-    import torch
+    from testkit.own_process import run_script
 
-    torch.save(inputs, folder / "edgetam_in.pt")
-    done = subprocess.run([sys.executable, __file__, str(folder / "edgetam_in.pt"), str(folder / "edgetam_out.pt")],
-                          capture_output=True, text=True, timeout=3600)
-    if done.returncode != 0:
-        raise RuntimeError(f"EdgeTAM's reference failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
-    return torch.load(folder / "edgetam_out.pt", weights_only=False)
+    return run_script(__file__, "EdgeTAM", inputs, folder)
 
 
 def use_reference_package() -> None:

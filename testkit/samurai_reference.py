@@ -105,16 +105,9 @@ def _frames_of(tokens: Any, state: Dict[str, Any]) -> List[int]:
 
 def run_in_own_process(inputs: Dict[str, Any], folder: Path) -> Dict[str, Any]:
     """`run` in a child process (this file as a script); raises RuntimeError with its output if it fails."""
-    import subprocess
+    from testkit.own_process import run_script
 
-    import torch
-
-    torch.save(inputs, folder / "samurai_in.pt")
-    done = subprocess.run([sys.executable, __file__, str(folder / "samurai_in.pt"), str(folder / "samurai_out.pt")],
-                          capture_output=True, text=True, timeout=3600)
-    if done.returncode != 0:
-        raise RuntimeError(f"SAMURAI's reference failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
-    return torch.load(folder / "samurai_out.pt", weights_only=False)
+    return run_script(__file__, "SAMURAI", inputs, folder)
 
 
 def main() -> None:
