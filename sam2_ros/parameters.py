@@ -21,8 +21,8 @@ from sam2_rt.modeling.config import (
     IMAGE_SIZE_MULTIPLE,
     MODEL_NAMES,
     PRECISION_NAMES,
-    get_config,
 )
+from sam2_rt.modeling.config import model_size_problem as config_size_problem
 from sam2_rt.tracking.motion import MOTION_NAMES
 
 NODE_NAME = "sam2_tracker"
@@ -212,13 +212,8 @@ def parameters_problems(values: Mapping[str, Any]) -> List[str]:
 
 def model_size_problem(model: Any, image_size: Any) -> Optional[str]:
     """Why `model` cannot run at `image_size` (None when it can, or when either is unknown or invalid on its own)."""
-    if model not in MODEL_NAMES or not isinstance(image_size, int) or isinstance(image_size, bool):
-        return None
-    try:
-        get_config(model, image_size)
-    except ValueError as err:
-        return f"{err} (model {model})"
-    return None
+    problem = config_size_problem(model, image_size)
+    return None if problem is None else f"{problem} (model {model})"
 
 
 def camera_names_problem(names: Sequence[str]) -> Optional[str]:

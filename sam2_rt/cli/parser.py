@@ -14,7 +14,7 @@ from sam2_rt.modeling.config import (
     IMAGE_SIZE_MULTIPLE,
     MODEL_NAMES,
     PRECISION_NAMES,
-    get_config,
+    model_size_problem,
 )
 from sam2_rt.tracking.motion import MOTION_NAMES
 
@@ -252,7 +252,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
 def parse_command_line(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """The parsed command line of `sam2-rt`, with the checks no single argument can make.
 
@@ -261,10 +260,8 @@ def parse_command_line(argv: Optional[Sequence[str]] = None) -> argparse.Namespa
         needs a multiple of 256).
     """
     args = build_parser().parse_args(argv)
-    model, image_size = getattr(args, "model", None), getattr(args, "image_size", None)
-    if model is not None and image_size is not None:
-        try:
-            get_config(model, image_size)
-        except ValueError as error:
-            raise UsageError(f"sam2-rt {args.command}", f"argument --image-size: {error} (--model {model})") from None
+    model = getattr(args, "model", None)
+    problem = model_size_problem(model, getattr(args, "image_size", None))
+    if problem is not None:
+        raise UsageError(f"sam2-rt {args.command}", f"argument --image-size: {problem} (--model {model})")
     return args

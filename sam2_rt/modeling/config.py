@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 # Meta's SAM 2 (July 2024) and SAM 2.1 (September 2024) models.
 SAM2_MODEL_NAMES: Tuple[str, ...] = (
@@ -293,3 +293,15 @@ def get_config(name: str, image_size: int = 1024) -> ModelConfig:
         fields.update(_SAM2_0_FLAGS)
     return ModelConfig(name=name, version=version, image_size=image_size, **fields)  # type: ignore[arg-type]
 
+
+
+def model_size_problem(name: Any, image_size: Any) -> Optional[str]:
+    """Why model `name` cannot run at `image_size` (get_config's reason, e.g. EdgeTAM's multiple of 256); None when
+    it can, or when either value is unknown or invalid on its own (the front ends check those one by one)."""
+    if name not in MODEL_NAMES or not isinstance(image_size, int) or isinstance(image_size, bool):
+        return None
+    try:
+        get_config(name, image_size)
+    except ValueError as error:
+        return str(error)
+    return None
